@@ -1,0 +1,194 @@
+"""The ``varattn`` command: parse arguments, call the library, print results. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="make a prepared data folder (vocabularies, token ids, meta.json)")
+    p.add_argument("source", choices=["synthetic", "multi30k", "iwslt14", "files"])
+    p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--from", dest="from_dir", help="take the corpus from this folder instead of downloading")
+    p.add_argument("--url", help="base URL to download from (multi30k, iwslt14)")
+    p.add_argument("--pairs", type=int, default=10000, help="synthetic: number of sentence pairs")
+    p.add_argument("--seed", type=int, default=1, help="synthetic: random seed")
+    for name in ("train", "valid", "test"):
+        p.add_argument(f"--{name}-src", help=f"files: {name} source file (plain or .gz)")
+        p.add_argument(f"--{name}-tgt", help=f"files: {name} target file (plain or .gz)")
+    p.add_argument("--src-lang", default=None, help="source language code (default per corpus)")
+    p.add_argument("--tgt-lang", default=None, help="target language code (default per corpus)")
+    p.add_argument("--tokenize", action=argparse.BooleanOptionalAction, default=None,
+                   help="Moses-tokenise the text (default: on for raw text, off for tokenised corpora)")
+    p.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=None,
+                   help="lowercase the text (default per corpus)")
+    p.add_argument("--bpe-merges", type=int, default=None, help="joint BPE merges to learn; 0 = none")
+    p.add_argument("--max-len", type=int, default=None, help="drop training pairs longer than this (tokens)")
+    p.add_argument("--filter-eval", action="store_true", help="apply --max-len to evaluation splits too")
+    p.add_argument("--min-freq", type=int, default=1, help="least count of a vocabulary entry")
+    p.add_argument("--max-vocab", type=int, default=None, help="most vocabulary entries besides the specials")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model from a YAML config")
+    p.add_argument("config", nargs="?", help="YAML config (optional with --resume: the run's own)")
+    p.add_argument("overrides", nargs="*", help="section.field=value, e.g. train.max_steps=20")
+    p.add_argument("--out", help="run directory (default runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="perplexities (and more) of a trained model on a prepared split")
+    p.add_argument("run", help="run directory or checkpoint .json")
+    p.add_argument("--data", required=True, help="prepared data folder")
+    p.add_argument("--split", default="test")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--kmax", type=int, nargs="*", default=[1, 2, 3, 5], help="K values for K-max PPL")
+    p.add_argument("--no-bleu", action="store_true", help="skip decoding and BLEU")
+    p.add_argument("--device", default="auto")
+
+
+def _add_translate(sub) -> None:
+    p = sub.add_parser("translate", help="translate text, one line out per line in")
+    p.add_argument("run", help="run directory or checkpoint .json")
+    p.add_argument("--input", help="input file (default: standard input)")
+    p.add_argument("--output", help="output file (default: standard output)")
+    p.add_argument("--detokenize", action="store_true", help="Moses-detokenise the output")
+    p.add_argument("--kmax", type=int, default=None, help="marginalise over the K most probable positions")
+    p.add_argument("--alignments", action="store_true", help="append ' ||| ' and Pharaoh i-j prior links")
+    p.add_argument("--device", default="auto")
+
+
+def _add_quickstart(sub) -> None:
+    p = sub.add_parser("quickstart", help="the main job on the embedded synthetic corpus (no downloads)")
+    p.add_argument("--out", default="runs/quickstart", help="folder for data, runs and results")
+    p.add_argument("--pairs", type=int, default=None, help="synthetic pairs (default: the recipe's)")
+    p.add_argument("--seed", type=int, default=1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="varattn", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_prepare, _add_train, _add_evaluate, _add_translate, _add_quickstart):
+        add(sub)
+    return parser
+
+
+def cmd_prepare(args) -> None:
+    from .data.recipes import prepare
+
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "source", "out", "verbose")}
+    report = prepare(args.source, args.out, **{k: v for k, v in options.items() if v is not None})
+    print(json.dumps(report, indent=1))
+    print(f"prepared data written to {args.out}")
+
+
+def cmd_train(args) -> None:
+    from . import config as config_lib
+    from .train import train
+
+    if args.config and "=" in args.config and not Path(args.config).exists():
+        args.overrides.insert(0, args.config)
+        args.config = None
+    if args.config is None:
+        if not (args.resume and args.out):
+            raise UserError("give a config file (varattn train CONFIG), or --resume --out RUN_DIR")
+        args.config = str(Path(args.out) / "config.yaml")
+    config = config_lib.load(args.config, args.overrides)
+    out = args.out or str(Path("runs") / Path(args.config).stem)
+    summary = train(config, out, resume=args.resume)
+    print(json.dumps(summary, indent=1))
+    print(f"run written to {out} (checkpoint_best, checkpoint_last, log.jsonl)")
+
+
+def _device(spec: str):
+    from .train import resolve_device
+
+    return resolve_device(spec)
+
+
+def cmd_evaluate(args) -> None:
+    from .data.prepared import load_prepared
+    from .report import evaluate_run, format_table
+    from .runs import load_run
+
+    run = load_run(args.run, _device(args.device))
+    data = load_prepared(args.data)
+    results = evaluate_run(run, data, args.split, kmax=tuple(args.kmax), bleu=not args.no_bleu)
+    print(format_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
+        print(f"results written to {args.json}")
+
+
+def _read_input(path: str | None) -> list[str]:
+    if path is None:
+        return [line.rstrip("\n") for line in sys.stdin]
+    from .data.textio import read_lines
+
+    return read_lines(path)
+
+
+def cmd_translate(args) -> None:
+    from .runs import load_run
+    from .translate import translate_lines
+
+    run = load_run(args.run, _device(args.device))
+    decode = run.config.decode
+    if args.kmax is not None:
+        decode.kmax = args.kmax
+    lines = _read_input(args.input)
+    translations = translate_lines(run, lines, decode, detokenize=args.detokenize,
+                                   progress=args.input is not None)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for item in translations:
+            text = item.text
+            if args.alignments:
+                links = " ".join(f"{i}-{j}" for j, i in enumerate(item.hypothesis.alignment))
+                text = f"{text} ||| {links}"
+            out.write(text + "\n")
+    finally:
+        if args.output:
+            out.close()
+
+
+def cmd_quickstart(args) -> None:
+    from .quickstart import run_quickstart
+
+    run_quickstart(args.out, pairs=args.pairs, seed=args.seed, echo=print)
+
+
+COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate,
+            "translate": cmd_translate, "quickstart": cmd_quickstart}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "train" or any(item.startswith("-") or "=" not in item for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides.extend(extra)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        COMMANDS[args.command](args)
+    except UserError as error:
+        print(f"varattn {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Shared fixtures: small real-data samples from ../shared (skipped where it is absent) and tiny configs."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+MULTI30K = SHARED / "data" / "multi30k"
+
+TINY_MODEL = {"emb_size": 24, "enc_hidden": 16, "enc_layers": 1, "dec_hidden": 32, "dec_layers": 1,
+              "attn_size": 16, "dropout": 0.0, "inf_hidden": 16, "inf_layers": 1}
+
+
+def head(path: Path, lines: int) -> list[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return [next(handle) for _ in range(lines)]
+
+
+@pytest.fixture(scope="session")
+def multi30k_sample(tmp_path_factory) -> Path:
+    """A prepared folder from the first 400 training and 100 validation pairs of Multi30k (tokenised)."""
+    if not MULTI30K.is_dir():
+        pytest.skip(f"{MULTI30K} not found: the real-data tests need ../shared beside the project")
+    from varattn.data.recipes import prepare
+
+    root = tmp_path_factory.mktemp("m30k")
+    files = {}
+    for split, name, count in (("train", "train", 400), ("valid", "val", 100), ("test", "test_2016_flickr", 60)):
+        for side, lang in (("src", "de"), ("tgt", "en")):
+            target = root / f"{split}.{lang}"
+            target.write_text("".join(head(MULTI30K / "tok" / f"{name}.lc.norm.tok.{lang}", count)), encoding="utf-8")
+            files[f"{split}_{side}"] = str(target)
+    out = root / "prepared"
+    prepare("files", str(out), src_lang="de", tgt_lang="en", tokenize=False, lowercase=False, bpe_merges=300,
+            **files)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> Path:
+    from varattn.data.recipes import prepare
+
+    out = tmp_path_factory.mktemp("synthetic") / "prepared"
+    prepare("synthetic", str(out), pairs=600, seed=3)
+    return out
+
+
+def tiny_config(data_dir: Path, mode: str = "soft", **train):
+    from varattn import config as config_lib
+
+    settings = {"data": {"dir": str(data_dir), "max_tokens": 400, "eval_max_tokens": 2000},
+                "model": {"mode": mode, **TINY_MODEL},
+                "train": {"epochs": 1, "lr": 0.003, "progress": False, "device": "cpu", **train}}
+    return config_lib.from_dict(settings).validate()

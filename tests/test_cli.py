@@ -1,0 +1,48 @@
+"""Command-line smoke tests: every subcommand end to end, and user errors as one line with exit code 2."""
+
+import json
+
+import pytest
+
+from varattn.cli import main
+
+from conftest import TINY_MODEL
+
+
+def tiny_overrides(data_dir):
+    model = [f"model.{k}={v}" for k, v in TINY_MODEL.items()]
+    return [f"data.dir={data_dir}", "data.max_tokens=400", "train.epochs=1", "train.max_steps=3",
+            "train.progress=false", "train.device=cpu", *model]
+
+
+def test_prepare_train_evaluate_translate(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert main(["prepare", "synthetic", "--out", str(data), "--pairs", "300", "--seed", "2"]) == 0
+    run = tmp_path / "run"
+    assert main(["train", "configs/quickstart.yaml", "--out", str(run), *tiny_overrides(data)]) == 0
+    result = tmp_path / "eval.json"
+    assert main(["evaluate", str(run), "--data", str(data), "--split", "test", "--json", str(result)]) == 0
+    scores = json.loads(result.read_text())
+    for key in ("ppl", "tokens", "sentences", "entropy", "bleu", "sacrebleu", "sacrebleu_signature"):
+        assert key in scores
+    source = tmp_path / "in.txt"
+    lines = (data / "test.src.txt").read_text().splitlines()[:4]
+    source.write_text("\n".join(lines[:2] + [""] + lines[2:]) + "\n")
+    out = tmp_path / "out.txt"
+    assert main(["translate", str(run), "--input", str(source), "--output", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 5
+    assert out.read_text().splitlines()[2] == ""
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(run), "train.max_steps=4"]) == 0
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "missing.yaml"], "config file not found"),
+    (["evaluate", "no-such-run", "--data", "x"], "checkpoint not found"),
+    (["train", "configs/quickstart.yaml", "model.mode=nonsense"], "model.mode='nonsense'"),
+    (["train", "configs/quickstart.yaml", "data.dir=/nonexistent/prepared"], "/nonexistent/prepared"),
+])
+def test_user_errors_are_one_line_with_exit_code_2(argv, needle, capsys, tmp_path):
+    assert main(argv + ([] if argv[0] != "train" or "--out" in argv else ["--out", str(tmp_path / "r")])) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
