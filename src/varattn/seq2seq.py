@@ -157,8 +157,9 @@ class TokenLikelihood:
     """``log p(y_t | h_t, context)`` for a whole batch: the NMT side of the ``Likelihood`` protocol.
 
     hidden_proj ``[B, T, O]`` (``W_h h_t + b``), out_memory ``[B, S, O]`` (``W_x x_s``), targets
-    ``[B, T]``. :meth:`enumerate` is computed block by block with recomputation in the backward
-    pass, so at most ``block`` rows of ``[S, V]`` log-probabilities are alive at once.
+    ``[B, T]``. :meth:`enumerate` is computed block by block of ``block`` (token, position) cells with
+    recomputation in the backward pass, so at most one block of ``[cells, V]`` log-probabilities is alive
+    at once; when the whole batch fits in one block nothing is recomputed.
     """
 
     def __init__(self, layer: OutputLayer, hidden_proj: Tensor, out_memory: Tensor, targets: Tensor,
@@ -185,11 +186,12 @@ class TokenLikelihood:
         row_batch = torch.arange(batch, device=rows.device).repeat_interleave(length)
         targets = self.targets.reshape(-1)
         per_block = max(1, self.block // max(1, sources))
+        recompute = torch.is_grad_enabled() and rows.size(0) > per_block
         pieces = []
         for start in range(0, rows.size(0), per_block):
             part = slice(start, start + per_block)
             args = (rows[part], self.out_memory, row_batch[part], targets[part])
-            if torch.is_grad_enabled():
+            if recompute:
                 pieces.append(checkpoint(self._block, *args, use_reentrant=False))
             else:
                 pieces.append(self._block(*args))
