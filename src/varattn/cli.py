@@ -52,6 +52,32 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--kmax", type=int, nargs="*", default=[1, 2, 3, 5], help="K values for K-max PPL")
     p.add_argument("--no-bleu", action="store_true", help="skip decoding and BLEU")
     p.add_argument("--device", default="auto")
+    _add_decoding(p, "--decode-kmax")
+
+
+def _add_decoding(p, kmax_flag: str) -> None:
+    g = p.add_argument_group("decoding (defaults: the run's decode settings)")
+    g.add_argument("--beam", type=int, help="beam size (1 = greedy search)")
+    g.add_argument("--alpha", type=float, help="length normalisation: final scores / ((5 + |y|) / 6)^alpha")
+    g.add_argument("--eos-norm", type=float,
+                   help="subtract eos_norm * |x| / (t + 1) from log p(</s>) as output token t (1-based)")
+    g.add_argument(kmax_flag, dest="decode_kmax", type=int, metavar="K",
+                   help="latent modes: next-word distribution over the K most probable positions (0 = exact)")
+    g.add_argument("--max-len-a", type=float, help="maximum output length a * |x| + b: a")
+    g.add_argument("--max-len-b", type=int, help="maximum output length a * |x| + b: b")
+    g.add_argument("--batch-tokens", type=int, help="padded source tokens per decoding batch")
+
+
+def _override_decode(decode, args) -> None:
+    """Apply the decoding options given on the command line to ``decode`` (a DecodeConfig) in place."""
+    for name in ("beam", "alpha", "eos_norm", "max_len_a", "max_len_b", "batch_tokens"):
+        if getattr(args, name) is not None:
+            setattr(decode, name, getattr(args, name))
+    if args.decode_kmax is not None:
+        decode.kmax = args.decode_kmax
+    for name, least in (("beam", 1), ("batch_tokens", 1), ("kmax", 0), ("max_len_b", 0)):
+        if getattr(decode, name) < least:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(decode, name)}: must be at least {least}")
 
 
 def _add_translate(sub) -> None:
@@ -60,9 +86,13 @@ def _add_translate(sub) -> None:
     p.add_argument("--input", help="input file (default: standard input)")
     p.add_argument("--output", help="output file (default: standard output)")
     p.add_argument("--detokenize", action="store_true", help="Moses-detokenise the output")
-    p.add_argument("--kmax", type=int, default=None, help="marginalise over the K most probable positions")
-    p.add_argument("--alignments", action="store_true", help="append ' ||| ' and Pharaoh i-j prior links")
+    p.add_argument("--n-best", type=int, default=1, metavar="N",
+                   help="N > 1: up to N lines 'i ||| text ||| score' per input (i from 0), best first")
+    p.add_argument("--scores", action="store_true", help="append ' ||| ' and the search score")
+    p.add_argument("--alignments", action="store_true",
+                   help="append ' ||| ' and Pharaoh i-j links (prior argmax source i of target token j)")
     p.add_argument("--device", default="auto")
+    _add_decoding(p, "--kmax")
 
 
 def _add_quickstart(sub) -> None:
@@ -120,6 +150,7 @@ def cmd_evaluate(args) -> None:
     from .runs import load_run
 
     run = load_run(args.run, _device(args.device))
+    _override_decode(run.config.decode, args)
     data = load_prepared(args.data)
     results = evaluate_run(run, data, args.split, kmax=tuple(args.kmax), bleu=not args.no_bleu)
     print(format_table(results))
@@ -138,23 +169,22 @@ def _read_input(path: str | None) -> list[str]:
 
 def cmd_translate(args) -> None:
     from .runs import load_run
-    from .translate import translate_lines
+    from .translate import output_lines, translate_lines
 
     run = load_run(args.run, _device(args.device))
     decode = run.config.decode
-    if args.kmax is not None:
-        decode.kmax = args.kmax
+    _override_decode(decode, args)
+    if not 1 <= args.n_best <= decode.beam:
+        raise UserError(f"--n-best {args.n_best}: must lie between 1 and the beam size ({decode.beam}) — "
+                        f"add --beam {max(args.n_best, 1)}")
     lines = _read_input(args.input)
     translations = translate_lines(run, lines, decode, detokenize=args.detokenize,
-                                   progress=args.input is not None)
+                                   progress=args.input is not None, n_best=args.n_best)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
-        for item in translations:
-            text = item.text
-            if args.alignments:
-                links = " ".join(f"{i}-{j}" for j, i in enumerate(item.hypothesis.alignment))
-                text = f"{text} ||| {links}"
-            out.write(text + "\n")
+        for line in output_lines(translations, n_best=args.n_best, scores=args.scores,
+                                 alignments=args.alignments):
+            out.write(line + "\n")
     finally:
         if args.output:
             out.close()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import sacrebleu
 
+from .config import DecodeConfig
 from .data.prepared import PreparedData
 from .errors import UserError
 from .evaluate import score_split
@@ -11,15 +14,23 @@ from .runs import LoadedRun
 from .translate import decode_ids
 
 
-def corpus_bleu(hypotheses: list[str], references: list[str], tokenize: str) -> sacrebleu.metrics.BLEUScore:
-    return sacrebleu.corpus_bleu(hypotheses, [references], tokenize=tokenize)
+# Keys that only some models have; `varattn evaluate` lists them as null ("n/a") for the others.
+OPTIONAL_KEYS = ("kmax_ppl", "elbo_ppl", "kl")
 
 
 def evaluate_run(run: LoadedRun, data: PreparedData, split_name: str, *, kmax: tuple[int, ...] = (1, 2, 3, 5),
-                 bleu: bool = True) -> dict:
-    """Every metric of `varattn evaluate` for one split (see :mod:`varattn.evaluate` for the scores)."""
+                 bleu: bool = True, decode: DecodeConfig | None = None) -> dict:
+    """Every metric of `varattn evaluate` for one split (see :mod:`varattn.evaluate` for the scores).
+
+    ``kmax_ppl`` (latent modes with enumeration), ``elbo_ppl`` and ``kl`` (models with q) are None where
+    they do not apply. With ``bleu``, the split is decoded by beam search with ``decode`` (default: the
+    run's ``decode`` settings): ``bleu`` scores the BPE-removed output against the tokenised reference
+    with ``tokenize="none"`` (multi-bleu.perl's convention); ``sacrebleu`` the detokenised output against
+    the raw reference (or the detokenised reference) with 13a, lowercased when the data pipeline
+    lowercases.
+    """
     if data.src_vocab != run.data.src_vocab or data.tgt_vocab != run.data.tgt_vocab:
-        raise UserError(f"{data.dir}: its vocabularies differ from the run's ({run.checkpoint.parent}/data) — "
+        raise UserError(f"{data.path}: its vocabularies differ from the run's ({run.checkpoint.parent}/data) — "
                         "evaluate on data prepared together with the training data")
     split = data.split(split_name)
     config = run.config
@@ -27,13 +38,17 @@ def evaluate_run(run: LoadedRun, data: PreparedData, split_name: str, *, kmax: t
     results.update(score_split(run.model, split, run.device, max_tokens=config.data.eval_max_tokens, kmax=kmax,
                                samples=config.train.eval_samples, seed=config.train.seed, bf16=config.train.bf16,
                                progress=True))
+    for key in OPTIONAL_KEYS:
+        results.setdefault(key, None)
     if bleu:
-        decode = config.decode
+        decode = decode or config.decode
         found = decode_ids(run, [split.src(i).tolist() for i in range(len(split))], decode, progress=True)
         pipeline = run.data.pipeline
         hypotheses = [pipeline.decode_target(run.data.tgt_vocab.decode(h.tokens)) for h in found]
         references = split.references()
-        results["bleu"] = corpus_bleu(hypotheses, references, "none").score
+        tokenised = sacrebleu.metrics.BLEU(tokenize="none")
+        results["bleu"] = tokenised.corpus_score(hypotheses, [references]).score
+        results["bleu_signature"] = str(tokenised.get_signature())
         raw = split.raw_references()
         detok = [pipeline.decode_target(h.split(), detokenize=True) for h in hypotheses]
         if raw is None:
@@ -42,8 +57,7 @@ def evaluate_run(run: LoadedRun, data: PreparedData, split_name: str, *, kmax: t
         score = sacre.corpus_score(detok, [raw])
         results["sacrebleu"] = score.score
         results["sacrebleu_signature"] = str(sacre.get_signature())
-        results["decoding"] = {"beam": decode.beam, "alpha": decode.alpha, "eos_norm": decode.eos_norm,
-                               "kmax": decode.kmax, "max_len_a": decode.max_len_a, "max_len_b": decode.max_len_b}
+        results["decoding"] = dataclasses.asdict(decode)
     return results
 
 
@@ -59,6 +73,6 @@ def format_table(results: dict) -> str:
     width = max(len(k) for k, _ in rows)
     lines = []
     for key, value in rows:
-        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        shown = f"{value:.4f}" if isinstance(value, float) else "n/a" if value is None else str(value)
         lines.append(f"{key.ljust(width)}  {shown}")
     return "\n".join(lines)
