@@ -3,9 +3,12 @@
 import json
 
 import pytest
+import torch
 
 from varattn.config import MODES
-from varattn.train import train
+from varattn.evaluate import score_split
+from varattn.runs import load_run
+from varattn.train import Trainer
 
 from conftest import tiny_config
 
@@ -13,12 +16,18 @@ from conftest import tiny_config
 @pytest.mark.parametrize("mode", MODES)
 def test_every_mode_trains_and_reports(synthetic_data, tmp_path, mode):
     extra = {"dirichlet_warmup_steps": 2} if mode == "vae-dirichlet" else {}
-    config = tiny_config(synthetic_data, mode, max_steps=4, eval_samples=3, **extra)
+    config = tiny_config(synthetic_data, mode, max_steps=4, eval_samples=3, lr=0.01, **extra)
     if mode == "vae-rws":
         config.model.samples = 3
-    summary = train(config, tmp_path / mode)
+    trainer = Trainer(config, tmp_path / mode)
+    before = score_split(trainer.model, trainer.valid_split, trainer.device, samples=3)
+    summary = trainer.run()
     record = json.loads((tmp_path / mode / "log.jsonl").read_text().splitlines()[-1])
     assert summary["steps"] == 4
+    assert record["ppl"] < before["ppl"]  # the loss falls
+    run = load_run(tmp_path / mode, torch.device("cpu"))  # the checkpoint loads and evaluates
+    again = score_split(run.model, trainer.valid_split, run.device, samples=3)
+    assert again["ppl"] == pytest.approx(record["ppl"], rel=1e-5 if mode != "vae-dirichlet" else 0.5)
     assert record["ppl"] > 1 and record["entropy"] >= 0
     if mode.startswith("vae-"):
         assert record["elbo_ppl"] >= 1 and record["kl"] >= 0

@@ -102,11 +102,34 @@ def _add_quickstart(sub) -> None:
     p.add_argument("--seed", type=int, default=1)
 
 
+def _add_align(sub) -> None:
+    p = sub.add_parser("align", help="alignment matrices (prior, posterior, attention), Pharaoh links, AER, "
+                                     "pictures and an HTML report, teacher-forced on reference translations")
+    p.add_argument("run", help="run directory or checkpoint .json")
+    p.add_argument("--data", help="prepared data folder (with --split)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--src", help="raw source sentences, one per line (instead of --data)")
+    p.add_argument("--tgt", help="raw target sentences parallel to --src")
+    p.add_argument("--out", required=True, help="folder for alignments.json, *.align, pictures, summary.json")
+    p.add_argument("--limit", type=int, default=None, help="align only the first N pairs")
+    p.add_argument("--threshold", type=float, default=0.0,
+                   help="drop Pharaoh links whose probability is below this (default 0: every argmax)")
+    p.add_argument("--gold", help="gold Pharaoh links (i-j sure, ipj possible) over words, one line per pair "
+                                  "(default with --data: the split's own, when it has them)")
+    p.add_argument("--one-based", action="store_true", help="the --gold file counts from 1")
+    p.add_argument("--pictures", type=int, default=10, help="draw the first N pairs, one file each (0: none)")
+    p.add_argument("--grid", type=int, default=6, help="pairs on the grid page (0: no grid)")
+    p.add_argument("--formats", nargs="+", default=["png", "svg"], choices=["png", "svg"])
+    p.add_argument("--html", help="also write a self-contained HTML report of every aligned pair to this file")
+    p.add_argument("--no-translate", action="store_true", help="leave translations out of the HTML report")
+    p.add_argument("--device", default="auto")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="varattn", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_prepare, _add_train, _add_evaluate, _add_translate, _add_quickstart):
+    for add in (_add_prepare, _add_train, _add_evaluate, _add_translate, _add_align, _add_quickstart):
         add(sub)
     return parser
 
@@ -145,14 +168,17 @@ def _device(spec: str):
 
 
 def cmd_evaluate(args) -> None:
-    from .data.prepared import load_prepared
-    from .report import evaluate_run, format_table
+    from .report import format_table
     from .runs import load_run
+    from .tasks import task_for
 
     run = load_run(args.run, _device(args.device))
     _override_decode(run.config.decode, args)
-    data = load_prepared(args.data)
-    results = evaluate_run(run, data, args.split, kmax=tuple(args.kmax), bleu=not args.no_bleu)
+    task = task_for(args.data)
+    if task.name != run.task.name:
+        raise UserError(f"{args.data}: {task.name} data, but {args.run} is a {run.task.name} model — "
+                        "evaluate on data of the run's task")
+    results = task.evaluate(run, task.load(args.data), args.split, kmax=tuple(args.kmax), bleu=not args.no_bleu)
     print(format_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
@@ -190,6 +216,26 @@ def cmd_translate(args) -> None:
             out.close()
 
 
+def cmd_align(args) -> None:
+    from .alignreport import run_align
+    from .runs import load_run
+
+    if bool(args.data) == bool(args.src or args.tgt):
+        raise UserError("give either --data DIR (and --split) or --src FILE --tgt FILE")
+    run = load_run(args.run, _device(args.device))
+    data = None
+    if args.data:
+        from .data.prepared import load_prepared
+
+        data = load_prepared(args.data)
+    summary = run_align(run, args.out, data=data, split=args.split, src=args.src, tgt=args.tgt, gold=args.gold,
+                        one_based=args.one_based, limit=args.limit, threshold=args.threshold,
+                        pictures=args.pictures, formats=args.formats, grid=args.grid, html_path=args.html,
+                        translate=not args.no_translate, progress=True, echo=print)
+    print(json.dumps({k: v for k, v in summary.items() if k != "files"}, indent=1))
+    print(f"{len(summary['files'])} files written to {args.out}" + (f"; report: {args.html}" if args.html else ""))
+
+
 def cmd_quickstart(args) -> None:
     from .quickstart import run_quickstart
 
@@ -197,7 +243,7 @@ def cmd_quickstart(args) -> None:
 
 
 COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate,
-            "translate": cmd_translate, "quickstart": cmd_quickstart}
+            "translate": cmd_translate, "align": cmd_align, "quickstart": cmd_quickstart}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -100,11 +100,28 @@ class DecodeConfig:
 
 
 @dataclass
+class VQAConfig:
+    """The visual question answering model (the paper's Appendix B sizes); ``model.mode``, ``samples`` and
+    ``temperature`` come from the model section."""
+
+    word_emb: int = 300
+    glove: str = ""  # optional GloVe-format text file to initialise the word embeddings
+    question_hidden: int = 1024
+    attn_hidden: int = 1024
+    classifier_hidden: int = 1024
+    answer_emb: int = 256
+    inf_hidden: int = 1024
+    dropout: float = 0.5
+    batch_size: int = 512
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    vqa: VQAConfig = field(default_factory=VQAConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -139,11 +156,12 @@ class Config:
         return self
 
 
-SECTIONS = ("data", "model", "train", "decode")
+SECTIONS = ("data", "model", "train", "decode", "vqa")
 
 
 def _section_class(name: str):
-    return {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "decode": DecodeConfig}[name]
+    return {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "decode": DecodeConfig,
+            "vqa": VQAConfig}[name]
 
 
 def _coerce(value, annotation: str, where: str, key: str):
@@ -234,6 +252,6 @@ def save(config: Config, path: str | Path) -> None:
 # Keep the type annotations of dataclass fields as plain strings ("int", "float", ...).
 assert all(
     isinstance(f.type, str) and f.type in ("int", "float", "str", "bool")
-    for section in (DataConfig, ModelConfig, TrainConfig, DecodeConfig)
+    for section in (DataConfig, ModelConfig, TrainConfig, DecodeConfig, VQAConfig)
     for f in dataclasses.fields(section)
 ), "config fields must be int, float, str or bool"

@@ -9,18 +9,20 @@ import torch
 
 from . import checkpoint
 from . import config as config_lib
-from .data.prepared import PreparedData, load_prepared
 from .errors import UserError
-from .seq2seq import Seq2Seq
+from .tasks import get_task
 
 
 @dataclass
 class LoadedRun:
-    model: Seq2Seq
+    """A trained model in eval mode with its config, its task and the run's copy of the data essentials."""
+
+    model: torch.nn.Module
     config: config_lib.Config
-    data: PreparedData  # the run's copy of vocabularies, BPE codes and pipeline
+    data: object  # the run's copy of the task's essentials (vocabularies, BPE codes, pipeline)
     checkpoint: Path
     device: torch.device
+    task: object
 
 
 def load_run(path: str | Path, device: torch.device, prefer: str = "checkpoint_best") -> LoadedRun:
@@ -32,12 +34,12 @@ def load_run(path: str | Path, device: torch.device, prefer: str = "checkpoint_b
     if not (data_dir / "meta.json").is_file():
         raise UserError(f"{data_dir}: the run's copy of the vocabularies is missing — copy the whole run "
                         "directory, including data/")
-    data = load_prepared(data_dir)
-    vocab = record.get("vocab", {})
-    if vocab and (vocab.get("src") != len(data.src_vocab) or vocab.get("tgt") != len(data.tgt_vocab)):
-        raise UserError(f"{json_path}: vocabulary sizes {vocab} differ from {data_dir} — the run directory "
-                        "is mixed up; use the data/ folder written with this checkpoint")
-    model = Seq2Seq(config.model, len(data.src_vocab), len(data.tgt_vocab)).to(device)
-    checkpoint.copy_into(model, checkpoint.load_weights(json_path))
+    task = get_task(record.get("task", "translation"))
+    data = task.load(data_dir)
+    model = task.build_model(config, data).to(device)
+    try:
+        checkpoint.copy_into(model, checkpoint.load_weights(json_path))
+    except UserError as error:
+        raise UserError(f"{json_path}: {error} (is {data_dir} the data/ folder written with this run?)") from None
     model.eval()
-    return LoadedRun(model, config, data, json_path, device)
+    return LoadedRun(model, config, data, json_path, device, task)

@@ -18,14 +18,11 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, latent
+from . import checkpoint
 from . import config as config_lib
 from .config import Config
-from .data.batching import TokenBatcher, collate
-from .data.prepared import load_prepared
 from .errors import UserError
-from .evaluate import score_split, validation_metric
-from .seq2seq import Seq2Seq
+from .tasks import task_for
 
 log = logging.getLogger("varattn")
 
@@ -56,27 +53,7 @@ class Progress:
     history: list = field(default_factory=list)
 
 
-def batch_loss(model: Seq2Seq, batch, generator: torch.Generator, warmup: bool = False
-               ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The mean surrogate loss over the batch's real target tokens, and reportable sums."""
-    cfg = model.config
-    fwd = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
-    terms = latent.objective(cfg.mode, fwd.likelihood, fwd.prior, fwd.posterior, fwd.mask,
-                             samples=cfg.samples, temperature=cfg.temperature, generator=generator,
-                             **({"warmup": True} if warmup else {}))
-    keep = fwd.tgt_mask
-    tokens = int(keep.sum())
-    loss = terms.loss.masked_fill(~keep, 0.0).sum() / max(tokens, 1)
-    stats = {"tokens": tokens, "nll": float(terms.nll.masked_fill(~keep, 0.0).sum()),
-             "kl": float(terms.kl.masked_fill(~keep, 0.0).sum())}
-    return loss, stats
-
-
-def build_model(config: Config, src_vocab: int, tgt_vocab: int, device: torch.device) -> Seq2Seq:
-    return Seq2Seq(config.model, src_vocab, tgt_vocab).to(device)
-
-
-def initialise_from(model: Seq2Seq, source: str) -> dict:
+def initialise_from(model: torch.nn.Module, source: str) -> dict:
     """Copy matching parameters from another run or checkpoint; report what did not match."""
     path = checkpoint.resolve(source)
     missing, unexpected = checkpoint.copy_into(model, checkpoint.load_weights(path), strict=False)
@@ -103,29 +80,28 @@ class Trainer:
                             "choose another --out")
         if not config.data.dir:
             raise UserError("data.dir is not set — add data.dir=PREPARED_DIR (made by varattn prepare)")
-        self.data = load_prepared(config.data.dir)
-        self.train_split = self.data.split(config.data.train_split)
-        self.valid_split = self.data.split(config.data.valid_split)
+        self.task = task_for(config.data.dir)
+        self.data = self.task.load(config.data.dir)
+        self.train_split = self.task.split(self.data, config.data.train_split)
+        self.valid_split = self.task.split(self.data, config.data.valid_split)
         self.device = resolve_device(config.train.device)
         torch.manual_seed(config.train.seed)
-        self.model = build_model(config, len(self.data.src_vocab), len(self.data.tgt_vocab), self.device)
+        self.model = self.task.build_model(config, self.data).to(self.device)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=config.train.lr, eps=config.train.adam_eps,
             betas=(config.train.adam_beta1, config.train.adam_beta2))
         self.sampler = torch.Generator(device=self.device)
         self.sampler.manual_seed(config.train.seed + 1)
         self.progress = Progress(lr=config.train.lr)
-        self.batcher = TokenBatcher(self.train_split.src_lengths, self.train_split.tgt_lengths,
-                                    config.data.max_tokens, max_sentences=config.data.max_sentences or None,
-                                    shuffle=True, seed=config.train.seed)
-        self.metric = validation_metric(config.model.mode)
+        self.batcher = self.task.batcher(self.train_split, config, shuffle=True, seed=config.train.seed)
+        self.metric = self.task.validation_metric(config.model.mode)
         self.writer = None
         if resume:
             self._restore(last)
         else:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config_lib.save(config, self.run_dir / "config.yaml")
-            self.data.copy_essentials(self.run_dir / "data")
+            self.task.copy_essentials(self.data, self.run_dir / "data")
             if config.train.init_from:
                 self.init_report = initialise_from(self.model, config.train.init_from)
 
@@ -138,8 +114,7 @@ class Trainer:
                  self.progress.batch, self.progress.step)
 
     def _meta(self) -> dict:
-        return {"config": self.config.to_dict(), "progress": self.progress.__dict__,
-                "vocab": {"src": len(self.data.src_vocab), "tgt": len(self.data.tgt_vocab)}}
+        return {"config": self.config.to_dict(), "progress": self.progress.__dict__, "task": self.task.name}
 
     def _save(self, name: str) -> None:
         checkpoint.save(self.run_dir, name, self.model, self._meta(), self.optimizer, self.sampler)
@@ -154,9 +129,7 @@ class Trainer:
         return cfg.model.mode == "vae-dirichlet" and self.progress.step < cfg.train.dirichlet_warmup_steps
 
     def validate(self) -> dict:
-        cfg = self.config
-        scores = score_split(self.model, self.valid_split, self.device, max_tokens=cfg.data.eval_max_tokens,
-                             samples=cfg.train.eval_samples, seed=cfg.train.seed, bf16=cfg.train.bf16)
+        scores = self.task.score(self.model, self.valid_split, self.device, self.config)
         scores.update(epoch=self.progress.epoch, step=self.progress.step, lr=self.progress.lr)
         with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(scores) + "\n")
@@ -211,9 +184,9 @@ class Trainer:
                        unit="batch", disable=not cfg.train.progress, dynamic_ncols=True)
             tick, tick_tokens = time.perf_counter(), 0
             for indices in batches[self.progress.batch:]:
-                batch = collate(self.train_split, indices).to(self.device)
+                batch = self.task.collate(self.train_split, indices).to(self.device)
                 with autocast:
-                    loss, stats = batch_loss(self.model, batch, self.sampler, warmup=self._warmup())
+                    loss, stats = self.task.loss(self.model, batch, self.sampler, self._warmup())
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):
                     raise FloatingPointError(
