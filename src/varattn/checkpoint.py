@@ -77,8 +77,13 @@ def _rng_tensors(sampler: torch.Generator | None) -> dict[str, torch.Tensor]:
 
 
 def save(run_dir: Path, name: str, model: nn.Module, meta: dict,
-         optimizer: torch.optim.Optimizer | None = None, sampler: torch.Generator | None = None) -> Path:
-    """Write checkpoint ``name`` into ``run_dir``; returns the JSON path. ``meta`` must be JSON-able."""
+         optimizer: torch.optim.Optimizer | None = None, sampler: torch.Generator | None = None,
+         rank_rng: list[dict[str, torch.Tensor]] | None = None) -> Path:
+    """Write checkpoint ``name`` into ``run_dir``; returns the JSON path. ``meta`` must be JSON-able.
+
+    ``rank_rng``: under data-parallel training, every process's RNG states (``cpu``, ``sampler``,
+    ``cuda``), saved as ``rng.rank{r}.{kind}`` so that each process resumes its own streams.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"format": FORMAT, **meta, "files": {}}
@@ -87,6 +92,8 @@ def save(run_dir: Path, name: str, model: nn.Module, meta: dict,
     if optimizer is not None:
         optim_meta, tensors = _optimizer_split(optimizer)
         tensors.update(_rng_tensors(sampler))
+        for rank, states in enumerate(rank_rng or []):
+            tensors.update({f"rng.rank{rank}.{kind}": state for kind, state in states.items()})
         state = run_dir / f"{name}.state.safetensors"
         record["optimizer"] = optim_meta
         record["files"]["state"] = {"name": state.name, "sha256": _write_tensors(tensors, state)}
@@ -172,8 +179,9 @@ def copy_into(model: nn.Module, tensors: dict[str, torch.Tensor], strict: bool =
 
 
 def restore_training(json_path: Path, optimizer: torch.optim.Optimizer,
-                     sampler: torch.Generator | None) -> None:
-    """Load optimizer moments and RNG states saved with a training checkpoint."""
+                     sampler: torch.Generator | None, rank: int = 0) -> None:
+    """Load optimizer moments and RNG states saved with a training checkpoint (``rank``'s own RNG
+    states when the checkpoint was written by a data-parallel run)."""
     record = read_meta(json_path)
     if "state" not in record["files"]:
         raise UserError(f"{json_path}: holds weights only — resume from checkpoint_last of a run")
@@ -196,3 +204,10 @@ def restore_training(json_path: Path, optimizer: torch.optim.Optimizer,
             torch.cuda.set_rng_state_all(cuda)
     if sampler is not None and "rng.sampler" in tensors:
         sampler.set_state(tensors["rng.sampler"])
+    own = f"rng.rank{rank}."
+    if own + "cpu" in tensors:
+        torch.set_rng_state(tensors[own + "cpu"])
+        if sampler is not None:
+            sampler.set_state(tensors[own + "sampler"])
+        if own + "cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors[own + "cuda"])

@@ -20,6 +20,7 @@ import torch
 
 from . import checkpoint
 from . import config as config_lib
+from . import distributed
 from .config import Config
 from .errors import UserError
 from .tasks import task_for
@@ -27,10 +28,11 @@ from .tasks import task_for
 log = logging.getLogger("varattn")
 
 
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` picks CUDA when present; anything else is passed to ``torch.device``."""
+def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
+    """``auto`` picks CUDA when present (the process's own GPU under torchrun); anything else is
+    passed to ``torch.device``."""
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(spec)
     except RuntimeError:
@@ -84,9 +86,11 @@ class Trainer:
         self.data = self.task.load(config.data.dir)
         self.train_split = self.task.split(self.data, config.data.train_split)
         self.valid_split = self.task.split(self.data, config.data.valid_split)
-        self.device = resolve_device(config.train.device)
+        self.world = distributed.world_from_env()
+        self.device = resolve_device(config.train.device, self.world.local_rank)
         torch.manual_seed(config.train.seed)
         self.model = self.task.build_model(config, self.data).to(self.device)
+        self.net = self.model  # what the loss runs through: the model, or its DDP wrapper
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=config.train.lr, eps=config.train.adam_eps,
             betas=(config.train.adam_beta1, config.train.adam_beta2))
@@ -99,16 +103,23 @@ class Trainer:
         if resume:
             self._restore(last)
         else:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            config_lib.save(config, self.run_dir / "config.yaml")
-            self.task.copy_essentials(self.data, self.run_dir / "data")
+            if self.world.main:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                config_lib.save(config, self.run_dir / "config.yaml")
+                self.task.copy_essentials(self.data, self.run_dir / "data")
             if config.train.init_from:
                 self.init_report = initialise_from(self.model, config.train.init_from)
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        distributed.barrier(self.world)
 
     def _restore(self, last: Path) -> None:
         record = checkpoint.read_meta(last)
         checkpoint.copy_into(self.model, checkpoint.load_weights(last))
-        checkpoint.restore_training(last, self.optimizer, self.sampler)
+        checkpoint.restore_training(last, self.optimizer, self.sampler, rank=self.world.rank)
         self.progress = Progress(**record["progress"])
         log.info("resuming %s at epoch %d, batch %d (step %d)", self.run_dir, self.progress.epoch,
                  self.progress.batch, self.progress.step)
@@ -117,7 +128,12 @@ class Trainer:
         return {"config": self.config.to_dict(), "progress": self.progress.__dict__, "task": self.task.name}
 
     def _save(self, name: str) -> None:
-        checkpoint.save(self.run_dir, name, self.model, self._meta(), self.optimizer, self.sampler)
+        """Every process calls this (RNG states are gathered); only the main one writes."""
+        rank_rng = distributed.gather_rng(self.world, self.sampler)
+        if self.world.main:
+            checkpoint.save(self.run_dir, name, self.model, self._meta(), self.optimizer, self.sampler,
+                            rank_rng=rank_rng)
+        distributed.barrier(self.world)
 
     def _set_lr(self, lr: float) -> None:
         self.progress.lr = lr
@@ -131,6 +147,8 @@ class Trainer:
     def validate(self) -> dict:
         scores = self.task.score(self.model, self.valid_split, self.device, self.config)
         scores.update(epoch=self.progress.epoch, step=self.progress.step, lr=self.progress.lr)
+        if not self.world.main:
+            return scores
         with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(scores) + "\n")
         if self.writer is not None:
@@ -160,7 +178,7 @@ class Trainer:
         self._save("checkpoint_last")
 
     def _open_tensorboard(self) -> None:
-        if not self.config.train.tensorboard:
+        if not self.config.train.tensorboard or not self.world.main:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -181,12 +199,18 @@ class Trainer:
         while self.progress.epoch <= cfg.train.epochs and not stopped_early:
             batches = self.batcher.batches(self.progress.epoch)
             bar = tqdm(total=len(batches), initial=self.progress.batch, desc=f"epoch {self.progress.epoch}",
-                       unit="batch", disable=not cfg.train.progress, dynamic_ncols=True)
+                       unit="batch", disable=not (cfg.train.progress and self.world.main), dynamic_ncols=True)
             tick, tick_tokens = time.perf_counter(), 0
             for indices in batches[self.progress.batch:]:
+                indices, empty = distributed.shard(indices, self.world)
                 batch = self.task.collate(self.train_split, indices).to(self.device)
                 with autocast:
-                    loss, stats = self.task.loss(self.model, batch, self.sampler, self._warmup())
+                    loss, stats = self.task.loss(self.net, batch, self.sampler, self._warmup())
+                if self.world.distributed:
+                    tokens = 0 if empty else stats["tokens"]
+                    total = distributed.global_sum(tokens, self.world, self.device)
+                    loss = loss * (tokens * self.world.size / total)
+                    stats["tokens"] = tokens
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):
                     raise FloatingPointError(

@@ -14,10 +14,13 @@ from .evaluate import score_split, validation_metric
 from .seq2seq import Seq2Seq
 
 
-def batch_loss(model: Seq2Seq, batch, generator: torch.Generator, warmup: bool = False
+def batch_loss(model: torch.nn.Module, batch, generator: torch.Generator, warmup: bool = False
                ) -> tuple[torch.Tensor, dict]:
-    """The mean surrogate loss over the batch's real target tokens, and reportable sums."""
-    cfg = model.config
+    """The mean surrogate loss over the batch's real target tokens, and reportable sums.
+
+    ``model`` may be wrapped (DistributedDataParallel); its config is the wrapped module's.
+    """
+    cfg = getattr(model, "module", model).config
     fwd = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
     terms = latent.objective(cfg.mode, fwd.likelihood, fwd.prior, fwd.posterior, fwd.mask,
                              samples=cfg.samples, temperature=cfg.temperature, generator=generator,
