@@ -40,6 +40,9 @@ def evaluate_run(run: LoadedRun, data: PreparedData, split_name: str, *, kmax: t
                                progress=True))
     for key in OPTIONAL_KEYS:
         results.setdefault(key, None)
+    from .align import split_aer  # aer / align_precision / align_recall when the split has gold links
+
+    results.update(split_aer(run, data, split_name))
     if bleu:
         decode = decode or config.decode
         found = decode_ids(run, [split.src(i).tolist() for i in range(len(split))], decode, progress=True)
