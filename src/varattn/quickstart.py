@@ -31,6 +31,18 @@ def quickstart_config(mode: str = "soft", data_dir: str = "") -> config_lib.Conf
     return config.validate("quickstart recipe")
 
 
+def comparison(runs: dict) -> str:
+    """The modes side by side on the synthetic test set."""
+    keys = [("ppl", "exact PPL"), ("elbo_ppl", "ELBO PPL"), ("kl", "KL"), ("entropy", "prior entropy"),
+            ("bleu", "BLEU")]
+    lines = ["mode      " + "".join(f"{label:>15}" for _, label in keys)]
+    for mode, run in runs.items():
+        cells = "".join(f"{run['test'][key]:>15.3f}" if isinstance(run["test"].get(key), float) else f"{'-':>15}"
+                        for key, _ in keys)
+        lines.append(f"{mode:<10}{cells}")
+    return "\n".join(lines)
+
+
 def run_quickstart(out: str | Path, *, pairs: int | None = None, seed: int = 1,
                    echo: Callable[[str], None] = lambda _: None) -> dict:
     """Run every step into ``out``; returns (and writes to ``out/summary.json``) the results."""
@@ -70,6 +82,7 @@ def run_quickstart(out: str | Path, *, pairs: int | None = None, seed: int = 1,
         for source, translation, reference in zip(sources, translate_lines(run, sources, run.config.decode),
                                                   references):
             echo(f"  src: {source}\n  out: {translation.text}\n  ref: {reference}")
+    echo(comparison(summary["runs"]))
     summary["seconds"] = time.perf_counter() - started
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     echo(f"done in {summary['seconds']:.0f} s. Results: {out / 'summary.json'}; runs: {out / 'runs'}; "
