@@ -13,7 +13,7 @@ from .errors import UserError
 
 def _add_prepare(sub) -> None:
     p = sub.add_parser("prepare", help="make a prepared data folder (vocabularies, token ids, meta.json)")
-    p.add_argument("source", choices=["synthetic", "multi30k", "iwslt14", "files"])
+    p.add_argument("source", choices=["synthetic", "multi30k", "iwslt14", "files", "vqa-synthetic", "vqa"])
     p.add_argument("--out", required=True, help="folder to write")
     p.add_argument("--from", dest="from_dir", help="take the corpus from this folder instead of downloading")
     p.add_argument("--url", help="base URL to download from (multi30k, iwslt14)")
@@ -33,6 +33,10 @@ def _add_prepare(sub) -> None:
     p.add_argument("--filter-eval", action="store_true", help="apply --max-len to evaluation splits too")
     p.add_argument("--min-freq", type=int, default=1, help="least count of a vocabulary entry")
     p.add_argument("--max-vocab", type=int, default=None, help="most vocabulary entries besides the specials")
+    p.add_argument("--answers", type=int, default=None, help="vqa: answer vocabulary size (default 3000)")
+    p.add_argument("--questions", type=int, default=None, help="vqa-synthetic: training questions (default 10000)")
+    p.add_argument("--feature-dim", type=int, default=None,
+                   help="vqa-synthetic: region feature width (default 64); vqa: the width the features must have")
 
 
 def _add_train(sub) -> None:
@@ -134,7 +138,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _prepare_vqa(args) -> dict:
+    from .data.vqa import prepare_vqa
+    from .data.vqa_synthetic import prepare_vqa_synthetic
+
+    common = {"answers": args.answers or 3000, "min_freq": args.min_freq}
+    if args.source == "vqa":
+        if not args.from_dir:
+            raise UserError("prepare vqa: give --from DIR, the folder with the VQA v2 questions, annotations "
+                            "and region features")
+        return prepare_vqa(args.from_dir, args.out, feature_dim=args.feature_dim, **common)
+    return prepare_vqa_synthetic(args.out, questions=args.questions or 10000, seed=args.seed,
+                                 feature_dim=args.feature_dim or 64, **common)
+
+
 def cmd_prepare(args) -> None:
+    if args.source in ("vqa", "vqa-synthetic"):
+        print(json.dumps(_prepare_vqa(args), indent=1))
+        print(f"prepared data written to {args.out}")
+        return
     from .data.recipes import prepare
 
     options = {k: v for k, v in vars(args).items() if k not in ("command", "source", "out", "verbose")}
