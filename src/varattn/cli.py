@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -179,8 +180,9 @@ def cmd_train(args) -> None:
     config = config_lib.load(args.config, args.overrides)
     out = args.out or str(Path("runs") / Path(args.config).stem)
     summary = train(config, out, resume=args.resume)
-    print(json.dumps(summary, indent=1))
-    print(f"run written to {out} (checkpoint_best, checkpoint_last, log.jsonl)")
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps(summary, indent=1))
+        print(f"run written to {out} (checkpoint_best, checkpoint_last, log.jsonl)")
 
 
 def _device(spec: str):
@@ -275,7 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command != "train" or any(item.startswith("-") or "=" not in item for item in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides.extend(extra)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, only the main process reports
+        level = logging.WARNING
+    logging.basicConfig(level=level,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         COMMANDS[args.command](args)
