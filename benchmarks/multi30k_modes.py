@@ -55,6 +55,18 @@ def train(mode: str, data_dir: Path, runs: Path, epochs: int, threads: int) -> d
     return {"mode": mode, "seconds": seconds, "history": history}
 
 
+def collect(run_dir: Path, mode: str, epochs: int) -> dict | None:
+    """A finished or running run's first ``epochs`` validations; its wall time from the files' times
+    (config.yaml written at the start, one checkpoint_last per epoch), scaled to those epochs."""
+    log = run_dir / "log.jsonl"
+    if not log.is_file():
+        return None
+    history = [json.loads(line) for line in log.read_text().splitlines()][:epochs]
+    seconds = (run_dir / "checkpoint_last.json").stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime
+    done = len([line for line in log.read_text().splitlines() if line.strip()])
+    return {"mode": mode, "seconds": seconds * len(history) / max(done, 1), "history": history}
+
+
 def table(results: list[dict]) -> str:
     lines = ["| mode | epochs | exact PPL | ELBO PPL | KL | prior entropy | best epoch | wall (min) | s/epoch |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -93,7 +105,15 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=1, help="modes trained side by side")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads per training process")
     parser.add_argument("--results", default=str(HERE / "results" / "multi30k_modes"))
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: tabulate the runs already in --work, cut at --epochs epochs")
     args = parser.parse_args()
+    if args.report_only:
+        meta = json.loads((Path(args.work) / "data" / "meta.json").read_text())
+        results = [collect(Path(args.work) / "runs" / mode, mode, args.epochs) for mode in args.modes]
+        write(Path(args.results), args, meta, [r for r in results if r is not None])
+        print(Path(args.results).with_suffix(".md").read_text())
+        return
     work = Path(args.work)
     (work / "runs").mkdir(parents=True, exist_ok=True)
     data_dir = work / "data"
