@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from .attention import MLPScorer
 from .config import ModelConfig
 from .data.vocab import PAD
+from .enumeration import enumerate_blockwise
 from .inference import InferenceNetwork
 from .rnn import run_packed
 
@@ -157,9 +157,10 @@ class TokenLikelihood:
     """``log p(y_t | h_t, context)`` for a whole batch: the NMT side of the ``Likelihood`` protocol.
 
     hidden_proj ``[B, T, O]`` (``W_h h_t + b``), out_memory ``[B, S, O]`` (``W_x x_s``), targets
-    ``[B, T]``. :meth:`enumerate` is computed block by block of ``block`` (token, position) cells with
-    recomputation in the backward pass, so at most one block of ``[cells, V]`` log-probabilities is alive
-    at once; when the whole batch fits in one block nothing is recomputed.
+    ``[B, T]``. :meth:`enumerate` is computed block by block of ``block`` (token, position) cells by a
+    custom autograd Function that recomputes each block's logits in the backward pass, so at most one
+    block of ``[cells, V]`` floats is alive at once; when the whole batch fits in one block nothing is
+    recomputed (see :mod:`varattn.enumeration`).
     """
 
     def __init__(self, layer: OutputLayer, hidden_proj: Tensor, out_memory: Tensor, targets: Tensor,
@@ -179,27 +180,17 @@ class TokenLikelihood:
         return self.layer.target_log_probs(pre, targets)
 
     def enumerate(self) -> Tensor:
-        """``log p(y_t | h_t, x_s)`` for every source position: ``[B, T, S]``."""
+        """``log p(y_t | h_t, x_s)`` for every source position: ``[B, T, S]`` (float32; float64 for float64
+        inputs), by :func:`varattn.enumeration.enumerate_blockwise`."""
         batch, length, _ = self.hidden_proj.shape
         sources = self.out_memory.size(1)
         rows = self.hidden_proj.reshape(batch * length, -1)
         row_batch = torch.arange(batch, device=rows.device).repeat_interleave(length)
-        targets = self.targets.reshape(-1)
-        per_block = max(1, self.block // max(1, sources))
-        recompute = torch.is_grad_enabled() and rows.size(0) > per_block
-        pieces = []
-        for start in range(0, rows.size(0), per_block):
-            part = slice(start, start + per_block)
-            args = (rows[part], self.out_memory, row_batch[part], targets[part])
-            if recompute:
-                pieces.append(checkpoint(self._block, *args, use_reentrant=False))
-            else:
-                pieces.append(self._block(*args))
-        return torch.cat(pieces, 0).view(batch, length, sources)
-
-    def _block(self, rows: Tensor, out_memory: Tensor, row_batch: Tensor, targets: Tensor) -> Tensor:
-        pre = rows[:, None, :] + out_memory.index_select(0, row_batch)  # [n, S, O]
-        return self.layer.target_log_probs(pre, targets[:, None].expand(pre.shape[:-1]))
+        generator = self.layer.generator
+        values = enumerate_blockwise(rows, self.out_memory, row_batch, self.targets.reshape(-1), generator.weight,
+                                     generator.bias, self.block // max(1, sources), self.layer.dropout.p,
+                                     self.layer.training)
+        return values.view(batch, length, sources)
 
 
 @dataclass

@@ -1,0 +1,589 @@
+"""Training speed and memory of every latent mode (issue 7).
+
+For each mode: training target tokens per second (forward, backward, gradient clipping, Adam step — what
+``varattn train`` does per batch) and peak memory, with the device, dtype and batch size in tokens; the
+exact enumeration's FLOP count ``2·B·T·S·O·V`` forward (×3 with backward; padded cells, output size O,
+target vocabulary V) against the device's peak measured in the same run by a large matrix product (bf16
+on CUDA, float32 on CPU) — the achieved fraction, both for the whole training step and for
+``enumerate()`` + backward timed alone; each latent mode as a ratio to ``soft`` measured in the same run
+(the modes take turns step by step on the same batches, so a busy machine slows them alike; rates are
+medians over the timed steps and ratios medians of the per-step ratios on the same batch); and the
+enumerating modes against a *naive* reference path written here: everything materialised in float32 as
+the 2018 code did — the ``[B, T, S, H+M]`` concatenation ``[h_t; x_s]``, ``W_o`` applied to it, a full
+``[B, T, S, V]`` log-softmax, no blocks and no recomputation.
+
+    python benchmarks/speed.py                                  # CPU, small setting (~3 min, one thread)
+    python benchmarks/speed.py --setting paper --device cuda    # GPU, the paper's sizes, bf16 autocast
+    python benchmarks/speed.py --setting paper --batch-tokens 600 --steps 2 --modes soft vae-enum
+
+Peak memory = weights + Adam moments (3 × the parameter bytes) + the largest extra memory of a step over
+what was held before it (activations, enumeration blocks, gradients): on CUDA from
+``torch.cuda.max_memory_allocated``; on CPU each mode runs again in a fresh subprocess — a warm-up step on
+the smallest timed batch, then a step on the largest — and the extra is its peak resident set size
+(``VmHWM``, reset before the step) above its size before the step (glibc is told to return large blocks to
+the system at once, ``MALLOC_MMAP_THRESHOLD_``).
+
+The naive path runs at the largest batch it fits: on CUDA the harness doubles the batch from
+``--batch-tokens`` until it runs out of memory (or ``--naive-max-tokens``); on CPU it uses the main batch,
+which both paths fit.
+
+Data: the lengths and tokens of IWSLT'14 De-En ``valid.{de,en}.bpe`` (``--data``; pairs over 125 tokens
+dropped, vocabularies by frequency — capped at ``vocab`` in the small setting), batched by
+:class:`varattn.data.TokenBatcher` with length bucketing; without those files, random tokens with
+IWSLT-like lengths. Weights are random: speed does not depend on what was learnt.
+
+Writes ``benchmarks/results/speed_<device>[_<setting>].{json,md}`` (``--out`` to change), and prints the
+table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from varattn import latent
+from varattn.config import MODES, ModelConfig
+from varattn.data.batching import TokenBatcher, collate
+from varattn.data.vocab import PAD, SPECIALS, UNK
+from varattn.seq2seq import Forward, Seq2Seq, TokenLikelihood
+
+HERE = Path(__file__).resolve().parent
+IWSLT = HERE.parent.parent / "shared" / "data" / "iwslt14-deen"
+ENUMERATING = ("marginal", "hard-enum", "vae-enum")
+
+SETTINGS = {
+    # the paper's sizes (DESIGN §3, ModelConfig's defaults); full IWSLT validation vocabularies
+    "paper": {"model": {}, "vocab": 0, "batch_tokens": 4096, "steps": 5, "warmup": 2},
+    # a third-width model on a 1,000-token vocabulary: every mode in a few minutes on two CPU cores
+    "small": {"model": {"emb_size": 128, "enc_hidden": 128, "dec_hidden": 256, "attn_size": 128,
+                        "output_size": 256, "inf_hidden": 128},
+              "vocab": 1000, "batch_tokens": 800, "steps": 3, "warmup": 1},
+}
+
+
+# ----------------------------------------------------------------------------- machine and data
+
+
+def machine(device: torch.device) -> dict:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "host": platform.node(),
+            "load_average_1min": os.getloadavg()[0]}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+class Pairs:
+    """Token-id pairs in memory, with the ``src(i)`` / ``tgt(i)`` interface :func:`collate` reads."""
+
+    def __init__(self, src: list[np.ndarray], tgt: list[np.ndarray], src_vocab: int, tgt_vocab: int, source: str):
+        self.src_ids, self.tgt_ids = src, tgt
+        self.src_vocab, self.tgt_vocab, self.source = src_vocab, tgt_vocab, source
+
+    def src(self, i: int) -> np.ndarray:
+        return self.src_ids[i]
+
+    def tgt(self, i: int) -> np.ndarray:
+        return self.tgt_ids[i]
+
+
+def _ids(lines: list[list[str]], cap: int) -> tuple[list[np.ndarray], int]:
+    counts = Counter(token for line in lines for token in line)
+    kept = sorted(counts, key=lambda t: (-counts[t], t))[: cap or None]
+    index = {token: len(SPECIALS) + k for k, token in enumerate(kept)}
+    return [np.array([index.get(t, UNK) for t in line], dtype=np.int64) for line in lines], len(SPECIALS) + len(kept)
+
+
+def load_pairs(data: Path, vocab_cap: int, seed: int, max_len: int = 125) -> Pairs:
+    src_file, tgt_file = data / "valid.de.bpe", data / "valid.en.bpe"
+    if src_file.is_file() and tgt_file.is_file():
+        pairs = [(s.split(), t.split()) for s, t in zip(src_file.read_text(encoding="utf-8").splitlines(),
+                                                         tgt_file.read_text(encoding="utf-8").splitlines())]
+        pairs = [(s, t) for s, t in pairs if 0 < len(s) <= max_len and 0 < len(t) <= max_len]
+        src, src_v = _ids([s for s, _ in pairs], vocab_cap)
+        tgt, tgt_v = _ids([t for _, t in pairs], vocab_cap)
+        return Pairs(src, tgt, src_v, tgt_v, f"IWSLT'14 De-En valid BPE ({data})")
+    # no data beside the project: random tokens with IWSLT-like lengths (means 25 and 23 BPE tokens)
+    rng = np.random.default_rng(seed)
+    src_v = len(SPECIALS) + (min(vocab_cap, 9275) if vocab_cap else 9275)
+    tgt_v = len(SPECIALS) + (min(vocab_cap, 7460) if vocab_cap else 7460)
+    count = 7000
+    src_len = np.clip(rng.gamma(2.5, 10.0, count), 1, max_len).astype(int)
+    tgt_len = np.clip(src_len * rng.normal(0.92, 0.15, count), 1, max_len).astype(int)
+    src = [rng.integers(len(SPECIALS), src_v, n) for n in src_len]
+    tgt = [rng.integers(len(SPECIALS), tgt_v, n) for n in tgt_len]
+    return Pairs(src, tgt, src_v, tgt_v, "random tokens, IWSLT-like lengths (no IWSLT files found)")
+
+
+def make_batches(pairs: Pairs, max_tokens: int, count: int, seed: int) -> list:
+    batcher = TokenBatcher([len(s) for s in pairs.src_ids], [len(t) for t in pairs.tgt_ids], max_tokens,
+                           shuffle=True, seed=seed)
+    return [collate(pairs, indices) for indices in batcher.batches(0)[:count]]
+
+
+def cells(batch) -> int:
+    return int(batch.tgt_out.numel() * batch.src.size(1))
+
+
+# ----------------------------------------------------------------------------- the naive reference
+
+
+class NaiveLikelihood:
+    """The 2018 path, for reference: ``[B, T, S, H+M]`` concatenation, ``W_o`` on it, full ``[B, T, S, V]``
+    log-softmax, float32, nothing blocked or recomputed. Same weights as the model's output layer."""
+
+    def __init__(self, model: Seq2Seq, hidden, memory, targets):
+        self.model, self.hidden, self.memory, self.targets = model, hidden, memory, targets
+
+    def enumerate(self):
+        layer = self.model.output
+        with torch.autocast(self.hidden.device.type, enabled=False):
+            hidden, memory = self.hidden.float(), self.memory.float()
+            (batch, length, _), sources = hidden.shape, memory.size(1)
+            both = torch.cat([hidden[:, :, None, :].expand(-1, -1, sources, -1),
+                              memory[:, None, :, :].expand(-1, length, -1, -1)], -1)          # [B, T, S, H+M]
+            w_o = torch.cat([layer.from_hidden.weight, layer.from_memory.weight], 1)          # [O, H+M]
+            o = layer.dropout(torch.tanh(F.linear(both, w_o, layer.from_hidden.bias)))        # [B, T, S, O]
+            log_probs = F.log_softmax(layer.generator(o), -1)                                 # [B, T, S, V]
+            index = self.targets[:, :, None, None].expand(batch, length, sources, 1)
+            return log_probs.gather(-1, index).squeeze(-1)
+
+    def __call__(self, weights):
+        raise NotImplementedError("the naive reference only enumerates")
+
+
+def naive_forward(model: Seq2Seq, batch) -> Forward:
+    encoded = model.encode(batch.src, batch.src_lengths)
+    hidden, prior = model.decoder(encoded, batch.tgt_in)
+    posterior = None
+    if model.inference is not None:
+        posterior = model.inference(batch.src, batch.src_lengths, batch.tgt_out, batch.tgt_lengths)
+    return Forward(prior, posterior, NaiveLikelihood(model, hidden, encoded.memory, batch.tgt_out),
+                   encoded.mask[:, None, :], batch.tgt_out != PAD)
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+class Device:
+    def __init__(self, device: torch.device, bf16: bool):
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.bf16 = bf16 and self.cuda
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def autocast(self):
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.bf16)
+
+    @property
+    def dtype(self) -> str:
+        return "bf16 autocast (float32 log-sum-exp, KL, weights)" if self.bf16 else "float32"
+
+
+def peak_matmul(dev: Device, size: int, seconds: float = 1.0) -> float:
+    """FLOP/s of a square ``size`` matrix product: bf16 on CUDA (with bf16 on), float32 otherwise."""
+    dtype = torch.bfloat16 if dev.bf16 else torch.float32
+    a = torch.randn(size, size, device=dev.device, dtype=dtype)
+    b = torch.randn(size, size, device=dev.device, dtype=dtype)
+    a @ b
+    dev.sync()
+    best, spent = 0.0, 0.0
+    while spent < seconds:
+        start = time.perf_counter()
+        a @ b
+        dev.sync()
+        took = time.perf_counter() - start
+        spent += took
+        best = max(best, 2 * size**3 / took)
+    return best
+
+
+def model_config(setting: dict, mode: str, block: int | None) -> ModelConfig:
+    cfg = ModelConfig(mode=mode, **setting["model"])
+    if block:
+        cfg.enum_block = block
+    return cfg
+
+
+class Runner:
+    """A model, its Adam optimiser and sampling generator; one training step at a time."""
+
+    def __init__(self, mode: str, naive: bool, setting: dict, pairs: Pairs, dev: Device, seed: int,
+                 block: int | None):
+        torch.manual_seed(seed)
+        self.mode, self.naive, self.dev = mode, naive, dev
+        self.model = Seq2Seq(model_config(setting, mode, block), pairs.src_vocab, pairs.tgt_vocab).to(dev.device)
+        self.model.train()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=3e-4, eps=1e-8)
+        self.generator = torch.Generator(dev.device).manual_seed(seed)
+        self.state_bytes = 3 * sum(p.numel() * p.element_size() for p in self.model.parameters())  # w + Adam
+
+    def loss(self, batch):
+        cfg = self.model.config
+        fwd = naive_forward(self.model, batch) if self.naive else self.model(
+            batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
+        terms = latent.objective(cfg.mode, fwd.likelihood, fwd.prior, fwd.posterior, fwd.mask,
+                                 samples=cfg.samples, temperature=cfg.temperature, generator=self.generator)
+        keep = fwd.tgt_mask
+        return terms.loss.masked_fill(~keep, 0.0).sum() / keep.sum().clamp_min(1)
+
+    def step(self, batch) -> float:
+        """One training step; seconds."""
+        self.optimizer.zero_grad(set_to_none=True)  # first, so that memory before a step holds no gradients
+        self.dev.sync()
+        start = time.perf_counter()
+        with self.dev.autocast():
+            loss = self.loss(batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        self.optimizer.step()
+        self.dev.sync()
+        return time.perf_counter() - start
+
+
+def cuda_step_peak(runner: Runner, batch) -> tuple[float, int]:
+    """A CUDA step's seconds and its peak bytes: weights and Adam moments + the step's largest extra."""
+    torch.cuda.reset_peak_memory_stats(runner.dev.device)
+    before = torch.cuda.memory_allocated(runner.dev.device)
+    seconds = runner.step(batch)
+    return seconds, runner.state_bytes + torch.cuda.max_memory_allocated(runner.dev.device) - before
+
+
+def enumeration_seconds(model: Seq2Seq, batches: list, dev: Device, naive: bool) -> float:
+    """Seconds of ``enumerate()`` + backward alone over ``batches`` (states from the model, detached)."""
+    total = 0.0
+    for batch in batches:
+        with torch.no_grad(), dev.autocast():
+            encoded = model.encode(batch.src, batch.src_lengths)
+            hidden, _ = model.decoder(encoded, batch.tgt_in)
+            hidden_proj = model.output.from_hidden(hidden)
+        leaves = [t.detach().requires_grad_() for t in (
+            (hidden, encoded.memory) if naive else (hidden_proj, encoded.out_memory))]
+        grad = (batch.tgt_out != PAD)[:, :, None] & (batch.src != PAD)[:, None, :]
+        dev.sync()
+        start = time.perf_counter()
+        with dev.autocast():
+            if naive:
+                values = NaiveLikelihood(model, *leaves, batch.tgt_out).enumerate()
+            else:
+                values = TokenLikelihood(model.output, *leaves, batch.tgt_out, model.config.enum_block).enumerate()
+        values.backward(grad.to(values.dtype))
+        dev.sync()
+        total += time.perf_counter() - start
+    model.zero_grad(set_to_none=True)
+    return total
+
+
+def naive_batches(runner_args: tuple, pairs: Pairs, dev: Device, args, main_tokens: int) -> tuple[int, list]:
+    """The naive path's batch: the main one on CPU; on CUDA the largest that fits, doubling from it."""
+    count = args.warmup + args.steps
+    if not dev.cuda:
+        return main_tokens, make_batches(pairs, main_tokens, count, args.seed)
+    best, tokens = None, main_tokens
+    while tokens <= args.naive_max_tokens:
+        batches = make_batches(pairs, tokens, count, args.seed)
+        runner = Runner(*runner_args)
+        try:
+            for batch in sorted(batches, key=cells)[-1:]:
+                runner.step(batch.to(dev.device))
+        except torch.cuda.OutOfMemoryError:
+            break
+        finally:
+            del runner
+            torch.cuda.empty_cache()
+        best = (tokens, batches)
+        tokens *= 2
+    if best is None:
+        raise SystemExit(f"the naive path does not fit even {main_tokens} tokens; lower --batch-tokens")
+    return best
+
+
+# ----------------------------------------------------------------------------- CPU memory probes
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def high_water_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_high_water() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: VmHWM := current RSS
+        return True
+    except OSError:
+        return False
+
+
+def probe(args, setting: dict, pairs: Pairs, dev: Device) -> None:
+    """Subprocess body: a warm-up step on the smallest timed batch (loads the kernels, makes the Adam
+    moments), then the peak resident memory of a step on the largest, above the memory before it."""
+    batches = make_batches(pairs, args.naive_tokens if args.probe_naive else args.batch_tokens,
+                           args.warmup + args.steps, args.seed)
+    runner = Runner(args.probe, args.probe_naive, setting, pairs, dev, args.seed, args.block)
+    runner.step(min(batches, key=cells))
+    runner.optimizer.zero_grad(set_to_none=True)
+    batch = max(batches, key=cells)
+    before = rss_bytes()
+    exact = reset_high_water()
+    runner.step(batch)
+    extra = high_water_bytes() - before
+    print(json.dumps({"peak_bytes": runner.state_bytes + extra, "step_extra_bytes": extra, "cells": cells(batch),
+                      "high_water_reset": exact}))
+
+
+def cpu_peak_memory(args, mode: str, naive: bool) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--probe", mode, "--setting", args.setting,
+               "--device", "cpu", "--batch-tokens", str(args.batch_tokens), "--naive-tokens", str(args.naive_tokens),
+               "--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed),
+               "--data", args.data, "--threads", str(torch.get_num_threads())]
+    if args.block:
+        command += ["--block", str(args.block)]
+    if naive:
+        command.append("--probe-naive")
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise SystemExit(f"memory probe for {mode} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def run(args) -> dict:
+    dev = Device(torch.device(args.device), args.bf16)
+    setting = SETTINGS[args.setting]
+    pairs = load_pairs(Path(args.data), setting["vocab"], args.seed)
+    cfg = model_config(setting, "soft", args.block)
+    output_size = cfg.output_size or cfg.dec_hidden
+    modes = args.modes
+    count = args.warmup + args.steps
+    batches = [b.to(dev.device) for b in make_batches(pairs, args.batch_tokens, count, args.seed)]
+    info = machine(dev.device)
+    peak = peak_matmul(dev, args.matmul_size)
+    print(f"# {info.get('gpu', info['cpu'])}, {info['threads']} threads, torch {info['torch']}; "
+          f"{dev.dtype}; matmul peak {peak / 1e9:.1f} GFLOP/s", flush=True)
+
+    # the naive path's batch, then every runner (the modes take turns step by step)
+    enum_modes = [m for m in modes if m in ENUMERATING] if not args.no_naive else []
+    naive_tokens, naive_list = args.batch_tokens, []
+    if enum_modes:
+        naive_tokens, naive_list = naive_batches(("marginal", True, setting, pairs, dev, args.seed, args.block),
+                                                 pairs, dev, args, args.batch_tokens)
+        naive_list = [b.to(dev.device) for b in naive_list]
+    args.naive_tokens = naive_tokens
+    runners = [(m, False, batches) for m in modes] + [(m, True, naive_list) for m in enum_modes]
+    built = {(m, naive): Runner(m, naive, setting, pairs, dev, args.seed, args.block) for m, naive, _ in runners}
+    seconds = {key: [] for key in built}
+    peaks = {key: 0 for key in built}
+    for step in range(count):
+        for mode, naive, plan in runners:
+            runner = built[(mode, naive)]
+            if dev.cuda:
+                took, peak_bytes = cuda_step_peak(runner, plan[step])
+                peaks[(mode, naive)] = max(peaks[(mode, naive)], peak_bytes)
+            else:
+                took = runner.step(plan[step])
+            if step >= args.warmup:
+                seconds[(mode, naive)].append(took)
+        print(f"  step {step + 1}/{count} done", flush=True)
+
+    # enumerate() + backward alone, ours and naive, on the same batches
+    enum_model = next((built[(m, False)].model for m in modes if m in ENUMERATING), None)
+    enumeration = None
+    if enum_model is not None:
+        timed = batches[args.warmup:]
+        flops = sum(3 * 2 * cells(b) * output_size * pairs.tgt_vocab for b in timed)
+        ours = enumeration_seconds(enum_model, timed, dev, naive=False)
+        enumeration = {"flops": flops, "seconds": ours, "flop_per_s": flops / ours,
+                       "fraction_of_peak": flops / ours / peak, "block_cells": enum_model.config.enum_block}
+        if enum_modes:
+            naive_timed = naive_list[args.warmup:]
+            naive_flops = sum(3 * 2 * cells(b) * output_size * pairs.tgt_vocab for b in naive_timed)
+            naive_s = enumeration_seconds(enum_model, naive_timed, dev, naive=True)
+            enumeration["naive"] = {"flops": naive_flops, "seconds": naive_s, "flop_per_s": naive_flops / naive_s,
+                                    "fraction_of_peak": naive_flops / naive_s / peak}
+    del built
+
+    # rates per step (tokens / seconds), then medians: a burst of load on a shared machine moves one step,
+    # not the figure; ratios are medians of per-step ratios on the same batch where the batches are shared
+    rows = []
+    per_step = {}
+    for mode, naive, plan in runners:
+        used = plan[args.warmup:]
+        took = seconds[(mode, naive)]
+        per_step[(mode, naive)] = [b.num_tgt_tokens / t for b, t in zip(used, took)]
+        enum_flops = [3 * 2 * cells(b) * output_size * pairs.tgt_vocab if mode in ENUMERATING else 0 for b in used]
+        row = {"mode": mode, "path": "naive" if naive else "varattn",
+               "tokens_per_s": float(np.median(per_step[(mode, naive)])),
+               "tokens_per_s_total": sum(b.num_tgt_tokens for b in used) / sum(took),
+               "seconds_per_step": took, "steps": len(used),
+               "batch_tokens": naive_tokens if naive else args.batch_tokens,
+               "target_tokens_per_batch": sum(b.num_tgt_tokens for b in used) / len(used),
+               "cells_per_batch": sum(cells(b) for b in used) / len(used),
+               "enum_flops_per_step": sum(enum_flops) / len(used),
+               "enum_fraction_of_peak": (float(np.median([f / t for f, t in zip(enum_flops, took)])) / peak
+                                         if mode in ENUMERATING else None)}
+        if dev.cuda:
+            row["peak_bytes"] = peaks[(mode, naive)]
+        rows.append(row)
+
+    def ratio(a: tuple, b: tuple, paired: bool) -> float:
+        if paired:
+            return float(np.median([x / y for x, y in zip(per_step[a], per_step[b])]))
+        return float(np.median(per_step[a]) / np.median(per_step[b]))
+
+    shared = not dev.cuda  # on CPU the naive path runs the main batches
+    for row in rows:
+        mine = (row["mode"], row["path"] == "naive")
+        row["vs_soft"] = ratio(mine, ("soft", False), True) if "soft" in modes and not mine[1] else None
+        if not mine[1] and row["mode"] in enum_modes:
+            row["vs_naive"] = ratio(mine, (row["mode"], True), shared)
+    if not dev.cuda and not args.no_memory:
+        print("  memory probes (one subprocess per mode, two at a time)...", flush=True)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
+            found = pool.map(lambda r: cpu_peak_memory(args, r["mode"], r["path"] == "naive"), rows)
+            for row, result in zip(rows, found):
+                row["peak_bytes"] = result["peak_bytes"]
+    return {
+        "what": "training target tokens/s and peak memory per mode (benchmarks/speed.py)",
+        "device": str(dev.device), "dtype": dev.dtype, "setting": args.setting,
+        "model": {k: v for k, v in asdict(cfg).items() if k != "mode"}, "output_size": output_size,
+        "vocab": {"src": pairs.src_vocab, "tgt": pairs.tgt_vocab}, "data": pairs.source,
+        "batch_tokens": args.batch_tokens, "naive_batch_tokens": naive_tokens,
+        "naive_batch_note": ("largest batch the naive path fits (doubling search)" if dev.cuda
+                             else "the main batch: both paths fit it on CPU"),
+        "steps": args.steps, "warmup": args.warmup, "matmul": {"size": args.matmul_size, "flop_per_s": peak},
+        "machine": info, "enumeration": enumeration, "rows": rows,
+        "memory_note": "weights + Adam moments + the step's peak extra memory (activations, gradients) above "
+                       "what was held before it: " + ("torch.cuda.max_memory_allocated" if dev.cuda else
+                                                      "peak RSS (VmHWM) of a fresh subprocess, largest batch"),
+    }
+
+
+def fmt(value, spec: str, none: str = "–") -> str:
+    return none if value is None else format(value, spec)
+
+
+def table(result: dict) -> str:
+    info = result["machine"]
+    where = info.get("gpu") or f"{info['cpu']} ({info['cpu_cores']} cores)"
+    lines = [
+        f"{where}, {info['threads']} threads, torch {info['torch']}, load {info['load_average_1min']:.1f}; "
+        f"{result['dtype']}; setting {result['setting']} (O = {result['output_size']}, "
+        f"V = {result['vocab']['tgt']}); batch {result['batch_tokens']} tokens (padded source + target), "
+        f"naive batch {result['naive_batch_tokens']} ({result['naive_batch_note']}); "
+        f"matmul peak {result['matmul']['flop_per_s'] / 1e9:.1f} GFLOP/s.",
+        "",
+        "| mode | path | target tok/s | × soft | × naive | peak MB | tgt tokens/batch | enum GFLOP/step (3×fwd) "
+        "| enum % of peak (whole step) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['mode']} | {r['path']} | {r['tokens_per_s']:.0f} | {fmt(r.get('vs_soft'), '.2f')} | "
+            f"{fmt(r.get('vs_naive'), '.1f')} | {fmt(r.get('peak_bytes') and r['peak_bytes'] / 2**20, '.0f')} | "
+            f"{r['target_tokens_per_batch']:.0f} | {fmt(r['enum_flops_per_step'] / 1e9 if r['enum_flops_per_step'] else None, '.1f')} | "
+            f"{fmt(r['enum_fraction_of_peak'] and 100 * r['enum_fraction_of_peak'], '.1f')} |")
+    enum = result["enumeration"]
+    if enum:
+        text = (f"\n`enumerate()` + backward alone (block {enum['block_cells']} cells): "
+                f"{enum['flop_per_s'] / 1e9:.1f} GFLOP/s = {100 * enum['fraction_of_peak']:.1f}% of the matmul peak")
+        if "naive" in enum:
+            text += (f"; naive path {enum['naive']['flop_per_s'] / 1e9:.1f} GFLOP/s = "
+                     f"{100 * enum['naive']['fraction_of_peak']:.1f}%")
+        lines.append(text + ".")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--setting", choices=sorted(SETTINGS), default=None,
+                        help="model sizes (default: paper on CUDA, small on CPU)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--batch-tokens", type=int, default=None, help="padded source + target tokens per batch")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per mode")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per mode first")
+    parser.add_argument("--block", type=int, default=None, help="model.enum_block (cells per enumeration block)")
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="float32 on CUDA too")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU intra-op threads (default 1: on a shared machine, threads of one process stall "
+                             "on each other; the matmul peak is measured with the same number)")
+    parser.add_argument("--matmul-size", type=int, default=None, help="side of the peak-FLOP matrix product")
+    parser.add_argument("--naive-max-tokens", type=int, default=65536, help="CUDA: largest naive batch tried")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive reference path")
+    parser.add_argument("--no-memory", action="store_true", help="CPU: skip the memory subprocesses")
+    parser.add_argument("--data", default=str(IWSLT), help="folder with valid.{de,en}.bpe")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", default=None, help="output path without suffix (default: "
+                        "benchmarks/results/speed_<device>[_<setting>])")
+    parser.add_argument("--probe", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-naive", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--naive-tokens", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device_type = torch.device(args.device).type
+    if args.threads or device_type == "cpu":
+        torch.set_num_threads(args.threads or 1)
+    default_setting = "paper" if device_type == "cuda" else "small"
+    args.setting = args.setting or default_setting
+    setting = SETTINGS[args.setting]
+    args.batch_tokens = args.batch_tokens or setting["batch_tokens"]
+    args.steps = args.steps or setting["steps"]
+    args.warmup = setting["warmup"] if args.warmup is None else args.warmup
+    args.matmul_size = args.matmul_size or (8192 if device_type == "cuda" else 2048)
+    if args.probe:
+        pairs = load_pairs(Path(args.data), setting["vocab"], args.seed)
+        probe(args, setting, pairs, Device(torch.device(args.device), args.bf16))
+        return
+    result = run(args)
+    text = table(result)
+    print(text)
+    suffix = "" if args.setting == default_setting else f"_{args.setting}"
+    out = Path(args.out or HERE / "results" / f"speed_{device_type}{suffix}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    out.with_suffix(".md").write_text(
+        f"# Training speed and memory ({result['device']}, setting {result['setting']})\n\n"
+        f"`python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`\n\n{text}\n", encoding="utf-8")
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
