@@ -25,8 +25,10 @@ the smallest timed batch, then a step on the largest — and the extra is its pe
 the system at once, ``MALLOC_MMAP_THRESHOLD_``).
 
 The naive path runs at the largest batch it fits: on CUDA the harness doubles the batch from
-``--batch-tokens`` until it runs out of memory (or ``--naive-max-tokens``); on CPU it uses the main batch,
-which both paths fit.
+``--batch-tokens`` until a step runs out of memory (or ``--naive-max-tokens``; halving instead when even
+the main batch does not fit); on CPU it uses the main batch, which both paths fit. ``--find-max-batch CAP``
+(CUDA) searches the largest ``vae-enum`` batch the same way; every row also gives the time an IWSLT'14
+epoch (3.6 M target tokens) would take at its rate.
 
 Data: the lengths and tokens of IWSLT'14 De-En ``valid.{de,en}.bpe`` (``--data``; pairs over 125 tokens
 dropped, vocabularies by frequency — capped at ``vocab`` in the small setting), batched by
@@ -40,6 +42,7 @@ table.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -64,6 +67,7 @@ from varattn.seq2seq import Forward, Seq2Seq, TokenLikelihood
 HERE = Path(__file__).resolve().parent
 IWSLT = HERE.parent.parent / "shared" / "data" / "iwslt14-deen"
 ENUMERATING = ("marginal", "hard-enum", "vae-enum")
+IWSLT_EPOCH_TOKENS = 3.6e6  # target tokens of an IWSLT'14 De-En training epoch (issue 7)
 
 SETTINGS = {
     # the paper's sizes (DESIGN §3, ModelConfig's defaults); full IWSLT validation vocabularies
@@ -300,28 +304,35 @@ def enumeration_seconds(model: Seq2Seq, batches: list, dev: Device, naive: bool)
     return total
 
 
-def naive_batches(runner_args: tuple, pairs: Pairs, dev: Device, args, main_tokens: int) -> tuple[int, list]:
-    """The naive path's batch: the main one on CPU; on CUDA the largest that fits, doubling from it."""
-    count = args.warmup + args.steps
-    if not dev.cuda:
-        return main_tokens, make_batches(pairs, main_tokens, count, args.seed)
-    best, tokens = None, main_tokens
-    while tokens <= args.naive_max_tokens:
-        batches = make_batches(pairs, tokens, count, args.seed)
-        runner = Runner(*runner_args)
-        try:
-            for batch in sorted(batches, key=cells)[-1:]:
-                runner.step(batch.to(dev.device))
-        except torch.cuda.OutOfMemoryError:
-            break
-        finally:
-            del runner
-            torch.cuda.empty_cache()
-        best = (tokens, batches)
+def fits(mode: str, naive: bool, tokens: int, setting: dict, pairs: Pairs, dev: Device, args) -> bool:
+    """CUDA: whether a training step on the largest of the run's batches of ``tokens`` fits in memory."""
+    batch = max(make_batches(pairs, tokens, args.warmup + args.steps, args.seed), key=cells).to(dev.device)
+    runner = Runner(mode, naive, setting, pairs, dev, args.seed, args.block)
+    try:
+        runner.step(batch)
+        return True
+    except torch.cuda.OutOfMemoryError:
+        return False
+    finally:
+        del runner, batch
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def largest_batch(mode: str, naive: bool, start: int, cap: int, setting: dict, pairs: Pairs, dev: Device,
+                  args) -> int | None:
+    """CUDA: the largest ``start · 2^k`` batch (tokens, at most ``cap``) whose step fits; None if none
+    down to 64 tokens does."""
+    tokens = start
+    if not fits(mode, naive, tokens, setting, pairs, dev, args):
+        while tokens > 64:
+            tokens //= 2
+            if fits(mode, naive, tokens, setting, pairs, dev, args):
+                return tokens
+        return None
+    while 2 * tokens <= cap and fits(mode, naive, 2 * tokens, setting, pairs, dev, args):
         tokens *= 2
-    if best is None:
-        raise SystemExit(f"the naive path does not fit even {main_tokens} tokens; lower --batch-tokens")
-    return best
+    return tokens
 
 
 # ----------------------------------------------------------------------------- CPU memory probes
@@ -401,10 +412,18 @@ def run(args) -> dict:
     enum_modes = [m for m in modes if m in ENUMERATING] if not args.no_naive else []
     naive_tokens, naive_list = args.batch_tokens, []
     if enum_modes:
-        naive_tokens, naive_list = naive_batches(("marginal", True, setting, pairs, dev, args.seed, args.block),
-                                                 pairs, dev, args, args.batch_tokens)
-        naive_list = [b.to(dev.device) for b in naive_list]
+        if dev.cuda:  # the largest batch the naive path fits, for its hungriest enumerating mode
+            naive_tokens = largest_batch(enum_modes[-1], True, args.batch_tokens, args.naive_max_tokens, setting,
+                                         pairs, dev, args)
+            if naive_tokens is None:
+                raise SystemExit("the naive path does not fit a batch of 64 tokens")
+        naive_list = [b.to(dev.device) for b in make_batches(pairs, naive_tokens, count, args.seed)]
     args.naive_tokens = naive_tokens
+    max_batch = None
+    if dev.cuda and args.find_max_batch and "vae-enum" in modes:
+        print("  searching the largest vae-enum batch...", flush=True)
+        max_batch = largest_batch("vae-enum", False, args.batch_tokens, args.find_max_batch, setting, pairs, dev,
+                                  args)
     runners = [(m, False, batches) for m in modes] + [(m, True, naive_list) for m in enum_modes]
     built = {(m, naive): Runner(m, naive, setting, pairs, dev, args.seed, args.block) for m, naive, _ in runners}
     seconds = {key: [] for key in built}
@@ -455,6 +474,7 @@ def run(args) -> dict:
                "target_tokens_per_batch": sum(b.num_tgt_tokens for b in used) / len(used),
                "cells_per_batch": sum(cells(b) for b in used) / len(used),
                "enum_flops_per_step": sum(enum_flops) / len(used),
+               "iwslt_epoch_hours": IWSLT_EPOCH_TOKENS / float(np.median(per_step[(mode, naive)])) / 3600,
                "enum_fraction_of_peak": (float(np.median([f / t for f, t in zip(enum_flops, took)])) / peak
                                          if mode in ENUMERATING else None)}
         if dev.cuda:
@@ -491,6 +511,7 @@ def run(args) -> dict:
         "naive_batch_note": ("largest batch the naive path fits (doubling search)" if dev.cuda
                              else "the main batch: both paths fit it on CPU"),
         "steps": args.steps, "warmup": args.warmup, "matmul": {"size": args.matmul_size, "flop_per_s": peak},
+        "largest_vae_enum_batch_tokens": max_batch,
         "machine": info, "enumeration": enumeration, "rows": rows,
         "memory_note": "weights + Adam moments + the step's peak extra memory (activations, gradients) above "
                        "what was held before it: " + ("torch.cuda.max_memory_allocated" if dev.cuda else
@@ -513,15 +534,16 @@ def table(result: dict) -> str:
         f"matmul peak {result['matmul']['flop_per_s'] / 1e9:.1f} GFLOP/s.",
         "",
         "| mode | path | target tok/s | × soft | × naive | peak MB | tgt tokens/batch | enum GFLOP/step (3×fwd) "
-        "| enum % of peak (whole step) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| enum % of peak (whole step) | IWSLT epoch (h) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['mode']} | {r['path']} | {r['tokens_per_s']:.0f} | {fmt(r.get('vs_soft'), '.2f')} | "
             f"{fmt(r.get('vs_naive'), '.1f')} | {fmt(r.get('peak_bytes') and r['peak_bytes'] / 2**20, '.0f')} | "
             f"{r['target_tokens_per_batch']:.0f} | {fmt(r['enum_flops_per_step'] / 1e9 if r['enum_flops_per_step'] else None, '.1f')} | "
-            f"{fmt(r['enum_fraction_of_peak'] and 100 * r['enum_fraction_of_peak'], '.1f')} |")
+            f"{fmt(r['enum_fraction_of_peak'] and 100 * r['enum_fraction_of_peak'], '.1f')} | "
+            f"{r['iwslt_epoch_hours']:.1f} |")
     enum = result["enumeration"]
     if enum:
         text = (f"\n`enumerate()` + backward alone (block {enum['block_cells']} cells): "
@@ -530,6 +552,9 @@ def table(result: dict) -> str:
             text += (f"; naive path {enum['naive']['flop_per_s'] / 1e9:.1f} GFLOP/s = "
                      f"{100 * enum['naive']['fraction_of_peak']:.1f}%")
         lines.append(text + ".")
+    if result.get("largest_vae_enum_batch_tokens"):
+        lines.append(f"\nLargest vae-enum batch that fits: {result['largest_vae_enum_batch_tokens']} padded tokens.")
+    lines.append("\nIWSLT epoch: 3.6 M target tokens at the measured rate.")
     return "\n".join(lines)
 
 
@@ -549,6 +574,8 @@ def main(argv: list[str] | None = None) -> None:
                              "on each other; the matmul peak is measured with the same number)")
     parser.add_argument("--matmul-size", type=int, default=None, help="side of the peak-FLOP matrix product")
     parser.add_argument("--naive-max-tokens", type=int, default=65536, help="CUDA: largest naive batch tried")
+    parser.add_argument("--find-max-batch", type=int, default=0, metavar="CAP",
+                        help="CUDA: also find the largest vae-enum batch (padded tokens, doubling up to CAP) that fits")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive reference path")
     parser.add_argument("--no-memory", action="store_true", help="CPU: skip the memory subprocesses")
     parser.add_argument("--data", default=str(IWSLT), help="folder with valid.{de,en}.bpe")
