@@ -10,6 +10,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import torch
 
 from varattn import aer
 from varattn.align import END, PairAlignment
@@ -115,7 +116,8 @@ def test_brightest_cell_of_a_picture_is_the_matrix_maximum(tmp_path):
     assert "prior (red) + posterior (blue)" in panels
     for name, matrix in matrices.items():
         brightness = _cell_brightness(image, panels[name], rows, columns)
-        assert np.unravel_index(brightness.argmax(), brightness.shape) == np.unravel_index(matrix.argmax(), matrix.shape)
+        brightest = np.unravel_index(brightness.argmax(), brightness.shape)
+        assert brightest == np.unravel_index(matrix.argmax(), matrix.shape)
         # brightness grows with probability (magma is monotone in luminance)
         order = np.argsort(matrix.ravel())
         assert np.corrcoef(brightness.ravel()[order], np.sort(matrix.ravel()))[0, 1] > 0.9
@@ -142,7 +144,7 @@ def test_pharaoh_export_is_the_argmax_of_the_json_matrices(runs, synthetic_data,
     from varattn.data.prepared import load_prepared
     from varattn.runs import load_run
 
-    run = load_run(runs / "vae-enum", __import__("torch").device("cpu"))
+    run = load_run(runs / "vae-enum", torch.device("cpu"))
     data = load_prepared(synthetic_data)
     summary = run_align(run, tmp_path, data=data, split="test", limit=7, threshold=0.2, pictures=2, grid=3,
                         formats=("png",))
@@ -189,7 +191,7 @@ def test_align_raw_files_with_gold_and_evaluate_reports_aer(runs, synthetic_data
     assert "--src FILE" in capsys.readouterr().err
 
     for mode, names in (("soft", {"attention"}), ("vae-enum", {"prior", "posterior"})):
-        results = evaluate_run(load_run(runs / mode, __import__("torch").device("cpu")), data, "test", bleu=False)
+        results = evaluate_run(load_run(runs / mode, torch.device("cpu")), data, "test", bleu=False)
         assert set(results["aer"]) == names
         assert all(0.0 <= value <= 1.0 for value in results["aer"].values())
         assert set(results["align_precision"]) == set(results["align_recall"]) == names
@@ -222,7 +224,7 @@ def test_html_report_opens_in_headless_chromium_and_shows_every_sentence(runs, s
     from varattn.runs import load_run
 
     browser = _chromium()
-    run = load_run(runs / "vae-enum", __import__("torch").device("cpu"))
+    run = load_run(runs / "vae-enum", torch.device("cpu"))
     report = tmp_path / "report.html"
     run_align(run, tmp_path / "out", data=load_prepared(synthetic_data), split="test", limit=6, pictures=0,
               grid=0, html_path=str(report))

@@ -27,7 +27,8 @@ from typing import Iterable, Sequence
 from .data.tokenize import BPE_SEPARATOR
 from .errors import UserError
 
-__all__ = ["GoldLinks", "Counts", "parse_gold", "read_gold", "counts", "score", "word_index", "word_links", "check_bounds"]
+__all__ = ["Counts", "GoldLinks", "check_bounds", "counts", "parse_gold", "read_gold", "score", "word_index",
+           "word_links"]
 
 Link = tuple[int, int]
 _LINK = re.compile(r"^(\d+)([-pP])(\d+)$")

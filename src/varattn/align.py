@@ -238,9 +238,10 @@ def write_exports(pairs: Sequence[PairAlignment], out: Path, *, threshold: float
     written = [out / "alignments.json"]
     written[0].write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
     for name in names:
-        for suffix, get in (("align", lambda p: p.links(name, threshold)),
-                            ("words.align", lambda p: p.word_links(name, threshold))):
+        for suffix, words in (("align", False), ("words.align", True)):
+            lines = [format_links(pair.word_links(name, threshold) if words else pair.links(name, threshold))
+                     for pair in pairs]
             path = out / f"{name}.{suffix}"
-            path.write_text("".join(format_links(get(pair)) + "\n" for pair in pairs), encoding="utf-8")
+            path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
             written.append(path)
     return written

@@ -63,7 +63,8 @@ def run_align(run: LoadedRun, out: str | Path, *, data: PreparedData | None = No
     if grid and pairs:
         files += drawing.save(drawing.grid_figure(pairs[:grid], columns=2), out / "grid", formats)
     summary = {**meta, "pairs": len(pairs), "threshold": threshold,
-               "entropy": {name: mean([p.entropy[name] for p in pairs]) for name in (pairs[0].matrices if pairs else [])},
+               "entropy": {name: mean([p.entropy[name] for p in pairs])
+                           for name in (pairs[0].matrices if pairs else [])},
                "scores": {name: counts.as_dict() for name, counts in found.items()}}
     if html_path:
         echo(f"drawing {len(pairs)} pairs into {html_path}")
@@ -84,6 +85,7 @@ def text(tokens: Sequence[str]) -> str:
     return html.unescape(remove_bpe(" ".join(tokens)).strip())
 
 
+_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 _STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:1.5em auto;max-width:1400px;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}
@@ -136,12 +138,13 @@ def write_html(pairs: Sequence[PairAlignment], path: str | Path, *, title: str, 
 
         items = tqdm(pairs, desc="drawing", unit="pair", leave=False)
     sections = [_pair_html(pair, drawing.png_base64(drawing.pair_figure(pair)), threshold) for pair in items]
-    about = (f"mode <b>{html.escape(str(summary.get('mode')))}</b> · checkpoint {html.escape(str(summary.get('checkpoint')))}"
+    about = (f"mode <b>{html.escape(str(summary.get('mode')))}</b> · checkpoint "
+             f"{html.escape(str(summary.get('checkpoint')))}"
              f" · {len(pairs)} pairs · rows: target tokens and &lt;/s&gt;; columns: source tokens; links are the "
              f"argmax per target token{f' with probability ≥ {threshold}' if threshold else ''}; AER at word level")
     document = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<meta http-equiv="Content-Security-Policy" content="{_POLICY}">
 <title>{html.escape(title)} — varattn alignments</title><style>{_STYLE}</style></head>
 <body><h1>{html.escape(title)}</h1><p>{about}</p>
 <table><tr>{head}</tr>{''.join(lines)}</table>
