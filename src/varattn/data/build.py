@@ -29,15 +29,13 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from varattn.data.textio import _UMASK, sha256_file, write_lines
+from varattn.data.textio import sha256_file, staged_folder, write_lines
 from varattn.data.tokenize import Pipeline, learn_bpe, remove_bpe
 from varattn.data.vocab import UNK, Vocabulary
 from varattn.errors import UserError
@@ -140,17 +138,8 @@ def build_prepared(
     if options.max_len is not None and options.max_len < 1:
         raise UserError(f"--max-len {options.max_len}: must be at least 1 — or leave it out for no limit")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    tmp.chmod(0o777 & ~_UMASK)
-    try:
+    with staged_folder(out) as tmp:
         meta = _build(tmp, source, list(splits), pipeline, options, inputs, settings or {}, extra_meta or {})
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if pipeline.bpe_codes is not None:
         pipeline.bpe_codes = out / pipeline.bpe_codes.name
     return {**meta, "out": str(out)}

@@ -31,9 +31,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import struct
-import tempfile
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -42,7 +40,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from varattn.data.textio import atomic_write_bytes
+from varattn.data.textio import atomic_write_bytes, staged_folder
 from varattn.data.vocab import Vocabulary
 from varattn.errors import UserError
 
@@ -354,12 +352,7 @@ def prepare_vqa(from_dir: str | os.PathLike, out_dir: str | os.PathLike, *, answ
     answer_index = {a: i for i, a in enumerate(answer_list)}
     qvocab = Vocabulary.build((tokenize_question(q.question) for q in data["train"]), min_freq=min_freq)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the folder the usual permissions
-    try:
+    with staged_folder(out) as tmp:
         report = _write(tmp, data, files, where, answer_index, qvocab, splits_raw, progress)
         atomic_write_bytes(tmp / "answers.json", json.dumps(
             {"format": "varattn-answers", "version": 1, "answers": answer_list, "counts": answer_counts},
@@ -376,12 +369,6 @@ def prepare_vqa(from_dir: str | os.PathLike, out_dir: str | os.PathLike, *, answ
         atomic_write_bytes(tmp / "meta.json", json.dumps(meta, indent=1).encode("utf-8"))
         for f in files:
             f.close()
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {**meta, "out": str(out)}
 
 
