@@ -6,12 +6,22 @@ import gzip
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MULTI30K = SHARED / "data" / "multi30k"
 
 TINY_MODEL = {"emb_size": 24, "enc_hidden": 16, "enc_layers": 1, "dec_hidden": 32, "dec_layers": 1,
               "attn_size": 16, "dropout": 0.0, "inf_hidden": 16, "inf_layers": 1}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run far faster on one thread: on two busy cores, two threads mostly wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def head(path: Path, lines: int) -> list[str]:

@@ -141,13 +141,6 @@ def largest_allocation(batch, block, naive=False, vocab=400):
     return mode.bytes
 
 
-@pytest.fixture
-def one_thread():
-    """Hundreds of tiny operations: one thread spares them the parallel regions' overhead on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_peak_allocation_grows_with_the_block_not_with_btsv(one_thread):

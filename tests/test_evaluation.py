@@ -24,13 +24,7 @@ from varattn.seq2seq import Seq2Seq
 from varattn.translate import Translation, decode_ids, output_lines
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run ~100x faster on one thread than on two busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = dict(emb_size=8, enc_hidden=6, enc_layers=1, dec_hidden=8, dec_layers=1, attn_size=8, dropout=0.0,

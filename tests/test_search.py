@@ -14,13 +14,7 @@ from varattn.search import beam_search, greedy, length_penalty
 from varattn.seq2seq import Seq2Seq
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models decode ~100x faster on one thread than on two busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(mode: str, src_vocab: int = 14, tgt_vocab: int = 11, seed: int = 0) -> Seq2Seq:

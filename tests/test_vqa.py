@@ -20,13 +20,7 @@ SMALL = {"word_emb": 32, "question_hidden": 64, "attn_hidden": 64, "classifier_h
          "inf_hidden": 64, "dropout": 0.0, "batch_size": 32}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small models gain nothing from threads, and on a shared machine they lose much."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
