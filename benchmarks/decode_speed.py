@@ -8,7 +8,7 @@ learnt, except through output lengths — a random model rarely ends early, so m
 maximum length ``1.5 |x| + 10`` and the figures are close to a worst case; the mean output length is
 recorded. The vocabularies come from the IWSLT validation BPE files (``prepare files`` with the
 validation pairs as training data, no further BPE). Decoding uses the paper's settings (beam 10, α = 1,
-eos_norm = 3) and ``varattn.translate.decode_nbest``, i.e. the batching of ``varattn translate``.
+eos_norm = 3) and ``varattn.decoding.translate.decode_nbest``, i.e. the batching of ``varattn translate``.
 
     python benchmarks/decode_speed.py --lines 500            # CPU, and CUDA when there is a GPU
     python benchmarks/decode_speed.py --lines 100 --exact-lines 20 --devices cpu
@@ -30,10 +30,10 @@ from types import SimpleNamespace
 import torch
 
 from varattn.config import DecodeConfig, ModelConfig
-from varattn.data.prepared import load_prepared
-from varattn.data.recipes import prepare
-from varattn.seq2seq import Seq2Seq
-from varattn.translate import decode_nbest
+from varattn.data.text.prepared import load_prepared
+from varattn.data.corpora.recipes import prepare
+from varattn.models.seq2seq import Seq2Seq
+from varattn.decoding.translate import decode_nbest
 
 HERE = Path(__file__).resolve().parent
 IWSLT = HERE.parent.parent / "shared" / "data" / "iwslt14-deen"

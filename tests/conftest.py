@@ -35,7 +35,7 @@ def multi30k_sample(tmp_path_factory) -> Path:
     """A prepared folder from the first 400 training and 100 validation pairs of Multi30k (tokenised)."""
     if not MULTI30K.is_dir():
         pytest.skip(f"{MULTI30K} not found: the real-data tests need ../shared beside the project")
-    from varattn.data.recipes import prepare
+    from varattn.data.corpora.recipes import prepare
 
     root = tmp_path_factory.mktemp("m30k")
     files = {}
@@ -52,7 +52,7 @@ def multi30k_sample(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory) -> Path:
-    from varattn.data.recipes import prepare
+    from varattn.data.corpora.recipes import prepare
 
     out = tmp_path_factory.mktemp("synthetic") / "prepared"
     prepare("synthetic", str(out), pairs=600, seed=3)

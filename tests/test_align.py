@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from varattn import aer
-from varattn.align import END, PairAlignment
+from varattn.analysis import aer
+from varattn.analysis.align import END, PairAlignment
 from varattn.errors import UserError
 
 from conftest import tiny_config
@@ -97,7 +97,7 @@ def _cell_brightness(image: np.ndarray, ax, rows: int, columns: int) -> np.ndarr
 def test_brightest_cell_of_a_picture_is_the_matrix_maximum(tmp_path):
     from matplotlib.image import imread
 
-    from varattn import pictures
+    from varattn.analysis import pictures
 
     rng = np.random.default_rng(0)
     rows, columns = 6, 7
@@ -131,7 +131,7 @@ def test_brightest_cell_of_a_picture_is_the_matrix_maximum(tmp_path):
 
 @pytest.fixture(scope="module")
 def runs(synthetic_data, tmp_path_factory):
-    from varattn.train import train
+    from varattn.training.trainer import train
 
     root = tmp_path_factory.mktemp("align-runs")
     for mode in ("soft", "vae-enum"):
@@ -140,9 +140,9 @@ def runs(synthetic_data, tmp_path_factory):
 
 
 def test_pharaoh_export_is_the_argmax_of_the_json_matrices(runs, synthetic_data, tmp_path):
-    from varattn.alignreport import run_align
-    from varattn.data.prepared import load_prepared
-    from varattn.runs import load_run
+    from varattn.analysis.report import run_align
+    from varattn.data.text.prepared import load_prepared
+    from varattn.training.runs import load_run
 
     run = load_run(runs / "vae-enum", torch.device("cpu"))
     data = load_prepared(synthetic_data)
@@ -168,10 +168,10 @@ def test_pharaoh_export_is_the_argmax_of_the_json_matrices(runs, synthetic_data,
 
 
 def test_align_raw_files_with_gold_and_evaluate_reports_aer(runs, synthetic_data, tmp_path, capsys):
-    from varattn.cli import main
-    from varattn.data.prepared import load_prepared
-    from varattn.report import evaluate_run
-    from varattn.runs import load_run
+    from varattn.cli.main import main
+    from varattn.data.text.prepared import load_prepared
+    from varattn.analysis.evaluation import evaluate_run
+    from varattn.training.runs import load_run
 
     data = load_prepared(synthetic_data)
     test = data.split("test")
@@ -219,9 +219,9 @@ def _chromium() -> str:
 
 
 def test_html_report_opens_in_headless_chromium_and_shows_every_sentence(runs, synthetic_data, tmp_path):
-    from varattn.alignreport import run_align, text
-    from varattn.data.prepared import load_prepared
-    from varattn.runs import load_run
+    from varattn.analysis.report import run_align, text
+    from varattn.data.text.prepared import load_prepared
+    from varattn.training.runs import load_run
 
     browser = _chromium()
     run = load_run(runs / "vae-enum", torch.device("cpu"))

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from varattn.cli import main
+from varattn.cli.main import main
 
 from conftest import TINY_MODEL
 

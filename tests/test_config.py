@@ -51,6 +51,6 @@ def test_every_recipe_loads():
 
 
 def test_quickstart_recipe_file_matches_embedded():
-    from varattn.quickstart import quickstart_config
+    from varattn.cli.quickstart import quickstart_config
 
     assert config_lib.load(ROOT / "configs" / "quickstart.yaml") == quickstart_config("soft", "")

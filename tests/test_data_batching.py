@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from varattn.data.batching import TokenBatcher, collate
+from varattn.data.text.batching import TokenBatcher, collate
 from varattn.data.vocab import BOS, EOS, PAD
 
 lengths = st.lists(st.tuples(st.integers(1, 40), st.integers(1, 40)), min_size=0, max_size=200)

@@ -7,8 +7,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from varattn.data import load_prepared, prepare
-from varattn.data.download import DownloadError, fetch
+from varattn.data.corpora.recipes import prepare
+from varattn.data.text.prepared import load_prepared
+from varattn.data.corpora.download import DownloadError, fetch
 from varattn.errors import UserError
 
 

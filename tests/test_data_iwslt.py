@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from varattn.data import load_prepared, prepare
-from varattn.data.iwslt import TEST_SETS, clean_pairs, extract_segments, strip_train_tags
+from varattn.data.corpora.recipes import prepare
+from varattn.data.text.prepared import load_prepared
+from varattn.data.corpora.iwslt import TEST_SETS, clean_pairs, extract_segments, strip_train_tags
 from varattn.errors import UserError
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from varattn.data import load_prepared, prepare
+from varattn.data.corpora.recipes import prepare
+from varattn.data.text.prepared import load_prepared
 from varattn.errors import UserError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -4,8 +4,8 @@ from collections import Counter
 
 import pytest
 
-from varattn.data.pharaoh import format_links, parse_links
-from varattn.data.synthetic import SyntheticLanguage, generate
+from varattn.data.text.pharaoh import format_links, parse_links
+from varattn.data.text.synthetic import SyntheticLanguage, generate
 
 
 @pytest.fixture(scope="module")

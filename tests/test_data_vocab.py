@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from varattn.data.tokenize import Pipeline, learn_bpe, load_bpe, moses_detokenize, moses_tokenize, remove_bpe
+from varattn.data.text.tokenize import Pipeline, learn_bpe, load_bpe, moses_detokenize, moses_tokenize, remove_bpe
 from varattn.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocabulary
 from varattn.errors import UserError
 

@@ -6,9 +6,9 @@ import sys
 
 import torch
 
-from varattn import checkpoint
+from varattn.training import checkpoint
 from varattn import config as config_lib
-from varattn.train import train
+from varattn.training.trainer import train
 
 from conftest import tiny_config
 

@@ -8,8 +8,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from varattn.config import ModelConfig
-from varattn.enumeration import enumerate_blockwise
-from varattn.seq2seq import Seq2Seq
+from varattn.latent.enumeration import enumerate_blockwise
+from varattn.models.seq2seq import Seq2Seq
 
 from conftest import TINY_MODEL
 

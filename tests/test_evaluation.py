@@ -15,13 +15,13 @@ import sacrebleu
 import torch
 
 from varattn.config import Config, DecodeConfig, ModelConfig
-from varattn.data.tokenize import remove_bpe
+from varattn.data.text.tokenize import remove_bpe
 from varattn.data.vocab import BOS, EOS
-from varattn.evaluate import score_split
-from varattn.report import evaluate_run, format_table
-from varattn.search import Hypothesis
-from varattn.seq2seq import Seq2Seq
-from varattn.translate import Translation, decode_ids, output_lines
+from varattn.tasks.translation_scores import score_split
+from varattn.analysis.evaluation import evaluate_run, format_table
+from varattn.decoding.search import Hypothesis
+from varattn.models.seq2seq import Seq2Seq
+from varattn.decoding.translate import Translation, decode_ids, output_lines
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -139,7 +139,7 @@ WORDS_EN = "a man a woman two dogs play in the park on the street with a ball re
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    from varattn.data.recipes import prepare
+    from varattn.data.corpora.recipes import prepare
 
     root = tmp_path_factory.mktemp("eval")
     rng = np.random.default_rng(0)
@@ -159,7 +159,7 @@ def prepared(tmp_path_factory) -> Path:
 
 
 def fake_run(data_dir: Path, mode: str = "soft", beam: int = 3):
-    from varattn.data.prepared import load_prepared
+    from varattn.data.text.prepared import load_prepared
 
     data = load_prepared(data_dir)
     config = Config(model=ModelConfig(mode=mode, **TINY), decode=DecodeConfig(beam=beam, alpha=1.0, eos_norm=1.0))
@@ -200,7 +200,7 @@ def test_bleu_equals_sacrebleu_on_the_same_strings(prepared, monkeypatch):
     run, data = fake_run(prepared)
     test = data.split("test")
     outputs = [test.tgt(i).tolist()[: max(1, len(test.tgt(i)) - i % 3)] for i in range(len(test))]
-    monkeypatch.setattr("varattn.report.decode_ids",
+    monkeypatch.setattr("varattn.analysis.evaluation.decode_ids",
                         lambda run, ids, decode, progress=False: [Hypothesis(o, 0.0, [0] * len(o)) for o in outputs])
     strings = [remove_bpe(" ".join(data.tgt_vocab.decode(o))) for o in outputs]
     refs = test.references()
@@ -233,7 +233,7 @@ def test_output_formats():
 def test_cli_translate_and_evaluate_agree(prepared, tmp_path, capsys):
     """`varattn translate` of the raw test source, scored like sacrebleu's command line, gives the BLEU
     `varattn evaluate` reports; the n-best, score and alignment options write their formats."""
-    from varattn.cli import main
+    from varattn.cli.main import main
 
     run = tmp_path / "run"
     model = [f"model.{k}={v}" for k, v in TINY.items()]

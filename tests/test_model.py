@@ -6,7 +6,7 @@ import torch
 from varattn import latent
 from varattn.config import ModelConfig
 from varattn.data.vocab import BOS, EOS, PAD
-from varattn.seq2seq import Seq2Seq
+from varattn.models.seq2seq import Seq2Seq
 
 from conftest import TINY_MODEL
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from varattn.config import MODES
-from varattn.evaluate import score_split
-from varattn.runs import load_run
-from varattn.train import Trainer
+from varattn.tasks.translation_scores import score_split
+from varattn.training.runs import load_run
+from varattn.training.trainer import Trainer
 
 from conftest import tiny_config
 

@@ -2,7 +2,7 @@
 
 import json
 
-from varattn.quickstart import MODES, run_quickstart
+from varattn.cli.quickstart import MODES, run_quickstart
 
 
 def test_quickstart_runs_every_step(tmp_path):

@@ -10,8 +10,8 @@ import torch
 from varattn import latent
 from varattn.config import ModelConfig
 from varattn.data.vocab import BOS, EOS, PAD
-from varattn.search import beam_search, greedy, length_penalty
-from varattn.seq2seq import Seq2Seq
+from varattn.decoding.search import beam_search, greedy, length_penalty
+from varattn.models.seq2seq import Seq2Seq
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-from varattn import checkpoint
-from varattn.data.prepared import load_prepared
+from varattn.training import checkpoint
+from varattn.data.text.prepared import load_prepared
 from varattn.errors import UserError
-from varattn.evaluate import score_split
-from varattn.runs import load_run
-from varattn.train import Trainer, train
+from varattn.tasks.translation_scores import score_split
+from varattn.training.runs import load_run
+from varattn.training.trainer import Trainer, train
 
 from conftest import tiny_config
 

@@ -12,8 +12,8 @@ import torch
 from varattn import config as config_lib
 from varattn import latent
 from varattn.errors import UserError
-from varattn.vqa import VQA_MODES
-from varattn.vqa_task import (VQATask, sample_answers, score_vqa, vqa_accuracy,
+from varattn.models.vqa import VQA_MODES
+from varattn.tasks.vqa import (VQATask, sample_answers, score_vqa, vqa_accuracy,
                               vqa_accuracy_leave_one_out)
 
 SMALL = {"word_emb": 32, "question_hidden": 64, "attn_hidden": 64, "classifier_hidden": 64, "answer_emb": 32,
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    from varattn.data.vqa_synthetic import prepare_vqa_synthetic
+    from varattn.data.vqa.synthetic import prepare_vqa_synthetic
 
     out = tmp_path_factory.mktemp("vqa") / "synthetic"
     prepare_vqa_synthetic(out, questions=4000, feature_dim=32, seed=1, min_regions=4, max_regions=8)
@@ -153,7 +153,7 @@ def test_prior_finds_the_gold_region(corpus):
 
 
 def test_cli_train_and_evaluate(corpus, tmp_path, capsys):
-    from varattn.cli import main
+    from varattn.cli.main import main
 
     run = tmp_path / "run"
     overrides = [f"data.dir={corpus}", "train.epochs=1", "train.max_steps=5", "train.progress=false",

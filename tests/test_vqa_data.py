@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from varattn.data.vqa import normalize_answer, prepare_vqa, tokenize_question
-from varattn.data.vqa_prepared import QuestionBatcher, collate_vqa, load_vqa
+from varattn.data.vqa.reader import normalize_answer, prepare_vqa, tokenize_question
+from varattn.data.vqa.prepared import QuestionBatcher, collate_vqa, load_vqa
 from varattn.errors import UserError
 
 WIDTH = 16
@@ -19,7 +19,7 @@ WIDTH = 16
 
 @pytest.fixture(scope="module")
 def vqa_synthetic(tmp_path_factory) -> Path:
-    from varattn.data.vqa_synthetic import prepare_vqa_synthetic
+    from varattn.data.vqa.synthetic import prepare_vqa_synthetic
 
     out = tmp_path_factory.mktemp("vqa") / "synthetic"
     prepare_vqa_synthetic(out, questions=300, feature_dim=32, seed=2)
@@ -93,7 +93,7 @@ def test_prepare_real_layout(tmp_path, features):
     assert batch.region_mask.tolist() == [[True, True, False, False], [True] * 4]
     assert (batch.features[0, 2:] == 0).all()  # padding regions zeroed
     if features == "npz":  # numpy.savez stores members uncompressed: read through a memory map
-        from varattn.data.vqa import FeatureFile
+        from varattn.data.vqa.reader import FeatureFile
 
         assert isinstance(FeatureFile(raw / "trainval_36.npz")._features, np.memmap)
     raw_feats = np.load(raw / "trainval_36.npz")["features"] if features == "npz" else None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UserError
+from varattn.errors import UserError
 
 MODES = (
     "soft",

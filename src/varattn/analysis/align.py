@@ -1,0 +1,249 @@
+"""Alignment extraction and export: what a trained model attends to, teacher-forced on the reference.
+
+For every sentence pair (x, y) the model reads the reference y as decoder input (teacher forcing) and
+gives, per target position t, a distribution over the source tokens:
+
+- ``prior``: p(z_t | x, y<t), the attention the decoder computes (a latent model's prior);
+- ``posterior``: q(z_t | x, y), the inference network's, for ``vae-*`` models;
+- ``attention``: a ``soft`` model's attention (the same network as a prior, named as it is used).
+
+For ``vae-dirichlet`` the prior and posterior are Dirichlets; the matrices hold their means (the
+softmax of the scores). Matrices have one row per target token **and one for** ``</s>`` (the model
+also chooses where to look when it ends the sentence, and the pictures show it), and one column per
+source token; the row for ``</s>`` is never exported as a Pharaoh link nor scored. Tokens are the
+model's (BPE pieces); probabilities are rounded to 6 decimals once, at extraction, so the Pharaoh
+links, the AER and the pictures all derive from exactly the numbers written to JSON.
+
+Outputs of :func:`write_exports` in the output folder: ``alignments.json`` (tokens, matrices,
+entropies), per distribution ``{name}.align`` (Pharaoh ``i-j`` over pieces, 0-based: the argmax source
+piece of every target piece, dropped when its probability is below the threshold) and
+``{name}.words.align`` (the same links over words: a word pair is linked when any of its pieces is).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from varattn.analysis import aer
+
+from varattn import latent
+from varattn.data.text.batching import TokenBatcher, collate
+from varattn.data.text.pharaoh import format_links
+from varattn.data.text.prepared import PreparedData
+from varattn.errors import UserError
+from varattn.training.runs import LoadedRun
+
+END = "</s>"
+DIGITS = 6
+
+
+def distributions(mode: str, has_posterior: bool) -> tuple[str, ...]:
+    """The names of the matrices a model of ``mode`` gives, in display order."""
+    if mode == "soft":
+        return ("attention",)
+    return ("prior", "posterior") if has_posterior else ("prior",)
+
+
+@dataclass
+class PairAlignment:
+    """One aligned sentence pair.
+
+    src: source tokens [S]; tgt: reference target tokens followed by ``</s>`` [T + 1]; matrices: name ->
+    probabilities [T + 1, S] (rows sum to 1); entropy: name -> mean entropy in nats over the T + 1 rows.
+    """
+
+    index: int
+    src: list[str]
+    tgt: list[str]
+    matrices: dict[str, np.ndarray]
+    entropy: dict[str, float]
+    translation: str | None = None
+    gold: aer.GoldLinks | None = field(default=None, repr=False)  # over words, when known
+
+    def links(self, name: str, threshold: float = 0.0) -> set[aer.Link]:
+        """Pharaoh links (source piece i, target piece j): the argmax of each real target row, kept when
+        its probability is at least ``threshold``; the ``</s>`` row is left out."""
+        matrix = self.matrices[name][: len(self.tgt) - 1]
+        best = matrix.argmax(-1)
+        return {(int(i), j) for j, i in enumerate(best) if matrix[j, i] >= threshold}
+
+    def word_links(self, name: str, threshold: float = 0.0) -> set[aer.Link]:
+        return aer.word_links(self.links(name, threshold), self.src, self.tgt[:-1])
+
+    def to_json(self) -> dict:
+        record = {"index": self.index, "src": self.src, "tgt": self.tgt,
+                  "entropy": {k: round(v, 4) for k, v in self.entropy.items()}}
+        if self.translation is not None:
+            record["translation"] = self.translation
+        record.update({name: matrix.tolist() for name, matrix in self.matrices.items()})
+        return record
+
+
+class _Pairs:
+    """Id sequences with the ``src(i)``/``tgt(i)`` interface :func:`collate` reads."""
+
+    def __init__(self, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]]):
+        self._src = [np.asarray(s, dtype=np.int64) for s in src]
+        self._tgt = [np.asarray(t, dtype=np.int64) for t in tgt]
+
+    def src(self, i: int) -> np.ndarray:
+        return self._src[i]
+
+    def tgt(self, i: int) -> np.ndarray:
+        return self._tgt[i]
+
+
+@torch.no_grad()
+def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]],
+            src_tokens: Sequence[list[str]], tgt_tokens: Sequence[list[str]], *,
+            indices: Sequence[int] | None = None, progress: bool = False) -> list[PairAlignment]:
+    """Teacher-forced matrices for parallel id sequences (no BOS/EOS), batched by tokens; in order.
+
+    ``src_tokens``/``tgt_tokens`` are the strings shown for the ids (same lengths); ``indices`` the pair
+    numbers recorded (default 0, 1, ...).
+    """
+    model, device = run.model, run.device
+    for n, (s, t) in enumerate(zip(src_ids, tgt_ids)):
+        if not len(s) or not len(t):
+            raise UserError(f"pair {n + 1}: empty source or target — remove empty lines from both files")
+    names = distributions(model.config.mode, model.has_posterior)
+    pairs = _Pairs(src_ids, tgt_ids)
+    batcher = TokenBatcher([len(s) for s in src_ids], [len(t) for t in tgt_ids],
+                           run.config.data.eval_max_tokens, shuffle=False)
+    results: list[PairAlignment | None] = [None] * len(src_ids)
+    batches = batcher.batches(0)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc="aligning", unit="batch", leave=False)
+    was_training = model.training
+    model.eval()
+    for rows in batches:
+        batch = collate(pairs, rows).to(device)
+        fwd = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
+        scores = dict(zip(names, (fwd.prior, fwd.posterior)))
+        probs = {k: latent.masked_log_softmax(v.float(), fwd.mask).exp().cpu().numpy() for k, v in scores.items()}
+        ents = {k: latent.entropy(v.float(), fwd.mask).masked_fill(~fwd.tgt_mask, 0.0).sum(-1).cpu()
+                for k, v in scores.items()}
+        for row, i in enumerate(rows.tolist()):
+            S, T = len(src_ids[i]), len(tgt_ids[i]) + 1
+            results[i] = PairAlignment(
+                index=int(indices[i]) if indices is not None else i,
+                src=list(src_tokens[i]), tgt=list(tgt_tokens[i]) + [END],
+                matrices={k: p[row, :T, :S].astype(np.float64).round(DIGITS) for k, p in probs.items()},
+                entropy={k: float(e[row]) / T for k, e in ents.items()})
+    model.train(was_training)
+    return results  # type: ignore[return-value]
+
+
+def _check_vocab(run: LoadedRun, data: PreparedData) -> None:
+    if data.src_vocab != run.data.src_vocab or data.tgt_vocab != run.data.tgt_vocab:
+        raise UserError(f"{data.path}: its vocabularies differ from the run's ({run.checkpoint.parent}/data) — "
+                        "align data prepared together with the training data")
+
+
+def _tokens(lines: list[str], ids: list[np.ndarray], vocab) -> list[list[str]]:
+    """Display tokens: the split's text where it matches the ids in length, else the vocabulary's."""
+    out = []
+    for line, row in zip(lines, ids):
+        words = line.split()
+        out.append(words if len(words) == len(row) else vocab.decode(row.tolist()))
+    return out
+
+
+def align_split(run: LoadedRun, data: PreparedData, split_name: str, *, limit: int | None = None,
+                progress: bool = False) -> list[PairAlignment]:
+    """Align the first ``limit`` pairs (default all) of a prepared split; gold links attached if any."""
+    _check_vocab(run, data)
+    split = data.split(split_name)
+    count = len(split) if limit is None else min(limit, len(split))
+    src_ids = [split.src(i) for i in range(count)]
+    tgt_ids = [split.tgt(i) for i in range(count)]
+    src_tokens = _tokens(split.source_lines()[:count], src_ids, data.src_vocab)
+    tgt_tokens = _tokens(split.target_lines()[:count], tgt_ids, data.tgt_vocab)
+    pairs = extract(run, src_ids, tgt_ids, src_tokens, tgt_tokens, progress=progress)
+    gold = split.gold_alignments()
+    if gold is not None:
+        attach_gold(pairs, [aer.GoldLinks.of(links) for links in gold[:count]],
+                    str(split.folder / f"{split_name}.align"))
+    return pairs
+
+
+def align_lines(run: LoadedRun, src_lines: Sequence[str], tgt_lines: Sequence[str], *,
+                progress: bool = False) -> list[PairAlignment]:
+    """Align raw sentence pairs, preprocessed with the run's own pipeline (tokeniser, BPE)."""
+    pipeline = run.data.pipeline
+    src_tokens = [pipeline.encode_source(line) for line in src_lines]
+    tgt_tokens = [pipeline.encode_target(line) for line in tgt_lines]
+    src_ids = [run.data.src_vocab.encode(tokens) for tokens in src_tokens]
+    tgt_ids = [run.data.tgt_vocab.encode(tokens) for tokens in tgt_tokens]
+    return extract(run, src_ids, tgt_ids, src_tokens, tgt_tokens, progress=progress)
+
+
+def attach_gold(pairs: list[PairAlignment], gold: Sequence[aer.GoldLinks], where: str) -> None:
+    """Give each pair its gold word links, checking every link lies inside the pair."""
+    if len(gold) < len(pairs):
+        raise UserError(f"{where}: has {len(gold)} lines but {len(pairs)} pairs are aligned — give one gold line "
+                        "per sentence pair")
+    for n, (pair, links) in enumerate(zip(pairs, gold), 1):
+        src_words = len(set(aer.word_index(pair.src)))
+        tgt_words = len(set(aer.word_index(pair.tgt[:-1])))
+        aer.check_bounds(links, src_words, tgt_words, f"{where}:{n}")
+        pair.gold = links
+
+
+def scores(pairs: Sequence[PairAlignment], threshold: float = 0.0) -> dict[str, aer.Counts]:
+    """Word-level AER counts of each distribution against the pairs' gold links (all pairs need them)."""
+    if not pairs or any(pair.gold is None for pair in pairs):
+        return {}
+    golds = [pair.gold for pair in pairs]
+    return {name: aer.score([pair.word_links(name, threshold) for pair in pairs], golds)
+            for name in pairs[0].matrices}
+
+
+def split_aer(run: LoadedRun, data: PreparedData, split_name: str) -> dict:
+    """For `varattn evaluate`: ``aer``, ``align_precision``, ``align_recall`` per distribution (argmax
+    links, no threshold, word level) when the split has gold alignments; otherwise ``{}``."""
+    if data.split(split_name).gold_alignments() is None:
+        return {}
+    found = scores(align_split(run, data, split_name))
+    return {"aer": {k: c.aer for k, c in found.items()},
+            "align_precision": {k: c.precision for k, c in found.items()},
+            "align_recall": {k: c.recall for k, c in found.items()}}
+
+
+def translate(run: LoadedRun, pairs: list[PairAlignment], progress: bool = False) -> None:
+    """Fill each pair's ``translation`` with the model's output for its source (the run's decoding)."""
+    from varattn.data.text.tokenize import remove_bpe
+    from varattn.decoding.translate import decode_ids
+
+    src_ids = [run.data.src_vocab.encode(pair.src) for pair in pairs]
+    found = decode_ids(run, src_ids, run.config.decode, progress=progress)
+    for pair, hypothesis in zip(pairs, found):
+        pair.translation = remove_bpe(" ".join(run.data.tgt_vocab.decode(hypothesis.tokens))).strip()
+
+
+def write_exports(pairs: Sequence[PairAlignment], out: Path, *, threshold: float = 0.0,
+                  meta: dict | None = None) -> list[Path]:
+    """``alignments.json``, ``{name}.align`` and ``{name}.words.align`` in ``out``; returns the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(pairs[0].matrices) if pairs else []
+    document = {**(meta or {}), "distributions": names, "threshold": threshold,
+                "rows": "one per target token, then one for </s> (not exported to Pharaoh)",
+                "pairs": [pair.to_json() for pair in pairs]}
+    written = [out / "alignments.json"]
+    written[0].write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+    for name in names:
+        for suffix, words in (("align", False), ("words.align", True)):
+            lines = [format_links(pair.word_links(name, threshold) if words else pair.links(name, threshold))
+                     for pair in pairs]
+            path = out / f"{name}.{suffix}"
+            path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+            written.append(path)
+    return written

@@ -1,0 +1,81 @@
+"""`varattn evaluate`: scores, decoding and BLEU of a run on a prepared split, as a dict and a table."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import sacrebleu
+
+from varattn.config import DecodeConfig
+from varattn.data.text.prepared import PreparedData
+from varattn.errors import UserError
+from varattn.tasks.translation_scores import score_split
+from varattn.training.runs import LoadedRun
+from varattn.decoding.translate import decode_ids
+
+
+# Keys that only some models have; `varattn evaluate` lists them as null ("n/a") for the others.
+OPTIONAL_KEYS = ("kmax_ppl", "elbo_ppl", "kl")
+
+
+def evaluate_run(run: LoadedRun, data: PreparedData, split_name: str, *, kmax: tuple[int, ...] = (1, 2, 3, 5),
+                 bleu: bool = True, decode: DecodeConfig | None = None) -> dict:
+    """Every metric of `varattn evaluate` for one split (see :mod:`varattn.tasks.translation_scores` for the scores).
+
+    ``kmax_ppl`` (latent modes with enumeration), ``elbo_ppl`` and ``kl`` (models with q) are None where
+    they do not apply. With ``bleu``, the split is decoded by beam search with ``decode`` (default: the
+    run's ``decode`` settings): ``bleu`` scores the BPE-removed output against the tokenised reference
+    with ``tokenize="none"`` (multi-bleu.perl's convention); ``sacrebleu`` the detokenised output against
+    the raw reference (or the detokenised reference) with 13a, lowercased when the data pipeline
+    lowercases.
+    """
+    if data.src_vocab != run.data.src_vocab or data.tgt_vocab != run.data.tgt_vocab:
+        raise UserError(f"{data.path}: its vocabularies differ from the run's ({run.checkpoint.parent}/data) — "
+                        "evaluate on data prepared together with the training data")
+    split = data.split(split_name)
+    config = run.config
+    results = {"split": split_name, "checkpoint": str(run.checkpoint), "mode": config.model.mode}
+    results.update(score_split(run.model, split, run.device, max_tokens=config.data.eval_max_tokens, kmax=kmax,
+                               samples=config.train.eval_samples, seed=config.train.seed, bf16=config.train.bf16,
+                               progress=True))
+    for key in OPTIONAL_KEYS:
+        results.setdefault(key, None)
+    from varattn.analysis.align import split_aer  # aer / align_precision / align_recall when the split has gold links
+
+    results.update(split_aer(run, data, split_name))
+    if bleu:
+        decode = decode or config.decode
+        found = decode_ids(run, [split.src(i).tolist() for i in range(len(split))], decode, progress=True)
+        pipeline = run.data.pipeline
+        hypotheses = [pipeline.decode_target(run.data.tgt_vocab.decode(h.tokens)) for h in found]
+        references = split.references()
+        tokenised = sacrebleu.metrics.BLEU(tokenize="none")
+        results["bleu"] = tokenised.corpus_score(hypotheses, [references]).score
+        results["bleu_signature"] = str(tokenised.get_signature())
+        raw = split.raw_references()
+        detok = [pipeline.decode_target(h.split(), detokenize=True) for h in hypotheses]
+        if raw is None:
+            raw = [pipeline.decode_target(r.split(), detokenize=True) for r in references]
+        sacre = sacrebleu.metrics.BLEU(tokenize="13a", lowercase=pipeline.lowercase)
+        score = sacre.corpus_score(detok, [raw])
+        results["sacrebleu"] = score.score
+        results["sacrebleu_signature"] = str(sacre.get_signature())
+        results["decoding"] = dataclasses.asdict(decode)
+    return results
+
+
+def format_table(results: dict) -> str:
+    """A readable two-column table of the scalar results (and K-max perplexities)."""
+    rows = []
+    for key, value in results.items():
+        if isinstance(value, dict):
+            for sub, inner in value.items():
+                rows.append((f"{key}[{sub}]", inner))
+        else:
+            rows.append((key, value))
+    width = max(len(k) for k, _ in rows)
+    lines = []
+    for key, value in rows:
+        shown = f"{value:.4f}" if isinstance(value, float) else "n/a" if value is None else str(value)
+        lines.append(f"{key.ljust(width)}  {shown}")
+    return "\n".join(lines)

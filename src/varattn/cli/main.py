@@ -1,0 +1,297 @@
+"""The ``varattn`` command: parse arguments, call the library, print results. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from varattn.errors import UserError
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="make a prepared data folder (vocabularies, token ids, meta.json)")
+    p.add_argument("source", choices=["synthetic", "multi30k", "iwslt14", "files", "vqa-synthetic", "vqa"])
+    p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--from", dest="from_dir", help="take the corpus from this folder instead of downloading")
+    p.add_argument("--url", help="base URL to download from (multi30k, iwslt14)")
+    p.add_argument("--pairs", type=int, default=10000, help="synthetic: number of sentence pairs")
+    p.add_argument("--seed", type=int, default=1, help="synthetic: random seed")
+    for name in ("train", "valid", "test"):
+        p.add_argument(f"--{name}-src", help=f"files: {name} source file (plain or .gz)")
+        p.add_argument(f"--{name}-tgt", help=f"files: {name} target file (plain or .gz)")
+    p.add_argument("--src-lang", default=None, help="source language code (default per corpus)")
+    p.add_argument("--tgt-lang", default=None, help="target language code (default per corpus)")
+    p.add_argument("--tokenize", action=argparse.BooleanOptionalAction, default=None,
+                   help="Moses-tokenise the text (default: on for raw text, off for tokenised corpora)")
+    p.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=None,
+                   help="lowercase the text (default per corpus)")
+    p.add_argument("--bpe-merges", type=int, default=None, help="joint BPE merges to learn; 0 = none")
+    p.add_argument("--max-len", type=int, default=None, help="drop training pairs longer than this (tokens)")
+    p.add_argument("--filter-eval", action="store_true", help="apply --max-len to evaluation splits too")
+    p.add_argument("--min-freq", type=int, default=1, help="least count of a vocabulary entry")
+    p.add_argument("--max-vocab", type=int, default=None, help="most vocabulary entries besides the specials")
+    p.add_argument("--answers", type=int, default=None, help="vqa: answer vocabulary size (default 3000)")
+    p.add_argument("--questions", type=int, default=None, help="vqa-synthetic: training questions (default 10000)")
+    p.add_argument("--feature-dim", type=int, default=None,
+                   help="vqa-synthetic: region feature width (default 64); vqa: the width the features must have")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model from a YAML config")
+    p.add_argument("config", nargs="?", help="YAML config (optional with --resume: the run's own)")
+    p.add_argument("overrides", nargs="*", help="section.field=value, e.g. train.max_steps=20")
+    p.add_argument("--out", help="run directory (default runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="perplexities (and more) of a trained model on a prepared split")
+    p.add_argument("run", help="run directory or checkpoint .json")
+    p.add_argument("--data", required=True, help="prepared data folder")
+    p.add_argument("--split", default="test")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--kmax", type=int, nargs="*", default=[1, 2, 3, 5], help="K values for K-max PPL")
+    p.add_argument("--no-bleu", action="store_true", help="skip decoding and BLEU")
+    p.add_argument("--device", default="auto")
+    _add_decoding(p, "--decode-kmax")
+
+
+def _add_decoding(p, kmax_flag: str) -> None:
+    g = p.add_argument_group("decoding (defaults: the run's decode settings)")
+    g.add_argument("--beam", type=int, help="beam size (1 = greedy search)")
+    g.add_argument("--alpha", type=float, help="length normalisation: final scores / ((5 + |y|) / 6)^alpha")
+    g.add_argument("--eos-norm", type=float,
+                   help="subtract eos_norm * |x| / (t + 1) from log p(</s>) as output token t (1-based)")
+    g.add_argument(kmax_flag, dest="decode_kmax", type=int, metavar="K",
+                   help="latent modes: next-word distribution over the K most probable positions (0 = exact)")
+    g.add_argument("--max-len-a", type=float, help="maximum output length a * |x| + b: a")
+    g.add_argument("--max-len-b", type=int, help="maximum output length a * |x| + b: b")
+    g.add_argument("--batch-tokens", type=int, help="padded source tokens per decoding batch")
+
+
+def _override_decode(decode, args) -> None:
+    """Apply the decoding options given on the command line to ``decode`` (a DecodeConfig) in place."""
+    for name in ("beam", "alpha", "eos_norm", "max_len_a", "max_len_b", "batch_tokens"):
+        if getattr(args, name) is not None:
+            setattr(decode, name, getattr(args, name))
+    if args.decode_kmax is not None:
+        decode.kmax = args.decode_kmax
+    for name, least in (("beam", 1), ("batch_tokens", 1), ("kmax", 0), ("max_len_b", 0)):
+        if getattr(decode, name) < least:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(decode, name)}: must be at least {least}")
+
+
+def _add_translate(sub) -> None:
+    p = sub.add_parser("translate", help="translate text, one line out per line in")
+    p.add_argument("run", help="run directory or checkpoint .json")
+    p.add_argument("--input", help="input file (default: standard input)")
+    p.add_argument("--output", help="output file (default: standard output)")
+    p.add_argument("--detokenize", action="store_true", help="Moses-detokenise the output")
+    p.add_argument("--n-best", type=int, default=1, metavar="N",
+                   help="N > 1: up to N lines 'i ||| text ||| score' per input (i from 0), best first")
+    p.add_argument("--scores", action="store_true", help="append ' ||| ' and the search score")
+    p.add_argument("--alignments", action="store_true",
+                   help="append ' ||| ' and Pharaoh i-j links (prior argmax source i of target token j)")
+    p.add_argument("--device", default="auto")
+    _add_decoding(p, "--kmax")
+
+
+def _add_quickstart(sub) -> None:
+    p = sub.add_parser("quickstart", help="the main job on the embedded synthetic corpus (no downloads)")
+    p.add_argument("--out", default="runs/quickstart", help="folder for data, runs and results")
+    p.add_argument("--pairs", type=int, default=None, help="synthetic pairs (default: the recipe's)")
+    p.add_argument("--seed", type=int, default=1)
+
+
+def _add_align(sub) -> None:
+    p = sub.add_parser("align", help="alignment matrices (prior, posterior, attention), Pharaoh links, AER, "
+                                     "pictures and an HTML report, teacher-forced on reference translations")
+    p.add_argument("run", help="run directory or checkpoint .json")
+    p.add_argument("--data", help="prepared data folder (with --split)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--src", help="raw source sentences, one per line (instead of --data)")
+    p.add_argument("--tgt", help="raw target sentences parallel to --src")
+    p.add_argument("--out", required=True, help="folder for alignments.json, *.align, pictures, summary.json")
+    p.add_argument("--limit", type=int, default=None, help="align only the first N pairs")
+    p.add_argument("--threshold", type=float, default=0.0,
+                   help="drop Pharaoh links whose probability is below this (default 0: every argmax)")
+    p.add_argument("--gold", help="gold Pharaoh links (i-j sure, ipj possible) over words, one line per pair "
+                                  "(default with --data: the split's own, when it has them)")
+    p.add_argument("--one-based", action="store_true", help="the --gold file counts from 1")
+    p.add_argument("--pictures", type=int, default=10, help="draw the first N pairs, one file each (0: none)")
+    p.add_argument("--grid", type=int, default=6, help="pairs on the grid page (0: no grid)")
+    p.add_argument("--formats", nargs="+", default=["png", "svg"], choices=["png", "svg"])
+    p.add_argument("--html", help="also write a self-contained HTML report of every aligned pair to this file")
+    p.add_argument("--no-translate", action="store_true", help="leave translations out of the HTML report")
+    p.add_argument("--device", default="auto")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="varattn", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_prepare, _add_train, _add_evaluate, _add_translate, _add_align, _add_quickstart):
+        add(sub)
+    return parser
+
+
+def _prepare_vqa(args) -> dict:
+    from varattn.data.vqa.reader import prepare_vqa
+    from varattn.data.vqa.synthetic import prepare_vqa_synthetic
+
+    common = {"answers": args.answers or 3000, "min_freq": args.min_freq}
+    if args.source == "vqa":
+        if not args.from_dir:
+            raise UserError("prepare vqa: give --from DIR, the folder with the VQA v2 questions, annotations "
+                            "and region features")
+        return prepare_vqa(args.from_dir, args.out, feature_dim=args.feature_dim, **common)
+    return prepare_vqa_synthetic(args.out, questions=args.questions or 10000, seed=args.seed,
+                                 feature_dim=args.feature_dim or 64, **common)
+
+
+def cmd_prepare(args) -> None:
+    if args.source in ("vqa", "vqa-synthetic"):
+        print(json.dumps(_prepare_vqa(args), indent=1))
+        print(f"prepared data written to {args.out}")
+        return
+    from varattn.data.corpora.recipes import prepare
+
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "source", "out", "verbose")}
+    report = prepare(args.source, args.out, **{k: v for k, v in options.items() if v is not None})
+    print(json.dumps(report, indent=1))
+    print(f"prepared data written to {args.out}")
+
+
+def cmd_train(args) -> None:
+    from varattn import config as config_lib
+    from varattn.training.trainer import train
+
+    if args.config and "=" in args.config and not Path(args.config).exists():
+        args.overrides.insert(0, args.config)
+        args.config = None
+    if args.config is None:
+        if not (args.resume and args.out):
+            raise UserError("give a config file (varattn train CONFIG), or --resume --out RUN_DIR")
+        args.config = str(Path(args.out) / "config.yaml")
+    config = config_lib.load(args.config, args.overrides)
+    out = args.out or str(Path("runs") / Path(args.config).stem)
+    summary = train(config, out, resume=args.resume)
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps(summary, indent=1))
+        print(f"run written to {out} (checkpoint_best, checkpoint_last, log.jsonl)")
+
+
+def _device(spec: str):
+    from varattn.training.trainer import resolve_device
+
+    return resolve_device(spec)
+
+
+def cmd_evaluate(args) -> None:
+    from varattn.analysis.evaluation import format_table
+    from varattn.training.runs import load_run
+    from varattn.tasks.base import task_for
+
+    run = load_run(args.run, _device(args.device))
+    _override_decode(run.config.decode, args)
+    task = task_for(args.data)
+    if task.name != run.task.name:
+        raise UserError(f"{args.data}: {task.name} data, but {args.run} is a {run.task.name} model — "
+                        "evaluate on data of the run's task")
+    results = task.evaluate(run, task.load(args.data), args.split, kmax=tuple(args.kmax), bleu=not args.no_bleu)
+    print(format_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
+        print(f"results written to {args.json}")
+
+
+def _read_input(path: str | None) -> list[str]:
+    if path is None:
+        return [line.rstrip("\n") for line in sys.stdin]
+    from varattn.data.textio import read_lines
+
+    return read_lines(path)
+
+
+def cmd_translate(args) -> None:
+    from varattn.training.runs import load_run
+    from varattn.decoding.translate import output_lines, translate_lines
+
+    run = load_run(args.run, _device(args.device))
+    decode = run.config.decode
+    _override_decode(decode, args)
+    if not 1 <= args.n_best <= decode.beam:
+        raise UserError(f"--n-best {args.n_best}: must lie between 1 and the beam size ({decode.beam}) — "
+                        f"add --beam {max(args.n_best, 1)}")
+    lines = _read_input(args.input)
+    translations = translate_lines(run, lines, decode, detokenize=args.detokenize,
+                                   progress=args.input is not None, n_best=args.n_best)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for line in output_lines(translations, n_best=args.n_best, scores=args.scores,
+                                 alignments=args.alignments):
+            out.write(line + "\n")
+    finally:
+        if args.output:
+            out.close()
+
+
+def cmd_align(args) -> None:
+    from varattn.analysis.report import run_align
+    from varattn.training.runs import load_run
+
+    if bool(args.data) == bool(args.src or args.tgt):
+        raise UserError("give either --data DIR (and --split) or --src FILE --tgt FILE")
+    run = load_run(args.run, _device(args.device))
+    data = None
+    if args.data:
+        from varattn.data.text.prepared import load_prepared
+
+        data = load_prepared(args.data)
+    summary = run_align(run, args.out, data=data, split=args.split, src=args.src, tgt=args.tgt, gold=args.gold,
+                        one_based=args.one_based, limit=args.limit, threshold=args.threshold,
+                        pictures=args.pictures, formats=args.formats, grid=args.grid, html_path=args.html,
+                        translate=not args.no_translate, progress=True, echo=print)
+    print(json.dumps({k: v for k, v in summary.items() if k != "files"}, indent=1))
+    print(f"{len(summary['files'])} files written to {args.out}" + (f"; report: {args.html}" if args.html else ""))
+
+
+def cmd_quickstart(args) -> None:
+    from varattn.cli.quickstart import run_quickstart
+
+    run_quickstart(args.out, pairs=args.pairs, seed=args.seed, echo=print)
+
+
+COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate,
+            "translate": cmd_translate, "align": cmd_align, "quickstart": cmd_quickstart}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "train" or any(item.startswith("-") or "=" not in item for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides.extend(extra)
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, only the main process reports
+        level = logging.WARNING
+    logging.basicConfig(level=level,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        COMMANDS[args.command](args)
+    except UserError as error:
+        print(f"varattn {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,350 @@
+"""``prepare(source, out_dir, **options)``: corpus recipes that end in a prepared data folder.
+
+Sources:
+
+* ``synthetic`` — the embedded corpus (:mod:`varattn.data.text.synthetic`): ``pairs`` sentence pairs in all
+  (5 % each, at most 500, for valid and test), already tokenised, with gold alignments.
+* ``multi30k`` — Multi30k task 1 (WMT16 multimodal): the dataset's lowercased, tokenised files
+  (``tok/*.lc.norm.tok.{de,en}``), from ``from_dir`` or downloaded from the dataset's repository. Splits
+  ``train``, ``valid`` (= val), ``test`` (= test_2016_flickr) and, when present, ``test_2017_flickr``,
+  ``test_2017_mscoco``, ``test_2018_flickr``; untokenised references from ``raw/*.gz``.
+* ``iwslt14`` — IWSLT'14 De-En as fairseq's ``prepare-iwslt14.sh`` makes it (:mod:`varattn.data.corpora.iwslt`).
+* ``files`` — your own parallel files (plain or ``.gz``).
+
+Shared options (every source): ``tokenize``/``lowercase`` (Moses, sacremoses; default per source),
+``bpe_merges`` (joint BPE learned on train; 0 = none, e.g. for input that is already BPE'd), ``max_len``
+(drop *train* pairs with more final tokens on either side; evaluation splits are kept whole so that scores
+cover the full test sets, unless ``filter_eval``), ``min_freq`` and ``max_vocab`` (vocabularies, from
+train only). Pairs with an empty side are dropped from every split. All drops are counted in the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from varattn.data.text.build import BuildOptions, TextSplit, build_prepared
+from varattn.data.corpora.download import DownloadError, default_cache_dir, fetch
+from varattn.data.text.pharaoh import format_links
+from varattn.data.text.synthetic import generate
+from varattn.data.textio import read_lines, read_parallel
+from varattn.data.text.tokenize import Pipeline
+from varattn.errors import UserError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SOURCES", "MULTI30K_URL", "prepare", "prepare_synthetic", "prepare_files", "prepare_multi30k"]
+
+SOURCES = ("synthetic", "multi30k", "iwslt14", "files")
+MULTI30K_URL = "https://github.com/multi30k/dataset/raw/master/data/task1/"
+MULTI30K_SPLITS = {  # our name -> the dataset's file stem
+    "train": "train",
+    "valid": "val",
+    "test": "test_2016_flickr",
+    "test_2017_flickr": "test_2017_flickr",
+    "test_2017_mscoco": "test_2017_mscoco",
+    "test_2018_flickr": "test_2018_flickr",
+}
+_MULTI30K_REQUIRED = ("train", "valid", "test")
+
+
+def prepare(
+    source: str,
+    out_dir: str | os.PathLike,
+    *,
+    from_dir: str | os.PathLike | None = None,
+    url: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    pairs: int = 10_000,
+    seed: int = 1,
+    train_src: str | os.PathLike | None = None,
+    train_tgt: str | os.PathLike | None = None,
+    valid_src: str | os.PathLike | None = None,
+    valid_tgt: str | os.PathLike | None = None,
+    test_src: str | os.PathLike | None = None,
+    test_tgt: str | os.PathLike | None = None,
+    src_lang: str | None = None,
+    tgt_lang: str | None = None,
+    tokenize: bool | None = None,
+    lowercase: bool | None = None,
+    bpe_merges: int = 0,
+    max_len: int | None = None,
+    filter_eval: bool = False,
+    min_freq: int = 1,
+    max_vocab: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Prepare ``source`` into ``out_dir`` and return the report (the meta.json content plus ``out``).
+
+    Args:
+        source: ``synthetic``, ``multi30k``, ``iwslt14`` or ``files``.
+        out_dir: the folder to write (an existing prepared folder there is replaced).
+        from_dir: multi30k / iwslt14: take the corpus from this folder instead of downloading.
+        url: multi30k: base URL of ``data/task1/``; iwslt14: URL of ``de-en.tgz``.
+        cache_dir: where downloads are kept (default :func:`~varattn.data.corpora.download.default_cache_dir`).
+        pairs, seed: synthetic: pairs in all (train + valid + test) and the seed.
+        train_src … test_tgt: files: the parallel files (test optional).
+        src_lang, tgt_lang: languages (multi30k/iwslt14: ``de``/``en``; files: for the Moses rules).
+        tokenize, lowercase: None = the source's default (on for iwslt14; for multi30k the files are
+            tokenised and lowercased already, so they stay on and are not re-applied; off otherwise).
+        bpe_merges: joint BPE merges to learn on train (0 = no BPE).
+        max_len: drop training pairs with more than this many final tokens on either side.
+        filter_eval: apply ``max_len`` to the evaluation splits too.
+        min_freq, max_vocab: vocabulary thresholds (max_vocab excludes the 4 specials).
+        progress: tqdm bars on a terminal.
+    """
+    if source not in SOURCES:
+        raise UserError(f"unknown source {source!r} — choose one of: {', '.join(SOURCES)}")
+    if min_freq < 1:
+        raise UserError(f"--min-freq {min_freq}: must be at least 1")
+    opts = BuildOptions(
+        bpe_merges=bpe_merges,
+        max_len=max_len,
+        filter_eval=filter_eval,
+        min_freq=min_freq,
+        max_vocab=max_vocab,
+        progress=progress,
+    )
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if source == "synthetic":
+        return prepare_synthetic(
+            out_dir, pairs=pairs, seed=seed, tokenize=tokenize, lowercase=lowercase, options=opts
+        )
+    if source == "files":
+        return prepare_files(
+            out_dir,
+            train=(train_src, train_tgt),
+            valid=(valid_src, valid_tgt),
+            test=(test_src, test_tgt),
+            src_lang=src_lang or "src",
+            tgt_lang=tgt_lang or "tgt",
+            tokenize=bool(tokenize),
+            lowercase=bool(lowercase),
+            options=opts,
+        )
+    if source == "multi30k":
+        return prepare_multi30k(
+            out_dir,
+            from_dir=from_dir,
+            url=url,
+            cache_dir=cache,
+            src_lang=src_lang or "de",
+            tgt_lang=tgt_lang or "en",
+            tokenize=tokenize,
+            lowercase=lowercase,
+            options=opts,
+        )
+    from varattn.data.corpora.iwslt import prepare_iwslt14
+
+    return prepare_iwslt14(
+        out_dir,
+        from_dir=from_dir,
+        url=url,
+        cache_dir=cache,
+        src_lang=src_lang or "de",
+        tgt_lang=tgt_lang or "en",
+        tokenize=True if tokenize is None else tokenize,
+        lowercase=True if lowercase is None else lowercase,
+        options=opts,
+    )
+
+
+# --- synthetic -----------------------------------------------------------------------------------
+
+
+def prepare_synthetic(
+    out_dir: str | os.PathLike,
+    *,
+    pairs: int = 10_000,
+    seed: int = 1,
+    tokenize: bool | None = None,
+    lowercase: bool | None = None,
+    options: BuildOptions | None = None,
+) -> dict:
+    """The embedded corpus: ``pairs`` pairs in all; valid and test get 5 % each (at most 500, at least
+    1), train the rest. Gold alignments are written as ``{split}.align``."""
+    if pairs < 10:
+        raise UserError(f"--pairs {pairs}: too few — use at least 10")
+    options = options or BuildOptions()
+    n_eval = max(1, min(500, round(0.05 * pairs)))
+    _, data = generate(pairs, seed)
+    cut = {"test": (0, n_eval), "valid": (n_eval, 2 * n_eval), "train": (2 * n_eval, pairs)}
+    splits = []
+    for name in ("train", "valid", "test"):
+        a, b = cut[name]
+        part = data[a:b]
+        splits.append(
+            TextSplit(
+                name,
+                [" ".join(p.src) for p in part],
+                [" ".join(p.tgt) for p in part],
+                align=[format_links(p.alignment) for p in part],
+            )
+        )
+    pipeline = Pipeline("src", "tgt", tokenize=bool(tokenize), lowercase=bool(lowercase))
+    return build_prepared(
+        out_dir,
+        source="synthetic",
+        splits=splits,
+        pipeline=pipeline,
+        options=options,
+        settings={
+            "pairs": pairs,
+            "seed": seed,
+            "tokenize": pipeline.tokenize,
+            "lowercase": pipeline.lowercase,
+        },
+    )
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+def prepare_files(
+    out_dir: str | os.PathLike,
+    *,
+    train: tuple,
+    valid: tuple,
+    test: tuple = (None, None),
+    src_lang: str = "src",
+    tgt_lang: str = "tgt",
+    tokenize: bool = False,
+    lowercase: bool = False,
+    options: BuildOptions | None = None,
+) -> dict:
+    """Your own parallel files (plain or .gz): train and valid required, test optional."""
+    options = options or BuildOptions()
+    flags = {
+        "train": ("--train-src", "--train-tgt"),
+        "valid": ("--valid-src", "--valid-tgt"),
+        "test": ("--test-src", "--test-tgt"),
+    }
+    splits, inputs = [], []
+    for name, (s, t) in (("train", train), ("valid", valid), ("test", test)):
+        if s is None and t is None and name == "test":
+            continue
+        if s is None or t is None:
+            missing = flags[name][0] if s is None else flags[name][1]
+            raise UserError(f"prepare files: {missing} is missing — give both {' and '.join(flags[name])}")
+        src, tgt = read_parallel(s, t)
+        splits.append(TextSplit(name, src, tgt))
+        inputs += [s, t]
+    pipeline = Pipeline(src_lang, tgt_lang, tokenize=tokenize, lowercase=lowercase, escape=False)
+    return build_prepared(
+        out_dir,
+        source="files",
+        splits=splits,
+        pipeline=pipeline,
+        options=options,
+        inputs=inputs,
+        settings={"src_lang": src_lang, "tgt_lang": tgt_lang, "tokenize": tokenize, "lowercase": lowercase},
+    )
+
+
+# --- multi30k ------------------------------------------------------------------------------------
+
+
+def _m30k_paths(root: Path, stem: str, lang: str) -> tuple[list[Path], list[Path]]:
+    """Candidate paths of the tokenised and the raw file of one split and language."""
+    tok = [root / "tok" / f"{stem}.lc.norm.tok.{lang}", root / f"{stem}.lc.norm.tok.{lang}"]
+    raw = [root / "raw" / f"{stem}.{lang}.gz", root / "raw" / f"{stem}.{lang}"]
+    return tok, raw
+
+
+def _first(paths: list[Path]) -> Path | None:
+    return next((p for p in paths if p.is_file()), None)
+
+
+def _download_multi30k(url: str, cache: Path, langs: tuple[str, str], tgt: str, progress: bool) -> Path:
+    """Fetch the multi30k files into a cache folder laid out like the dataset's ``data/task1``."""
+    base = url if url.endswith("/") else url + "/"
+    root = cache / "multi30k" / hashlib.sha1(base.encode()).hexdigest()[:12]
+    for name, stem in MULTI30K_SPLITS.items():
+        wanted = [f"tok/{stem}.lc.norm.tok.{lang}" for lang in langs] + [f"raw/{stem}.{tgt}.gz"]
+        for k, rel in enumerate(wanted):
+            required = name in _MULTI30K_REQUIRED and k < 2
+            try:
+                fetch(base + rel, root / rel, progress=progress)
+            except DownloadError as e:
+                if required or e.status is None:
+                    raise
+                log.warning("skipping %s: %s", rel, e)
+                if k < 2:  # no tokenised file: the split is absent
+                    break
+    return root
+
+
+def prepare_multi30k(
+    out_dir: str | os.PathLike,
+    *,
+    from_dir: str | os.PathLike | None = None,
+    url: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    src_lang: str = "de",
+    tgt_lang: str = "en",
+    tokenize: bool | None = None,
+    lowercase: bool | None = None,
+    options: BuildOptions | None = None,
+) -> dict:
+    """Multi30k task 1 from the dataset's tokenised, lowercased files (see the module docstring)."""
+    options = options or BuildOptions()
+    if tokenize is False or lowercase is False:
+        raise UserError(
+            "prepare multi30k: uses the dataset's tokenised, lowercased files, so tokenisation and "
+            "lowercasing cannot be turned off — use `prepare files` with the raw/*.gz files instead"
+        )
+    if from_dir is not None:
+        root = Path(from_dir)
+        if not root.is_dir():
+            raise UserError(f"{root}: no such folder — give --from a copy of data/task1 of multi30k/dataset")
+    else:
+        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        root = _download_multi30k(
+            url or MULTI30K_URL, cache, (src_lang, tgt_lang), tgt_lang, options.progress
+        )
+    splits, inputs = [], []
+    for name, stem in MULTI30K_SPLITS.items():
+        src_p = _first(_m30k_paths(root, stem, src_lang)[0])
+        tgt_p = _first(_m30k_paths(root, stem, tgt_lang)[0])
+        if src_p is None or tgt_p is None:
+            if name in _MULTI30K_REQUIRED:
+                missing = _m30k_paths(root, stem, src_lang if src_p is None else tgt_lang)[0][0]
+                raise UserError(
+                    f"{missing}: file not found — point --from at a copy of data/task1 of "
+                    f"github.com/multi30k/dataset (with tok/ and raw/)"
+                )
+            continue
+        src, tgt = read_parallel(src_p, tgt_p)
+        inputs += [src_p, tgt_p]
+        raw = None
+        raw_p = _first(_m30k_paths(root, stem, tgt_lang)[1])
+        if raw_p is not None:
+            raw = read_lines(raw_p)
+            inputs.append(raw_p)
+            if len(raw) != len(tgt):
+                raise UserError(
+                    f"{raw_p}: has {len(raw)} lines but {tgt_p} has {len(tgt)} — the raw and tokenised "
+                    f"references must match; restore the dataset's files"
+                )
+        splits.append(TextSplit(name, src, tgt, pretokenized=True, raw_ref=raw))
+    pipeline = Pipeline(src_lang, tgt_lang, tokenize=True, lowercase=True, escape=True)
+    settings: dict[str, Any] = {
+        "src_lang": src_lang,
+        "tgt_lang": tgt_lang,
+        "tokenize": True,
+        "lowercase": True,
+        "from_dir": str(from_dir) if from_dir is not None else None,
+        "url": None if from_dir is not None else (url or MULTI30K_URL),
+    }
+    return build_prepared(
+        out_dir,
+        source="multi30k",
+        splits=splits,
+        pipeline=pipeline,
+        options=options,
+        inputs=inputs,
+        settings=settings,
+    )

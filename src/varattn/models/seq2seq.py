@@ -1,0 +1,287 @@
+"""The NMT model of DESIGN §3: BiLSTM encoder, input-feeding LSTM decoder, MLP prior attention, and an
+output layer that is a :class:`varattn.latent.Likelihood`.
+
+The decoder's input feeding uses the prior's *expected* context ``c_{t-1} = Σ_s p_{t-1}(s) x_s``, so
+the recurrent states never depend on a sampled alignment: the loop runs once, and every latent
+objective works afterwards on ``[B, T, S]`` tensors.
+
+Dimensions: B batch, S source, T target, E embedding, M memory (= 2 x encoder hidden), H decoder
+hidden, A attention, O output layer, V target vocabulary, N rows of a decoding step (batch x beam).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from varattn.models.attention import MLPScorer
+from varattn.config import ModelConfig
+from varattn.data.vocab import PAD
+from varattn.latent.enumeration import enumerate_blockwise
+from varattn.models.inference import InferenceNetwork
+from varattn.models.rnn import run_packed
+
+
+class Encoder(nn.Module):
+    """Bidirectional LSTM over the source: tokens ``[B, S]`` -> source vectors ``x_s`` ``[B, S, M]``."""
+
+    def __init__(self, embedding: nn.Embedding, hidden: int, layers: int, dropout: float):
+        super().__init__()
+        self.embedding = embedding
+        self.dropout = nn.Dropout(dropout)
+        self.rnn = nn.LSTM(
+            embedding.embedding_dim,
+            hidden,
+            num_layers=layers,
+            dropout=dropout if layers > 1 else 0.0,
+            bidirectional=True,
+            batch_first=True,
+        )
+
+    def forward(self, src: Tensor, src_lengths: Tensor) -> Tensor:
+        return run_packed(self.rnn, self.dropout(self.embedding(src)), src_lengths)
+
+
+@dataclass
+class Encoded:
+    """What the decoder needs from the source, per batch row.
+
+    memory ``[B, S, M]``; attn_memory ``[B, S, A]`` (``W_c x_s``); out_memory ``[B, S, O]``
+    (``W_x x_s``, the source half of the output layer); mask ``[B, S]`` (True = real token);
+    src_lengths ``[B]``.
+    """
+
+    memory: Tensor
+    attn_memory: Tensor
+    out_memory: Tensor
+    mask: Tensor
+    src_lengths: Tensor
+
+    def index_select(self, index: Tensor) -> "Encoded":
+        return Encoded(*(t.index_select(0, index) for t in (
+            self.memory, self.attn_memory, self.out_memory, self.mask, self.src_lengths)))
+
+
+@dataclass
+class DecoderState:
+    """Recurrent state: per layer ``h, c`` ``[N, H]``; the fed context ``[N, M]``."""
+
+    h: list[Tensor]
+    c: list[Tensor]
+    context: Tensor
+
+    def index_select(self, index: Tensor) -> "DecoderState":
+        return DecoderState(
+            [t.index_select(0, index) for t in self.h],
+            [t.index_select(0, index) for t in self.c],
+            self.context.index_select(0, index),
+        )
+
+
+class Decoder(nn.Module):
+    """Input-feeding LSTM stack with MLP prior attention."""
+
+    def __init__(self, embedding: nn.Embedding, memory_size: int, hidden: int, layers: int,
+                 attn_size: int, dropout: float):
+        super().__init__()
+        self.embedding = embedding
+        self.hidden = hidden
+        self.dropout = nn.Dropout(dropout)
+        sizes = [embedding.embedding_dim + memory_size] + [hidden] * (layers - 1)
+        self.cells = nn.ModuleList(nn.LSTMCell(size, hidden) for size in sizes)
+        self.scorer = MLPScorer(hidden, memory_size, attn_size)
+
+    def start(self, encoded: Encoded) -> DecoderState:
+        rows = encoded.memory.size(0)
+        zeros = encoded.memory.new_zeros(rows, self.hidden)
+        return DecoderState([zeros] * len(self.cells), [zeros] * len(self.cells),
+                            encoded.memory.new_zeros(rows, encoded.memory.size(-1)))
+
+    def step(self, encoded: Encoded, state: DecoderState, prev_tokens: Tensor
+             ) -> tuple[Tensor, Tensor, DecoderState]:
+        """One step. prev_tokens ``[N]`` -> top hidden ``h_t`` ``[N, H]``, prior scores ``[N, S]``
+        (unmasked), and the next state whose context is the prior's expected source vector."""
+        layer_input = torch.cat([self.dropout(self.embedding(prev_tokens)), state.context], dim=-1)
+        new_h, new_c = [], []
+        for depth, cell in enumerate(self.cells):
+            h, c = cell(layer_input, (state.h[depth], state.c[depth]))
+            new_h.append(h)
+            new_c.append(c)
+            layer_input = self.dropout(h)
+        top = new_h[-1]
+        scores = self.scorer(top, encoded.attn_memory)
+        probs = scores.float().masked_fill(~encoded.mask, float("-inf")).softmax(-1)
+        context = torch.bmm(probs.to(encoded.memory.dtype)[:, None, :], encoded.memory).squeeze(1)
+        return top, scores, DecoderState(new_h, new_c, context)
+
+    def forward(self, encoded: Encoded, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher forcing over tgt_in ``[B, T]`` -> hidden ``[B, T, H]``, prior scores ``[B, T, S]``."""
+        state = self.start(encoded)
+        hidden, scores = [], []
+        for t in range(tgt_in.size(1)):
+            top, score, state = self.step(encoded, state, tgt_in[:, t])
+            hidden.append(top)
+            scores.append(score)
+        return torch.stack(hidden, 1), torch.stack(scores, 1)
+
+
+class OutputLayer(nn.Module):
+    """``o = dropout(tanh(W_h h + W_x x + b))``, ``log p(y) = log_softmax(W_g o + b_g)``.
+
+    ``W_o [h; x] = W_h h + W_x x`` lets every context (soft, sampled, one-hot) be built from the
+    projected source ``W_x x_s`` ``[B, S, O]``: a convex combination of contexts projects to the same
+    combination of projections.
+    """
+
+    def __init__(self, hidden: int, memory_size: int, output_size: int, vocab: int, dropout: float):
+        super().__init__()
+        self.from_hidden = nn.Linear(hidden, output_size, bias=True)
+        self.from_memory = nn.Linear(memory_size, output_size, bias=False)
+        self.generator = nn.Linear(output_size, vocab)
+        self.dropout = nn.Dropout(dropout)
+
+    def log_probs(self, pre: Tensor) -> Tensor:
+        """pre-activation ``[..., O]`` -> log-probabilities ``[..., V]`` in float32."""
+        return F.log_softmax(self.generator(self.dropout(torch.tanh(pre))).float(), dim=-1)
+
+    def target_log_probs(self, pre: Tensor, targets: Tensor) -> Tensor:
+        """pre ``[..., O]``, targets ``[...]`` -> ``log p(target)`` ``[...]``."""
+        logits = self.generator(self.dropout(torch.tanh(pre))).float()
+        return logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
+
+
+class TokenLikelihood:
+    """``log p(y_t | h_t, context)`` for a whole batch: the NMT side of the ``Likelihood`` protocol.
+
+    hidden_proj ``[B, T, O]`` (``W_h h_t + b``), out_memory ``[B, S, O]`` (``W_x x_s``), targets
+    ``[B, T]``. :meth:`enumerate` is computed block by block of ``block`` (token, position) cells by a
+    custom autograd Function that recomputes each block's logits in the backward pass, so at most one
+    block of ``[cells, V]`` floats is alive at once; when the whole batch fits in one block nothing is
+    recomputed (see :mod:`varattn.latent.enumeration`).
+    """
+
+    def __init__(self, layer: OutputLayer, hidden_proj: Tensor, out_memory: Tensor, targets: Tensor,
+                 block: int):
+        self.layer = layer
+        self.hidden_proj = hidden_proj
+        self.out_memory = out_memory
+        self.targets = targets
+        self.block = block
+
+    def __call__(self, weights: Tensor) -> Tensor:
+        """weights ``[B, T, K, S]`` on the simplex -> ``[B, T, K]``."""
+        weights = weights.to(self.out_memory.dtype)
+        context = torch.matmul(weights, self.out_memory[:, None, :, :])  # [B, T, K, O]
+        pre = self.hidden_proj[:, :, None, :] + context
+        targets = self.targets[:, :, None].expand(pre.shape[:-1])
+        return self.layer.target_log_probs(pre, targets)
+
+    def enumerate(self) -> Tensor:
+        """``log p(y_t | h_t, x_s)`` for every source position: ``[B, T, S]`` (float32; float64 for float64
+        inputs), by :func:`varattn.latent.enumeration.enumerate_blockwise`."""
+        batch, length, _ = self.hidden_proj.shape
+        sources = self.out_memory.size(1)
+        rows = self.hidden_proj.reshape(batch * length, -1)
+        row_batch = torch.arange(batch, device=rows.device).repeat_interleave(length)
+        generator = self.layer.generator
+        values = enumerate_blockwise(rows, self.out_memory, row_batch, self.targets.reshape(-1), generator.weight,
+                                     generator.bias, self.block // max(1, sources), self.layer.dropout.p,
+                                     self.layer.training)
+        return values.view(batch, length, sources)
+
+
+@dataclass
+class Forward:
+    """Everything a latent objective needs, for one teacher-forced batch.
+
+    prior ``[B, T, S]`` scores; posterior ``[B, T, S]`` scores or None; likelihood (``Likelihood``);
+    mask ``[B, 1, S]`` source positions; tgt_mask ``[B, T]`` real target tokens.
+    """
+
+    prior: Tensor
+    posterior: Tensor | None
+    likelihood: TokenLikelihood
+    mask: Tensor
+    tgt_mask: Tensor
+
+
+class Seq2Seq(nn.Module):
+    """The paper's NMT model, for every mode (the mode only decides whether q is built)."""
+
+    def __init__(self, config: ModelConfig, src_vocab: int, tgt_vocab: int):
+        super().__init__()
+        self.config = config
+        memory_size = 2 * config.enc_hidden
+        output_size = config.output_size or config.dec_hidden
+        self.src_embedding = nn.Embedding(src_vocab, config.emb_size, padding_idx=PAD)
+        self.tgt_embedding = nn.Embedding(tgt_vocab, config.emb_size, padding_idx=PAD)
+        self.encoder = Encoder(self.src_embedding, config.enc_hidden, config.enc_layers, config.dropout)
+        self.decoder = Decoder(self.tgt_embedding, memory_size, config.dec_hidden, config.dec_layers,
+                               config.attn_size, config.dropout)
+        self.output = OutputLayer(config.dec_hidden, memory_size, output_size, tgt_vocab, config.dropout)
+        self.inference = None
+        if config.mode.startswith("vae-"):
+            self.inference = InferenceNetwork(self.src_embedding, self.tgt_embedding, config.inf_hidden,
+                                              config.inf_layers, config.dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """All weights uniform in ±init_range (DESIGN §3); padding embeddings zero."""
+        for parameter in self.parameters():
+            nn.init.uniform_(parameter, -self.config.init_range, self.config.init_range)
+        with torch.no_grad():
+            self.src_embedding.weight[PAD].zero_()
+            self.tgt_embedding.weight[PAD].zero_()
+
+    @property
+    def has_posterior(self) -> bool:
+        return self.inference is not None
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> Encoded:
+        """src ``[B, S]``, src_lengths ``[B]`` -> :class:`Encoded`."""
+        memory = self.encoder(src, src_lengths)
+        mask = src != PAD
+        return Encoded(memory, self.decoder.scorer.project_memory(memory),
+                       self.output.from_memory(memory), mask, src_lengths)
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor,
+                tgt_lengths: Tensor) -> Forward:
+        """Teacher-forced pass: tokens ``[B, S]``, ``[B, T]`` -> :class:`Forward`."""
+        encoded = self.encode(src, src_lengths)
+        hidden, prior = self.decoder(encoded, tgt_in)
+        likelihood = TokenLikelihood(self.output, self.output.from_hidden(hidden), encoded.out_memory,
+                                     tgt_out, self.config.enum_block)
+        posterior = None
+        if self.inference is not None:
+            posterior = self.inference(src, src_lengths, tgt_out, tgt_lengths)
+        return Forward(prior, posterior, likelihood, encoded.mask[:, None, :], tgt_out != PAD)
+
+    def next_log_probs(self, encoded: Encoded, hidden: Tensor, scores: Tensor, kmax: int = 0,
+                       soft: bool | None = None, chunk: int = 64) -> Tensor:
+        """Next-word log-probabilities ``[N, V]`` at a decoding step.
+
+        hidden ``[N, H]``, scores ``[N, S]``. A soft model uses its expected context; a latent model
+        marginalises ``log Σ_s p(s) p(y | h, x_s)`` exactly, or over the ``kmax`` most probable
+        positions (renormalised) when ``kmax > 0``.
+        """
+        soft = self.config.mode == "soft" if soft is None else soft
+        log_prior = scores.float().masked_fill(~encoded.mask, float("-inf")).log_softmax(-1)
+        hidden_proj = self.output.from_hidden(hidden)
+        if soft:
+            context = torch.bmm(log_prior.exp().to(encoded.out_memory.dtype)[:, None, :],
+                                encoded.out_memory).squeeze(1)
+            return self.output.log_probs(hidden_proj + context)
+        out_memory = encoded.out_memory
+        if 0 < kmax < log_prior.size(-1):
+            top, index = log_prior.topk(kmax, dim=-1)
+            log_prior = top.log_softmax(-1)
+            out_memory = out_memory.gather(1, index[..., None].expand(-1, -1, out_memory.size(-1)))
+        pieces = []
+        for start in range(0, hidden_proj.size(0), chunk):
+            part = slice(start, start + chunk)
+            log_probs = self.output.log_probs(hidden_proj[part, None, :] + out_memory[part])  # [n, S, V]
+            pieces.append(torch.logsumexp(log_probs + log_prior[part, :, None], dim=1))
+        return torch.cat(pieces, 0)

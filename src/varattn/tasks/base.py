@@ -1,0 +1,79 @@
+"""Tasks: what the one trainer needs to know about a kind of data and model.
+
+A prepared data folder names its task in ``meta.json`` (``"task"``; translation when absent). The
+trainer, checkpoints, ``varattn evaluate`` and run loading go through this interface, so a new task
+(visual question answering, say) brings its data, model, loss and scores and reuses everything else.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from varattn.config import Config
+from varattn.errors import UserError
+
+
+class Task(Protocol):
+    name: str
+
+    def load(self, data_dir: str | Path) -> Any:
+        """The prepared data folder (lazy: splits load on demand)."""
+
+    def split(self, data: Any, name: str) -> Any:
+        """One split of the data: has ``__len__``."""
+
+    def copy_essentials(self, data: Any, dst: Path) -> None:
+        """Copy what a run needs to be used on its own (vocabularies, pipeline) into ``dst``."""
+
+    def build_model(self, config: Config, data: Any) -> nn.Module:
+        """A fresh model with ``.config`` (the ModelConfig) for this data."""
+
+    def batcher(self, split: Any, config: Config, *, shuffle: bool, seed: int) -> Any:
+        """An object whose ``batches(epoch)`` lists the index arrays of one epoch."""
+
+    def collate(self, split: Any, indices) -> Any:
+        """A batch with ``.to(device)``."""
+
+    def loss(self, model: nn.Module, batch: Any, generator: torch.Generator, warmup: bool
+             ) -> tuple[torch.Tensor, dict]:
+        """The mean surrogate loss of a batch and reportable sums (``tokens``: the count normalised by)."""
+
+    def score(self, model: nn.Module, split: Any, device: torch.device, config: Config) -> dict:
+        """Validation scores; must contain ``validation_metric(mode)``."""
+
+    def validation_metric(self, mode: str) -> str:
+        """The score (lower is better) that picks the best checkpoint and drives learning-rate decay."""
+
+    def evaluate(self, run: Any, data: Any, split: str, **options) -> dict:
+        """Everything ``varattn evaluate`` reports for a loaded run."""
+
+
+def task_name(data_dir: str | Path) -> str:
+    meta = Path(data_dir) / "meta.json"
+    if not meta.is_file():
+        raise UserError(f"{meta}: not a prepared data folder (no meta.json) — make one with varattn prepare")
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get("task", "translation")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise UserError(f"{meta}: unreadable ({error}) — prepare the data again") from None
+
+
+def get_task(name: str) -> Task:
+    if name == "translation":
+        from varattn.tasks.translation import TranslationTask
+
+        return TranslationTask()
+    if name == "vqa":
+        from varattn.tasks.vqa import VQATask
+
+        return VQATask()
+    raise UserError(f"unknown task {name!r} in meta.json — use data prepared by this version of varattn")
+
+
+def task_for(data_dir: str | Path) -> Task:
+    return get_task(task_name(data_dir))

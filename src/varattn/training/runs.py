@@ -1,0 +1,45 @@
+"""Open a trained run (or one checkpoint of it) for evaluation, translation and alignment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from varattn.training import checkpoint
+from varattn import config as config_lib
+from varattn.errors import UserError
+from varattn.tasks.base import get_task
+
+
+@dataclass
+class LoadedRun:
+    """A trained model in eval mode with its config, its task and the run's copy of the data essentials."""
+
+    model: torch.nn.Module
+    config: config_lib.Config
+    data: object  # the run's copy of the task's essentials (vocabularies, BPE codes, pipeline)
+    checkpoint: Path
+    device: torch.device
+    task: object
+
+
+def load_run(path: str | Path, device: torch.device, prefer: str = "checkpoint_best") -> LoadedRun:
+    """A run directory or checkpoint JSON -> the model in eval mode on ``device``, with its data files."""
+    json_path = checkpoint.resolve(path, prefer)
+    record = checkpoint.read_meta(json_path)
+    config = config_lib.from_dict(record.get("config"), str(json_path)).validate(str(json_path))
+    data_dir = json_path.parent / "data"
+    if not (data_dir / "meta.json").is_file():
+        raise UserError(f"{data_dir}: the run's copy of the vocabularies is missing — copy the whole run "
+                        "directory, including data/")
+    task = get_task(record.get("task", "translation"))
+    data = task.load(data_dir)
+    model = task.build_model(config, data).to(device)
+    try:
+        checkpoint.copy_into(model, checkpoint.load_weights(json_path))
+    except UserError as error:
+        raise UserError(f"{json_path}: {error} (is {data_dir} the data/ folder written with this run?)") from None
+    model.eval()
+    return LoadedRun(model, config, data, json_path, device, task)

@@ -1,0 +1,250 @@
+"""One trainer for every mode: Adam, clipping, learning-rate halving, validation, checkpoints, resume.
+
+A run directory holds ``config.yaml``, ``data/`` (vocabularies, BPE codes and the preprocessing
+pipeline, so a run translates on its own), ``checkpoint_last.*`` and ``checkpoint_best.*``, and
+``log.jsonl`` with one record per validation. Resuming restores weights, optimizer moments, the
+learning rate, every RNG state and the position in the epoch's batch order, so a resumed run repeats
+an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from varattn.training import checkpoint
+from varattn import config as config_lib
+from varattn.training import distributed
+from varattn.config import Config
+from varattn.errors import UserError
+from varattn.tasks.base import task_for
+
+log = logging.getLogger("varattn")
+
+
+def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
+    """``auto`` picks CUDA when present (the process's own GPU under torchrun); anything else is
+    passed to ``torch.device``."""
+    if spec == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise UserError(f"train.device={spec!r} is not a device — use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device={spec!r} but CUDA is not available — use train.device=cpu or auto")
+    return device
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint's JSON."""
+
+    epoch: int = 1  # the epoch in progress
+    batch: int = 0  # batches of this epoch already done
+    step: int = 0
+    lr: float = 0.0
+    best: float = math.inf
+    best_epoch: int = 0
+    history: list = field(default_factory=list)
+
+
+def initialise_from(model: torch.nn.Module, source: str) -> dict:
+    """Copy matching parameters from another run or checkpoint; report what did not match."""
+    path = checkpoint.resolve(source)
+    missing, unexpected = checkpoint.copy_into(model, checkpoint.load_weights(path), strict=False)
+    for name in missing:
+        log.warning("init_from %s: parameter %s not in the checkpoint; it keeps its fresh initialisation",
+                    path, name)
+    for name in unexpected:
+        log.warning("init_from %s: checkpoint parameter %s has no place in this model; ignored", path, name)
+    return {"from": str(path), "missing": missing, "unexpected": unexpected}
+
+
+class Trainer:
+    """Trains ``config`` into ``run_dir``; :meth:`run` returns a summary dict."""
+
+    def __init__(self, config: Config, run_dir: str | Path, resume: bool = False):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        last = self.run_dir / "checkpoint_last.json"
+        if resume and not last.is_file():
+            raise UserError(f"{last}: nothing to resume — start the run without --resume")
+        if not resume and last.is_file():
+            raise UserError(f"{self.run_dir}: already holds a run — add --resume to continue it, or "
+                            "choose another --out")
+        if not config.data.dir:
+            raise UserError("data.dir is not set — add data.dir=PREPARED_DIR (made by varattn prepare)")
+        self.task = task_for(config.data.dir)
+        self.data = self.task.load(config.data.dir)
+        self.train_split = self.task.split(self.data, config.data.train_split)
+        self.valid_split = self.task.split(self.data, config.data.valid_split)
+        self.world = distributed.world_from_env()
+        self.device = resolve_device(config.train.device, self.world.local_rank)
+        torch.manual_seed(config.train.seed)
+        self.model = self.task.build_model(config, self.data).to(self.device)
+        self.net = self.model  # what the loss runs through: the model, or its DDP wrapper
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=config.train.lr, eps=config.train.adam_eps,
+            betas=(config.train.adam_beta1, config.train.adam_beta2))
+        self.sampler = torch.Generator(device=self.device)
+        self.sampler.manual_seed(config.train.seed + 1)
+        self.progress = Progress(lr=config.train.lr)
+        self.batcher = self.task.batcher(self.train_split, config, shuffle=True, seed=config.train.seed)
+        self.metric = self.task.validation_metric(config.model.mode)
+        self.writer = None
+        if resume:
+            self._restore(last)
+        else:
+            if self.world.main:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                config_lib.save(config, self.run_dir / "config.yaml")
+                self.task.copy_essentials(self.data, self.run_dir / "data")
+            if config.train.init_from:
+                self.init_report = initialise_from(self.model, config.train.init_from)
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        distributed.barrier(self.world)
+
+    def _restore(self, last: Path) -> None:
+        record = checkpoint.read_meta(last)
+        checkpoint.copy_into(self.model, checkpoint.load_weights(last))
+        checkpoint.restore_training(last, self.optimizer, self.sampler, rank=self.world.rank)
+        self.progress = Progress(**record["progress"])
+        log.info("resuming %s at epoch %d, batch %d (step %d)", self.run_dir, self.progress.epoch,
+                 self.progress.batch, self.progress.step)
+
+    def _meta(self) -> dict:
+        return {"config": self.config.to_dict(), "progress": self.progress.__dict__, "task": self.task.name}
+
+    def _save(self, name: str) -> None:
+        """Every process calls this (RNG states are gathered); only the main one writes."""
+        rank_rng = distributed.gather_rng(self.world, self.sampler)
+        if self.world.main:
+            checkpoint.save(self.run_dir, name, self.model, self._meta(), self.optimizer, self.sampler,
+                            rank_rng=rank_rng)
+        distributed.barrier(self.world)
+
+    def _set_lr(self, lr: float) -> None:
+        self.progress.lr = lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _warmup(self) -> bool:
+        cfg = self.config
+        return cfg.model.mode == "vae-dirichlet" and self.progress.step < cfg.train.dirichlet_warmup_steps
+
+    def validate(self) -> dict:
+        scores = self.task.score(self.model, self.valid_split, self.device, self.config)
+        scores.update(epoch=self.progress.epoch, step=self.progress.step, lr=self.progress.lr)
+        if not self.world.main:
+            return scores
+        with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(scores) + "\n")
+        if self.writer is not None:
+            for key, value in scores.items():
+                if isinstance(value, float):
+                    self.writer.add_scalar(f"valid/{key}", value, self.progress.step)
+        self.progress.history.append({k: scores[k] for k in scores if not isinstance(scores[k], dict)})
+        log.info("validation epoch %d step %d: %s", self.progress.epoch, self.progress.step,
+                 " ".join(f"{k}={v:.4g}" for k, v in scores.items() if isinstance(v, float)))
+        return scores
+
+    def _record(self, scores: dict, end_of_epoch: bool) -> None:
+        """Keep the best checkpoint, halve the learning rate at an epoch without improvement, save."""
+        cfg = self.config.train
+        value = scores[self.metric]
+        improved = value < self.progress.best
+        if improved:
+            self.progress.best, self.progress.best_epoch = value, self.progress.epoch
+        elif end_of_epoch and self.progress.epoch >= cfg.decay_from_epoch:
+            self._set_lr(max(self.progress.lr * cfg.lr_decay, cfg.min_lr))
+            log.info("validation %s did not improve: learning rate now %.3g", self.metric, self.progress.lr)
+        if end_of_epoch:
+            self.progress.epoch += 1
+            self.progress.batch = 0
+        if improved:
+            self._save("checkpoint_best")
+        self._save("checkpoint_last")
+
+    def _open_tensorboard(self) -> None:
+        if not self.config.train.tensorboard or not self.world.main:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UserError("train.tensorboard=true needs the tensorboard package — pip install tensorboard") from None
+        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    def run(self) -> dict:
+        from tqdm import tqdm
+
+        cfg = self.config
+        self._open_tensorboard()
+        self.model.train()
+        autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16,
+                                  enabled=self.device.type == "cuda" and cfg.train.bf16)
+        started = time.perf_counter()
+        stopped_early = False
+        while self.progress.epoch <= cfg.train.epochs and not stopped_early:
+            batches = self.batcher.batches(self.progress.epoch)
+            bar = tqdm(total=len(batches), initial=self.progress.batch, desc=f"epoch {self.progress.epoch}",
+                       unit="batch", disable=not (cfg.train.progress and self.world.main), dynamic_ncols=True)
+            tick, tick_tokens = time.perf_counter(), 0
+            for indices in batches[self.progress.batch:]:
+                indices, empty = distributed.shard(indices, self.world)
+                batch = self.task.collate(self.train_split, indices).to(self.device)
+                with autocast:
+                    loss, stats = self.task.loss(self.net, batch, self.sampler, self._warmup())
+                if self.world.distributed:
+                    tokens = 0 if empty else stats["tokens"]
+                    total = distributed.global_sum(tokens, self.world, self.device)
+                    loss = loss * (tokens * self.world.size / total)
+                    stats["tokens"] = tokens
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(
+                        f"non-finite loss at step {self.progress.step} (epoch {self.progress.epoch}); "
+                        "lower train.lr or check the data — the run stops rather than skip updates")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.clip_norm)
+                if not torch.isfinite(norm):
+                    raise FloatingPointError(f"non-finite gradient norm at step {self.progress.step}")
+                self.optimizer.step()
+                self.progress.step += 1
+                self.progress.batch += 1
+                tick_tokens += stats["tokens"]
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tick_tokens / (time.perf_counter() - tick):.0f}",
+                                lr=f"{self.progress.lr:.2g}")
+                if self.writer is not None:
+                    self.writer.add_scalar("train/loss", loss_value, self.progress.step)
+                if cfg.train.validate_every and self.progress.step % cfg.train.validate_every == 0:
+                    self._record(self.validate(), end_of_epoch=False)
+                if cfg.train.max_steps and self.progress.step >= cfg.train.max_steps:
+                    stopped_early = True
+                    break
+            bar.close()
+            self._record(self.validate(), end_of_epoch=self.progress.batch >= len(batches))
+        if self.writer is not None:
+            self.writer.close()
+        return {"run_dir": str(self.run_dir), "epochs_done": self.progress.epoch - 1,
+                "steps": self.progress.step, "best": {self.metric: self.progress.best,
+                                                      "epoch": self.progress.best_epoch},
+                "last": self.progress.history[-1] if self.progress.history else None,
+                "seconds": time.perf_counter() - started}
+
+
+def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict:
+    return Trainer(config, run_dir, resume).run()
