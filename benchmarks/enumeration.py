@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from varattn.latent.enumeration import enumerate_blockwise
-from varattn.models.seq2seq import OutputLayer
+from varattn.modules.output import OutputLayer
 
 HERE = Path(__file__).resolve().parent
 IMPLEMENTATIONS = ("function", "checkpoint", "autograd", "naive")

@@ -62,7 +62,8 @@ from varattn import latent
 from varattn.config import MODES, ModelConfig
 from varattn.data.text.batching import TokenBatcher, collate
 from varattn.data.vocab import PAD, SPECIALS, UNK
-from varattn.models.seq2seq import Forward, Seq2Seq, TokenLikelihood
+from varattn.models.seq2seq import Forward, Seq2Seq
+from varattn.modules.output import TokenLikelihood
 
 HERE = Path(__file__).resolve().parent
 IWSLT = HERE.parent.parent / "shared" / "data" / "iwslt14-deen"

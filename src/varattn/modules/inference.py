@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from varattn.models.attention import BilinearScorer
-from varattn.models.rnn import run_packed
+from varattn.modules.attention import BilinearScorer
+from varattn.modules.rnn import run_packed
 
 
 class InferenceNetwork(nn.Module):

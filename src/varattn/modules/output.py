@@ -1,0 +1,83 @@
+"""The output layer shared by every translation architecture, and its side of the latent contract.
+
+``o = dropout(tanh(W_h h_t + W_x x_s + b))``, ``log p(y) = log_softmax(W_g o + b_g)``: the decoder state
+h_t and one source vector x_s (or a convex combination of them) give the next-word distribution. As a
+:class:`varattn.latent.Likelihood` it is evaluated at soft, sampled or one-hot alignments, or enumerated
+over every source position block by block.
+
+Dimensions: B batch, S source, T target, K points per query, H decoder state, M memory (source vector),
+O output layer, V target vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from varattn.latent.enumeration import enumerate_blockwise
+
+
+class OutputLayer(nn.Module):
+    """``o = dropout(tanh(W_h h + W_x x + b))``, ``log p(y) = log_softmax(W_g o + b_g)``.
+
+    ``W_o [h; x] = W_h h + W_x x`` lets every context (soft, sampled, one-hot) be built from the
+    projected source ``W_x x_s`` ``[B, S, O]``: a convex combination of contexts projects to the same
+    combination of projections.
+    """
+
+    def __init__(self, hidden: int, memory_size: int, output_size: int, vocab: int, dropout: float):
+        super().__init__()
+        self.from_hidden = nn.Linear(hidden, output_size, bias=True)
+        self.from_memory = nn.Linear(memory_size, output_size, bias=False)
+        self.generator = nn.Linear(output_size, vocab)
+        self.dropout = nn.Dropout(dropout)
+
+    def log_probs(self, pre: Tensor) -> Tensor:
+        """pre-activation ``[..., O]`` -> log-probabilities ``[..., V]`` in float32."""
+        return F.log_softmax(self.generator(self.dropout(torch.tanh(pre))).float(), dim=-1)
+
+    def target_log_probs(self, pre: Tensor, targets: Tensor) -> Tensor:
+        """pre ``[..., O]``, targets ``[...]`` -> ``log p(target)`` ``[...]``."""
+        logits = self.generator(self.dropout(torch.tanh(pre))).float()
+        return logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
+
+
+class TokenLikelihood:
+    """``log p(y_t | h_t, context)`` for a whole batch: the NMT side of the ``Likelihood`` protocol.
+
+    hidden_proj ``[B, T, O]`` (``W_h h_t + b``), out_memory ``[B, S, O]`` (``W_x x_s``), targets
+    ``[B, T]``. :meth:`enumerate` is computed block by block of ``block`` (token, position) cells by a
+    custom autograd Function that recomputes each block's logits in the backward pass, so at most one
+    block of ``[cells, V]`` floats is alive at once; when the whole batch fits in one block nothing is
+    recomputed (see :mod:`varattn.latent.enumeration`).
+    """
+
+    def __init__(self, layer: OutputLayer, hidden_proj: Tensor, out_memory: Tensor, targets: Tensor,
+                 block: int):
+        self.layer = layer
+        self.hidden_proj = hidden_proj
+        self.out_memory = out_memory
+        self.targets = targets
+        self.block = block
+
+    def __call__(self, weights: Tensor) -> Tensor:
+        """weights ``[B, T, K, S]`` on the simplex -> ``[B, T, K]``."""
+        weights = weights.to(self.out_memory.dtype)
+        context = torch.matmul(weights, self.out_memory[:, None, :, :])  # [B, T, K, O]
+        pre = self.hidden_proj[:, :, None, :] + context
+        targets = self.targets[:, :, None].expand(pre.shape[:-1])
+        return self.layer.target_log_probs(pre, targets)
+
+    def enumerate(self) -> Tensor:
+        """``log p(y_t | h_t, x_s)`` for every source position: ``[B, T, S]`` (float32; float64 for float64
+        inputs), by :func:`varattn.latent.enumeration.enumerate_blockwise`."""
+        batch, length, _ = self.hidden_proj.shape
+        sources = self.out_memory.size(1)
+        rows = self.hidden_proj.reshape(batch * length, -1)
+        row_batch = torch.arange(batch, device=rows.device).repeat_interleave(length)
+        generator = self.layer.generator
+        values = enumerate_blockwise(rows, self.out_memory, row_batch, self.targets.reshape(-1), generator.weight,
+                                     generator.bias, self.block // max(1, sources), self.layer.dropout.p,
+                                     self.layer.training)
+        return values.view(batch, length, sources)
