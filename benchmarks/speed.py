@@ -59,10 +59,11 @@ import torch
 import torch.nn.functional as F
 
 from varattn import latent
-from varattn.config import MODES, ModelConfig
+from varattn.config import ModelConfig
+from varattn.latent import MODES
 from varattn.data.text.batching import TokenBatcher, collate
 from varattn.data.vocab import PAD, SPECIALS, UNK
-from varattn.models.seq2seq import Forward, Seq2Seq
+from varattn.models.seq2seq import Seq2Seq
 from varattn.modules.output import TokenLikelihood
 
 HERE = Path(__file__).resolve().parent
@@ -77,6 +78,10 @@ SETTINGS = {
     "small": {"model": {"emb_size": 128, "enc_hidden": 128, "dec_hidden": 256, "attn_size": 128,
                         "output_size": 256, "inf_hidden": 128},
               "vocab": 1000, "batch_tokens": 800, "steps": 3, "warmup": 1},
+    # a toy model for smoke tests of the harness (benchmarks/gpu_suite.sh --tiny): seconds on one CPU thread
+    "tiny": {"model": {"emb_size": 16, "enc_hidden": 16, "enc_layers": 1, "dec_hidden": 32, "dec_layers": 1,
+                       "attn_size": 16, "inf_hidden": 16, "inf_layers": 1},
+             "vocab": 200, "batch_tokens": 200, "steps": 1, "warmup": 1},
 }
 
 
@@ -180,14 +185,14 @@ class NaiveLikelihood:
         raise NotImplementedError("the naive reference only enumerates")
 
 
-def naive_forward(model: Seq2Seq, batch) -> Forward:
+def naive_forward(model: Seq2Seq, batch) -> latent.LatentOutput:
     encoded = model.encode(batch.src, batch.src_lengths)
     hidden, prior = model.decoder(encoded, batch.tgt_in)
     posterior = None
     if model.inference is not None:
         posterior = model.inference(batch.src, batch.src_lengths, batch.tgt_out, batch.tgt_lengths)
-    return Forward(prior, posterior, NaiveLikelihood(model, hidden, encoded.memory, batch.tgt_out),
-                   encoded.mask[:, None, :], batch.tgt_out != PAD)
+    return latent.LatentOutput(prior, posterior, encoded.mask[:, None, :],
+                               NaiveLikelihood(model, hidden, encoded.memory, batch.tgt_out), batch.tgt_out != PAD)
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -253,10 +258,9 @@ class Runner:
         cfg = self.model.config
         fwd = naive_forward(self.model, batch) if self.naive else self.model(
             batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
-        terms = latent.objective(cfg.mode, fwd.likelihood, fwd.prior, fwd.posterior, fwd.mask,
-                                 samples=cfg.samples, temperature=cfg.temperature, generator=self.generator)
-        keep = fwd.tgt_mask
-        return terms.loss.masked_fill(~keep, 0.0).sum() / keep.sum().clamp_min(1)
+        loss, _ = latent.batch_objective(latent.get_mode(cfg.mode), fwd, samples=cfg.samples,
+                                         temperature=cfg.temperature, generator=self.generator)
+        return loss
 
     def step(self, batch) -> float:
         """One training step; seconds."""

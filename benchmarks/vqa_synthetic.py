@@ -23,9 +23,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from varattn.latent import MODE_RECORDS
+from varattn.models.vqa import vqa_supports
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-MODES = ("soft", "marginal", "hard-enum", "hard-sample", "vae-enum", "vae-sample")
+MODES = tuple(name for name, record in MODE_RECORDS.items() if vqa_supports(record))
 RECIPE = ROOT / "configs" / "vqa" / "synthetic.yaml"
 
 

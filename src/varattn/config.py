@@ -14,19 +14,7 @@ from pathlib import Path
 import yaml
 
 from varattn.errors import UserError
-
-MODES = (
-    "soft",
-    "marginal",
-    "hard-enum",
-    "hard-sample",
-    "vae-enum",
-    "vae-sample",
-    "vae-gumbel",
-    "vae-rws",
-    "vae-dirichlet",
-)
-
+from varattn.latent import MODES
 
 @dataclass
 class DataConfig:
@@ -38,6 +26,7 @@ class DataConfig:
     max_tokens: int = 4096  # padded (source + target) tokens per batch
     max_sentences: int = 0  # 0 = no limit
     eval_max_tokens: int = 8192
+    reverse: bool = False  # read the prepared folder target -> source (one prepare, both directions)
 
 
 @dataclass
@@ -67,6 +56,7 @@ class TrainConfig:
 
     epochs: int = 30
     max_steps: int = 0  # 0 = no limit
+    max_seconds: float = 0.0  # 0 = no limit; stop (validate, save) once training has run this long
     lr: float = 3e-4
     adam_eps: float = 1e-8
     adam_beta1: float = 0.9

@@ -33,6 +33,7 @@ import torch
 from varattn.analysis import aer
 
 from varattn import latent
+from varattn.latent import get_mode
 from varattn.data.text.batching import TokenBatcher, collate
 from varattn.data.text.pharaoh import format_links
 from varattn.data.text.prepared import PreparedData
@@ -45,7 +46,7 @@ DIGITS = 6
 
 def distributions(mode: str, has_posterior: bool) -> tuple[str, ...]:
     """The names of the matrices a model of ``mode`` gives, in display order."""
-    if mode == "soft":
+    if get_mode(mode).soft_context:
         return ("attention",)
     return ("prior", "posterior") if has_posterior else ("prior",)
 
@@ -65,6 +66,8 @@ class PairAlignment:
     entropy: dict[str, float]
     translation: str | None = None
     gold: aer.GoldLinks | None = field(default=None, repr=False)  # over words, when known
+    src_words: list[str] | None = None  # the words links index (the user's, for word-level input)
+    tgt_words: list[str] | None = None
 
     def links(self, name: str, threshold: float = 0.0) -> set[aer.Link]:
         """Pharaoh links (source piece i, target piece j): the argmax of each real target row, kept when
@@ -81,6 +84,8 @@ class PairAlignment:
                   "entropy": {k: round(v, 4) for k, v in self.entropy.items()}}
         if self.translation is not None:
             record["translation"] = self.translation
+        if self.src_words is not None:
+            record["src_words"], record["tgt_words"] = self.src_words, self.tgt_words
         record.update({name: matrix.tolist() for name, matrix in self.matrices.items()})
         return record
 
@@ -129,7 +134,7 @@ def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[
         fwd = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
         scores = dict(zip(names, (fwd.prior, fwd.posterior)))
         probs = {k: latent.masked_log_softmax(v.float(), fwd.mask).exp().cpu().numpy() for k, v in scores.items()}
-        ents = {k: latent.entropy(v.float(), fwd.mask).masked_fill(~fwd.tgt_mask, 0.0).sum(-1).cpu()
+        ents = {k: latent.entropy(v.float(), fwd.mask).masked_fill(~fwd.queries, 0.0).sum(-1).cpu()
                 for k, v in scores.items()}
         for row, i in enumerate(rows.tolist()):
             S, T = len(src_ids[i]), len(tgt_ids[i]) + 1
@@ -184,6 +189,41 @@ def align_lines(run: LoadedRun, src_lines: Sequence[str], tgt_lines: Sequence[st
     src_ids = [run.data.src_vocab.encode(tokens) for tokens in src_tokens]
     tgt_ids = [run.data.tgt_vocab.encode(tokens) for tokens in tgt_tokens]
     return extract(run, src_ids, tgt_ids, src_tokens, tgt_tokens, progress=progress)
+
+
+def align_words(run: LoadedRun, src_words: Sequence[Sequence[str]], tgt_words: Sequence[Sequence[str]], *,
+                progress: bool = False) -> list[PairAlignment]:
+    """Align pairs given as words (tokenised already): each word becomes its pieces with the run's
+    :meth:`~varattn.data.text.tokenize.Pipeline.encode_words` (escaping matched, lowercased, BPE; never
+    re-tokenised), so word k of the input is word k of every word-level link."""
+    pipeline = run.data.pipeline
+    src_tokens = [[p for pieces in pipeline.encode_words(words) for p in pieces] for words in src_words]
+    tgt_tokens = [[p for pieces in pipeline.encode_words(words) for p in pieces] for words in tgt_words]
+    src_ids = [run.data.src_vocab.encode(tokens) for tokens in src_tokens]
+    tgt_ids = [run.data.tgt_vocab.encode(tokens) for tokens in tgt_tokens]
+    pairs = extract(run, src_ids, tgt_ids, src_tokens, tgt_tokens, progress=progress)
+    for pair, src, tgt in zip(pairs, src_words, tgt_words):
+        pair.src_words, pair.tgt_words = list(src), list(tgt)
+        if len(set(aer.word_index(pair.src))) != len(src) or len(set(aer.word_index(pair.tgt[:-1]))) != len(tgt):
+            raise UserError(f"pair {pair.index + 1}: a word ends in '@@', the BPE continuation mark, so its pieces "
+                            "cannot be told from the next word's — remove or rewrite that token")
+    return pairs
+
+
+def check_reverse(run: LoadedRun, reverse: LoadedRun) -> None:
+    """A UserError unless ``reverse`` translates the other way with the same vocabularies (source <-> target)."""
+    where = f"{reverse.checkpoint.parent}"
+    if reverse.data.src_vocab == run.data.src_vocab and reverse.data.tgt_vocab == run.data.tgt_vocab:
+        raise UserError(f"{where}: translates in the same direction as {run.checkpoint.parent} — give a run "
+                        "trained the other way (data.reverse=true on the same prepared folder)")
+    langs = (run.data.pipeline.src_lang, run.data.pipeline.tgt_lang)
+    reverse_langs = (reverse.data.pipeline.tgt_lang, reverse.data.pipeline.src_lang)
+    if langs != reverse_langs and langs != ("src", "tgt") and reverse_langs != ("tgt", "src"):
+        raise UserError(f"{where}: translates {reverse_langs[1]}->{reverse_langs[0]} but the reverse of "
+                        f"{run.checkpoint.parent} is {langs[1]}->{langs[0]} — give a run of the opposite direction")
+    if reverse.data.src_vocab != run.data.tgt_vocab or reverse.data.tgt_vocab != run.data.src_vocab:
+        raise UserError(f"{where}: its vocabularies are not those of {run.checkpoint.parent} swapped — train "
+                        "the reverse run on the same prepared folder with data.reverse=true")
 
 
 def attach_gold(pairs: list[PairAlignment], gold: Sequence[aer.GoldLinks], where: str) -> None:

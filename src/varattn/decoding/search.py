@@ -1,6 +1,7 @@
-"""Decoding: batched beam search (and greedy search) over the next-word distribution of a soft or latent
-model (:meth:`Seq2Seq.next_log_probs`: the expected context for ``soft``; ``log Σ_s p(s) p(y|s)`` under
-the prior, exactly or over the K most probable positions, for the latent modes).
+"""Decoding: batched beam search (and greedy search) over the next-word distribution of any model that
+implements the decoding protocol (:mod:`varattn.models.protocol`: ``encode``, ``start``, ``step``): the
+expected context for ``soft``; ``log Σ_s p(s) p(y|s)`` under the prior, exactly or over the K most
+probable positions, for the latent modes.
 
 Scoring, as in Deng et al. (2018), whose OpenNMT-py beam search this follows (DESIGN §3):
 
@@ -33,7 +34,7 @@ import torch
 from torch import Tensor
 
 from varattn.data.vocab import BOS, EOS, PAD
-from varattn.models.seq2seq import Seq2Seq
+from varattn.models.protocol import Decodable
 
 NEG_INF = float("-inf")
 
@@ -66,14 +67,14 @@ def eos_penalty(src_lengths: Tensor, step: int, eos_norm: float) -> Tensor:
     return eos_norm * src_lengths.double() / (step + 2)
 
 
-def _scored_step(model: Seq2Seq, encoded, state, prev: Tensor, step: int, limit: Tensor, eos_norm: float,
+def _scored_step(model: Decodable, encoded, state, prev: Tensor, step: int, limit: Tensor, eos_norm: float,
                  kmax: int):
     """One decoder step for rows ``[N]``: model log-probabilities ``[N, V]`` (float64), the same with the
     search's adjustments (``</s>`` penalty, forbidden tokens, forced ``</s>`` at the length limit), the
     prior's argmax position ``[N]`` and the next state."""
-    hidden, prior, state = model.decoder.step(encoded, state, prev)
-    log_probs = model.next_log_probs(encoded, hidden, prior, kmax=kmax).double()
-    link = prior.masked_fill(~encoded.mask, NEG_INF).argmax(-1)
+    out = model.step(encoded, state, prev, kmax=kmax)
+    log_probs, state = out.log_probs.double(), out.state
+    link = out.prior.masked_fill(~encoded.mask, NEG_INF).argmax(-1)
     adjusted = log_probs.clone()
     adjusted[:, PAD] = NEG_INF
     adjusted[:, BOS] = NEG_INF
@@ -87,13 +88,13 @@ def _scored_step(model: Seq2Seq, encoded, state, prev: Tensor, step: int, limit:
 
 
 @torch.no_grad()
-def greedy(model: Seq2Seq, src: Tensor, src_lengths: Tensor, *, max_len_a: float = 1.5,
+def greedy(model: Decodable, src: Tensor, src_lengths: Tensor, *, max_len_a: float = 1.5,
            max_len_b: int = 10, kmax: int = 0, alpha: float = 0.0, eos_norm: float = 0.0
            ) -> list[Hypothesis]:
     """Batched greedy decoding (the arg max of the adjusted log-probabilities at each step).
     src ``[B, S]``, src_lengths ``[B]`` -> one hypothesis per row."""
     encoded = model.encode(src, src_lengths)
-    state = model.decoder.start(encoded)
+    state = model.start(encoded)
     rows, device = src.size(0), src.device
     limit = max_lengths(src_lengths, max_len_a, max_len_b).to(device)
     prev = torch.full((rows,), BOS, dtype=torch.long, device=device)
@@ -147,14 +148,14 @@ class _Beams:
                       self.prev[rows], self.limit[rows])
 
 
-def _start(model: Seq2Seq, src: Tensor, src_lengths: Tensor, beam: int, max_len_a: float, max_len_b: int
+def _start(model: Decodable, src: Tensor, src_lengths: Tensor, beam: int, max_len_a: float, max_len_b: int
            ) -> _Beams:
     rows = torch.arange(src.size(0), device=src.device).repeat_interleave(beam)
     encoded = model.encode(src, src_lengths).index_select(rows)
     scores = torch.full((src.size(0), beam), NEG_INF, dtype=torch.float64, device=src.device)
     scores[:, 0] = 0.0  # one live row per sentence at first: the others would duplicate it
     empty = torch.zeros(rows.numel(), 0, dtype=torch.long, device=src.device)
-    return _Beams(torch.arange(src.size(0), device=src.device), encoded, model.decoder.start(encoded), scores,
+    return _Beams(torch.arange(src.size(0), device=src.device), encoded, model.start(encoded), scores,
                   torch.zeros_like(scores), empty, empty, torch.full_like(rows, BOS),
                   max_lengths(src_lengths, max_len_a, max_len_b).to(src.device)[rows])
 
@@ -195,7 +196,7 @@ def _advance(beams: _Beams, log_probs: Tensor, adjusted: Tensor, link: Tensor, s
 
 
 @torch.no_grad()
-def beam_search(model: Seq2Seq, src: Tensor, src_lengths: Tensor, *, beam: int = 1, alpha: float = 0.0,
+def beam_search(model: Decodable, src: Tensor, src_lengths: Tensor, *, beam: int = 1, alpha: float = 0.0,
                 eos_norm: float = 0.0, max_len_a: float = 1.5, max_len_b: int = 10, kmax: int = 0,
                 n_best: int = 1) -> list[list[Hypothesis]]:
     """Batched beam search. src ``[B, S]`` (padded with PAD), src_lengths ``[B]`` -> per sentence its

@@ -69,14 +69,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from varattn.latent.modes import MODES, get_mode
+
 __all__ = [
     "MODES", "LOG_ALPHA_MIN", "LOG_ALPHA_MAX", "Likelihood", "Terms", "objective",
     "masked_log_softmax", "categorical_kl", "entropy", "kmax_log_probs", "log_marginal",
     "sample_categorical", "dirichlet_kl", "dirichlet_rsample",
 ]
 
-MODES = ("soft", "marginal", "hard-enum", "hard-sample", "vae-enum", "vae-sample", "vae-gumbel",
-         "vae-rws", "vae-dirichlet")
 
 #: Dirichlet concentrations are α = exp(clamp(score, LOG_ALPHA_MIN, LOG_ALPHA_MAX)), i.e. α ∈ [1e-4, 1e4].
 LOG_ALPHA_MIN = math.log(1e-4)
@@ -415,11 +415,10 @@ def objective(mode: str, likelihood: Likelihood, prior: Tensor, posterior: Optio
     Returns:
         :class:`Terms` of tensors ``[...]`` in the working dtype (float32, or float64 for float64 input).
     """
-    if mode not in _OBJECTIVES:
-        raise ValueError(f"unknown latent mode {mode!r}; choose one of {', '.join(MODES)}")
-    if warmup and mode != "vae-dirichlet":
-        raise ValueError(f"warmup=True is only defined for 'vae-dirichlet', not {mode!r}")
-    needs_q = mode.startswith("vae-") and not warmup
+    record = get_mode(mode)
+    if warmup and not record.warmup:
+        raise ValueError(f"warmup=True is only defined for modes with a warm-up, not {mode!r}")
+    needs_q = record.posterior and not warmup
     if needs_q and posterior is None:
         raise ValueError(f"mode {mode!r} needs posterior scores (an inference network)")
     if int(samples) < 1:

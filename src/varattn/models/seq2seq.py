@@ -19,6 +19,8 @@ from torch import Tensor, nn
 
 from varattn.modules.attention import MLPScorer
 from varattn.config import ModelConfig
+from varattn.latent import LatentOutput, get_mode, kmax_log_probs, masked_log_softmax
+from varattn.models.protocol import DecodeStep
 from varattn.data.vocab import PAD
 from varattn.modules.inference import InferenceNetwork
 from varattn.modules.output import OutputLayer, TokenLikelihood
@@ -128,23 +130,9 @@ class Decoder(nn.Module):
         return torch.stack(hidden, 1), torch.stack(scores, 1)
 
 
-@dataclass
-class Forward:
-    """Everything a latent objective needs, for one teacher-forced batch.
-
-    prior ``[B, T, S]`` scores; posterior ``[B, T, S]`` scores or None; likelihood (``Likelihood``);
-    mask ``[B, 1, S]`` source positions; tgt_mask ``[B, T]`` real target tokens.
-    """
-
-    prior: Tensor
-    posterior: Tensor | None
-    likelihood: TokenLikelihood
-    mask: Tensor
-    tgt_mask: Tensor
-
-
 class Seq2Seq(nn.Module):
-    """The paper's NMT model, for every mode (the mode only decides whether q is built)."""
+    """The paper's NMT model, for every mode (the mode's record decides whether q is built and whether
+    decoding uses the expected context). Implements :mod:`varattn.models.protocol`."""
 
     def __init__(self, config: ModelConfig, src_vocab: int, tgt_vocab: int):
         super().__init__()
@@ -158,7 +146,8 @@ class Seq2Seq(nn.Module):
                                config.attn_size, config.dropout)
         self.output = OutputLayer(config.dec_hidden, memory_size, output_size, tgt_vocab, config.dropout)
         self.inference = None
-        if config.mode.startswith("vae-"):
+        self.mode = get_mode(config.mode)
+        if self.mode.posterior:
             self.inference = InferenceNetwork(self.src_embedding, self.tgt_embedding, config.inf_hidden,
                                               config.inf_layers, config.dropout)
         self.reset_parameters()
@@ -183,8 +172,9 @@ class Seq2Seq(nn.Module):
                        self.output.from_memory(memory), mask, src_lengths)
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor,
-                tgt_lengths: Tensor) -> Forward:
-        """Teacher-forced pass: tokens ``[B, S]``, ``[B, T]`` -> :class:`Forward`."""
+                tgt_lengths: Tensor) -> LatentOutput:
+        """Teacher-forced pass: tokens ``[B, S]``, ``[B, T]`` -> :class:`varattn.latent.LatentOutput` with
+        prior and posterior scores ``[B, T, S]``, mask ``[B, 1, S]`` and queries ``[B, T]`` (real target tokens)."""
         encoded = self.encode(src, src_lengths)
         hidden, prior = self.decoder(encoded, tgt_in)
         likelihood = TokenLikelihood(self.output, self.output.from_hidden(hidden), encoded.out_memory,
@@ -192,7 +182,17 @@ class Seq2Seq(nn.Module):
         posterior = None
         if self.inference is not None:
             posterior = self.inference(src, src_lengths, tgt_out, tgt_lengths)
-        return Forward(prior, posterior, likelihood, encoded.mask[:, None, :], tgt_out != PAD)
+        return LatentOutput(prior, posterior, encoded.mask[:, None, :], likelihood, tgt_out != PAD)
+
+    def start(self, encoded: Encoded) -> DecoderState:
+        """The decoder state before the first word (decoding protocol)."""
+        return self.decoder.start(encoded)
+
+    def step(self, encoded: Encoded, state: DecoderState, prev_tokens: Tensor, kmax: int = 0) -> DecodeStep:
+        """One decoding step for rows ``[N]`` (decoding protocol): next-word log-probabilities ``[N, V]``,
+        prior scores ``[N, S]`` and the next state."""
+        hidden, prior, state = self.decoder.step(encoded, state, prev_tokens)
+        return DecodeStep(self.next_log_probs(encoded, hidden, prior, kmax=kmax), prior, state)
 
     def next_log_probs(self, encoded: Encoded, hidden: Tensor, scores: Tensor, kmax: int = 0,
                        soft: bool | None = None, chunk: int = 64) -> Tensor:
@@ -202,8 +202,8 @@ class Seq2Seq(nn.Module):
         marginalises ``log Σ_s p(s) p(y | h, x_s)`` exactly, or over the ``kmax`` most probable
         positions (renormalised) when ``kmax > 0``.
         """
-        soft = self.config.mode == "soft" if soft is None else soft
-        log_prior = scores.float().masked_fill(~encoded.mask, float("-inf")).log_softmax(-1)
+        soft = self.mode.soft_context if soft is None else soft
+        log_prior = masked_log_softmax(scores.float(), encoded.mask)
         hidden_proj = self.output.from_hidden(hidden)
         if soft:
             context = torch.bmm(log_prior.exp().to(encoded.out_memory.dtype)[:, None, :],
@@ -211,8 +211,7 @@ class Seq2Seq(nn.Module):
             return self.output.log_probs(hidden_proj + context)
         out_memory = encoded.out_memory
         if 0 < kmax < log_prior.size(-1):
-            top, index = log_prior.topk(kmax, dim=-1)
-            log_prior = top.log_softmax(-1)
+            log_prior, index = kmax_log_probs(scores.float(), encoded.mask, kmax).topk(kmax, dim=-1)
             out_memory = out_memory.gather(1, index[..., None].expand(-1, -1, out_memory.size(-1)))
         pieces = []
         for start in range(0, hidden_proj.size(0), chunk):

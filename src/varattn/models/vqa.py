@@ -38,7 +38,11 @@ from varattn import latent
 from varattn.config import Config, ModelConfig, VQAConfig
 from varattn.errors import UserError
 
-VQA_MODES = ("soft", "marginal", "hard-enum", "hard-sample", "vae-enum", "vae-sample")
+
+def vqa_supports(mode: latent.Mode) -> bool:
+    """The test-time answer distribution is exact (the expected context, or the marginal over regions),
+    so VQA takes every mode whose prior can be enumerated, or ``soft``."""
+    return mode.enumerable or mode.soft_context
 
 
 @dataclass
@@ -86,9 +90,10 @@ class VQAModel(nn.Module):
     def __init__(self, config: ModelConfig, vqa: VQAConfig, question_vocab: int, num_answers: int,
                  feature_dim: int):
         super().__init__()
-        if config.mode not in VQA_MODES:
-            raise UserError(f"model.mode={config.mode!r} is not available for VQA — use one of "
-                            f"{', '.join(VQA_MODES)}")
+        self.mode = latent.get_mode(config.mode)
+        if not vqa_supports(self.mode):
+            choices = [m.name for m in latent.MODE_RECORDS.values() if vqa_supports(m)]
+            raise UserError(f"model.mode={config.mode!r} is not available for VQA — use one of {', '.join(choices)}")
         for key in ("word_emb", "question_hidden", "attn_hidden", "classifier_hidden", "answer_emb",
                     "inf_hidden", "batch_size"):
             if getattr(vqa, key) < 1:
@@ -108,7 +113,7 @@ class VQAModel(nn.Module):
         self.answer_question = nn.Linear(vqa.question_hidden, vqa.classifier_hidden)
         self.dropout = nn.Dropout(vqa.dropout)
         self.answer_out = nn.Linear(vqa.classifier_hidden, num_answers)
-        if config.mode.startswith("vae-"):
+        if self.mode.posterior:
             # q: u · tanh(U1 (x_i ⊙ ReLU(V1 h_y)) + U2 (x̃ ⊙ ReLU(V2 h_y)))
             self.answer_embedding = nn.Embedding(num_answers, vqa.answer_emb)
             self.inf_gate_regions = nn.Linear(vqa.answer_emb, feature_dim)
@@ -119,7 +124,7 @@ class VQAModel(nn.Module):
 
     @property
     def has_posterior(self) -> bool:
-        return self.config.mode.startswith("vae-")
+        return self.mode.posterior
 
     def load_glove(self, path: str | Path, words: list[str]) -> int:
         """Initialise the word embeddings of ``words`` (id order) found in a GloVe-format text file
@@ -184,26 +189,27 @@ class VQAModel(nn.Module):
     def likelihood(self, enc: Encoded, answers: Tensor) -> AnswerLikelihood:
         return AnswerLikelihood(self, enc, answers)
 
-    def forward(self, questions: Tensor, lengths: Tensor, features: Tensor, regions: Tensor, answers: Tensor,
-                generator: torch.Generator | None = None) -> latent.Terms:
-        """The training objective: :meth:`encode`, then :meth:`objective` for answers [B, M]; Terms [B, M].
-        (The trainer calls the model itself, so that a DistributedDataParallel wrapper sees the pass.)"""
-        return self.objective(self.encode(questions, lengths, features, regions), answers, generator)
+    def forward(self, questions: Tensor, lengths: Tensor, features: Tensor, regions: Tensor, answers: Tensor
+                ) -> latent.LatentOutput:
+        """The training pass for answers [B, M]: :meth:`encode`, then :meth:`latent_output` (the trainer
+        calls the model itself, so that a DistributedDataParallel wrapper sees the pass)."""
+        return self.latent_output(self.encode(questions, lengths, features, regions), answers)
 
-    def objective(self, enc: Encoded, answers: Tensor, generator: torch.Generator | None = None) -> latent.Terms:
-        """The latent objective of ``config.mode`` for answers [B, M] (queries [B, M])."""
+    def latent_output(self, enc: Encoded, answers: Tensor, queries: Tensor | None = None) -> latent.LatentOutput:
+        """Prior ``[B, M, S]``, posterior ``[B, M, S]`` (``vae-*``), mask ``[B, 1, S]`` and likelihood for
+        answers [B, M]; ``queries`` [B, M] (default all) marks or weights the answers that count."""
         M = answers.shape[1]
         prior = enc.prior[:, None].expand(-1, M, -1)
         posterior = self.posterior(enc, answers) if self.has_posterior else None
-        return latent.objective(self.config.mode, self.likelihood(enc, answers), prior, posterior,
-                                enc.mask[:, None], samples=self.config.samples,
-                                temperature=self.config.temperature, generator=generator)
+        if queries is None:
+            queries = torch.ones_like(answers, dtype=torch.bool)
+        return latent.LatentOutput(prior, posterior, enc.mask[:, None], self.likelihood(enc, answers), queries)
 
     def answer_log_probs(self, enc: Encoded) -> Tensor:
         """[B, A]: the test-time answer distribution under the prior — the soft context's for ``soft``,
         the exact marginal ``log Σ_i p(i) p(y | i)`` for the latent modes."""
         log_prior = latent.masked_log_softmax(enc.prior, enc.mask)             # [B, S]
-        if self.config.mode == "soft":
+        if self.mode.soft_context:
             return self.context_log_probs(enc, log_prior.exp()[:, None])[:, 0]
         joint = log_prior[..., None] + self.region_log_probs(enc)              # [B, S, A]
         return torch.logsumexp(joint.masked_fill(~enc.mask[..., None], float("-inf")), 1)

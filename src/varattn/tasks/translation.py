@@ -7,37 +7,27 @@ from pathlib import Path
 import torch
 
 from varattn import latent
-from varattn.config import Config
+from varattn.config import Config, ModelConfig
 from varattn.data.text.batching import TokenBatcher, collate
 from varattn.data.text.prepared import PreparedData, load_prepared
 from varattn.tasks.translation_scores import score_split, validation_metric
 from varattn.models.seq2seq import Seq2Seq
 
 
-def batch_loss(model: torch.nn.Module, batch, generator: torch.Generator, warmup: bool = False
-               ) -> tuple[torch.Tensor, dict]:
-    """The mean surrogate loss over the batch's real target tokens, and reportable sums.
-
-    ``model`` may be wrapped (DistributedDataParallel); its config is the wrapped module's.
-    """
-    cfg = getattr(model, "module", model).config
-    fwd = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
-    terms = latent.objective(cfg.mode, fwd.likelihood, fwd.prior, fwd.posterior, fwd.mask,
-                             samples=cfg.samples, temperature=cfg.temperature, generator=generator,
-                             **({"warmup": True} if warmup else {}))
-    keep = fwd.tgt_mask
-    tokens = int(keep.sum())
-    loss = terms.loss.masked_fill(~keep, 0.0).sum() / max(tokens, 1)
-    stats = {"tokens": tokens, "nll": float(terms.nll.masked_fill(~keep, 0.0).sum()),
-             "kl": float(terms.kl.masked_fill(~keep, 0.0).sum())}
-    return loss, stats
+def batch_loss(model: torch.nn.Module, batch, generator: torch.Generator, config: ModelConfig,
+               warmup: bool = False) -> tuple[torch.Tensor, dict]:
+    """The mean surrogate loss over the batch's real target tokens, and reportable sums; ``model`` may
+    be wrapped (DistributedDataParallel)."""
+    out = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
+    return latent.batch_objective(latent.get_mode(config.mode), out, samples=config.samples,
+                                  temperature=config.temperature, generator=generator, warmup=warmup)
 
 
 class TranslationTask:
     name = "translation"
 
-    def load(self, data_dir) -> PreparedData:
-        return load_prepared(data_dir)
+    def load(self, data_dir, reverse: bool = False) -> PreparedData:
+        return load_prepared(data_dir, reverse=reverse)
 
     def split(self, data: PreparedData, name: str):
         return data.split(name)
@@ -55,8 +45,8 @@ class TranslationTask:
     def collate(self, split, indices):
         return collate(split, indices)
 
-    def loss(self, model, batch, generator, warmup):
-        return batch_loss(model, batch, generator, warmup)
+    def loss(self, model, batch, generator, config: Config, warmup: bool):
+        return batch_loss(model, batch, generator, config.model, warmup)
 
     def score(self, model, split, device, config: Config) -> dict:
         return score_split(model, split, device, max_tokens=config.data.eval_max_tokens,

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from varattn import latent
-from varattn.config import Config
+from varattn.config import Config, ModelConfig
 from varattn.data.vqa.prepared import QuestionBatcher, VQABatch, VQAData, VQASplit, collate_vqa, load_vqa
 from varattn.errors import UserError
 from varattn.models.vqa import VQAModel, build_vqa_model
@@ -62,16 +62,15 @@ def sample_answers(answers: torch.Tensor, generator: torch.Generator | None) -> 
     return answers.gather(1, slot).clamp_min(0), keep
 
 
-def batch_loss(model: torch.nn.Module, batch: VQABatch, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+def batch_loss(model: torch.nn.Module, batch: VQABatch, generator: torch.Generator, config: ModelConfig,
+               warmup: bool = False) -> tuple[torch.Tensor, dict]:
     """The mean surrogate loss over the batch's questions (one sampled answer each) and reportable sums;
     ``model`` is a :class:`VQAModel` or its DistributedDataParallel wrapper."""
     answers, keep = sample_answers(batch.answers, generator)
-    terms = model(batch.questions, batch.lengths, batch.features, batch.regions, answers, generator)
-    n = int(keep.sum())
-    loss = terms.loss[:, 0].masked_fill(~keep, 0.0).sum() / max(n, 1)
-    stats = {"tokens": n, "nll": float(terms.nll[:, 0].masked_fill(~keep, 0.0).sum()),
-             "kl": float(terms.kl[:, 0].masked_fill(~keep, 0.0).sum())}
-    return loss, stats
+    out = model(batch.questions, batch.lengths, batch.features, batch.regions, answers)
+    out.queries = keep[:, None]
+    return latent.batch_objective(latent.get_mode(config.mode), out, samples=config.samples,
+                                  temperature=config.temperature, generator=generator, warmup=warmup)
 
 
 def _batch_sums(model: VQAModel, batch: VQABatch, gold: bool) -> dict[str, float]:
@@ -99,15 +98,11 @@ def _batch_sums(model: VQAModel, batch: VQABatch, gold: bool) -> dict[str, float
         m = int((counts > 0).sum(1).max().clamp_min(1))
         votes, ids = counts.topk(m, dim=1)                                      # distinct answers [B, M]
         weights = votes / total.clamp_min(1)[:, None]
-        posterior = model.posterior(enc, ids)                                   # [B, M, S]
-        enumerated = model.likelihood(enc, ids).enumerate()                     # [B, M, S]
-        log_q = latent.masked_log_softmax(posterior, mask[:, None])
-        reconstruction = -(log_q.exp() * enumerated.masked_fill(~mask[:, None], 0.0)).sum(-1)
-        kl = latent.categorical_kl(posterior, enc.prior[:, None], mask[:, None])
-        sums["elbo"] = ((reconstruction + kl) * weights).sum(1)[has].double().sum()
-        sums["kl"] = (kl * weights).sum(1)[has].double().sum()
+        out = model.latent_output(enc, ids, weights)
+        terms = latent.evaluation_sums(model.mode, out)
+        sums["elbo"], sums["kl"] = terms["elbo"], terms["kl"]
         if gold:
-            q_region = posterior[:, 0].float().masked_fill(~mask, float("-inf")).argmax(1)
+            q_region = out.posterior[:, 0].float().masked_fill(~mask, float("-inf")).argmax(1)
             sums["posterior_region_correct"] = (q_region == batch.gold_region).sum()
     return {k: float(v) for k, v in sums.items()}
 
@@ -152,7 +147,10 @@ def validation_metric(mode: str) -> str:
 class VQATask:
     name = "vqa"
 
-    def load(self, data_dir) -> VQAData:
+    def load(self, data_dir, reverse: bool = False) -> VQAData:
+        if reverse:
+            raise UserError(f"{data_dir}: data.reverse swaps source and target of translation data; "
+                            "VQA data has no reverse direction — remove data.reverse")
         return load_vqa(data_dir)
 
     def split(self, data: VQAData, name: str) -> VQASplit:
@@ -170,8 +168,8 @@ class VQATask:
     def collate(self, split: VQASplit, indices) -> VQABatch:
         return collate_vqa(split, indices)
 
-    def loss(self, model, batch, generator, warmup):
-        return batch_loss(model, batch, generator)
+    def loss(self, model, batch, generator, config: Config, warmup: bool):
+        return batch_loss(model, batch, generator, config.model, warmup)
 
     def score(self, model, split, device, config: Config) -> dict:
         return score_vqa(model, split, device, batch_size=config.vqa.batch_size, bf16=config.train.bf16)

@@ -22,7 +22,9 @@ from varattn.training import checkpoint
 from varattn import config as config_lib
 from varattn.training import distributed
 from varattn.config import Config
+from varattn.data.textio import atomic_write_bytes
 from varattn.errors import UserError
+from varattn.latent import get_mode
 from varattn.tasks.base import task_for
 
 log = logging.getLogger("varattn")
@@ -75,15 +77,25 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.resume = resume
         last = self.run_dir / "checkpoint_last.json"
-        if resume and not last.is_file():
-            raise UserError(f"{last}: nothing to resume — start the run without --resume")
+        if resume and not last.is_file() and not (self.run_dir / "config.yaml").is_file():
+            raise UserError(f"{self.run_dir}: nothing to resume (no checkpoint_last.json and no config.yaml "
+                            "there) — start the run without resuming, or give the folder of an existing run")
         if not resume and last.is_file():
             raise UserError(f"{self.run_dir}: already holds a run — add --resume to continue it, or "
                             "choose another --out")
+        self.changes: dict[str, list] = {}
+        if resume and last.is_file():
+            self.changes = self._check_changes(checkpoint.read_meta(last))
+        elif resume:
+            log.info("%s: the run stopped before its first checkpoint — starting it from the beginning",
+                     self.run_dir)
+            resume = False
+        self.stop_reason = ""
+        self._signal: int | None = None
         if not config.data.dir:
             raise UserError("data.dir is not set — add data.dir=PREPARED_DIR (made by varattn prepare)")
         self.task = task_for(config.data.dir)
-        self.data = self.task.load(config.data.dir)
+        self.data = self.task.load(config.data.dir, reverse=config.data.reverse)
         self.train_split = self.task.split(self.data, config.data.train_split)
         self.valid_split = self.task.split(self.data, config.data.valid_split)
         self.world = distributed.world_from_env()
@@ -100,6 +112,8 @@ class Trainer:
         self.batcher = self.task.batcher(self.train_split, config, shuffle=True, seed=config.train.seed)
         self.metric = self.task.validation_metric(config.model.mode)
         self.writer = None
+        if self.world.main and self.run_dir.is_dir():
+            checkpoint.clean(self.run_dir)
         if resume:
             self._restore(last)
         else:
@@ -107,6 +121,7 @@ class Trainer:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 config_lib.save(config, self.run_dir / "config.yaml")
                 self.task.copy_essentials(self.data, self.run_dir / "data")
+                self._trim_log(0)
             if config.train.init_from:
                 self.init_report = initialise_from(self.model, config.train.init_from)
         if self.world.distributed:
@@ -123,6 +138,38 @@ class Trainer:
         self.progress = Progress(**record["progress"])
         log.info("resuming %s at epoch %d, batch %d (step %d)", self.run_dir, self.progress.epoch,
                  self.progress.batch, self.progress.step)
+        if self.changes:
+            if "train.lr" in self.changes:
+                self._set_lr(self.config.train.lr)
+            self.progress.stopped = ""  # new settings may let a run that stopped continue
+            if self.world.main:
+                config_lib.save(self.config, self.run_dir / "config.yaml")
+            for key, (old, new) in self.changes.items():
+                log.info("resume: %s changed from %s to %s (applied, recorded in config.yaml)", key, old, new)
+        if self.world.main:
+            self._trim_log(len(self.progress.history))
+
+    def _check_changes(self, record: dict) -> dict[str, list]:
+        """Settings that differ from the checkpoint's: those that may change between runs are returned
+        as ``{key: [old, new]}``; any other difference is refused."""
+        saved = config_lib.from_dict(record.get("config"), str(self.run_dir / "checkpoint_last.json"))
+        changes, refused = config_lib.resume_changes(saved, self.config)
+        if refused:
+            listed = ", ".join(f"{key}={new!r} (run: {old!r})" for key, (old, new) in refused.items())
+            raise UserError(f"{self.run_dir}: cannot resume with {listed} — these fix the model, its data "
+                            "or the batch order; drop them to continue the run, or start a new run in "
+                            "another folder")
+        return changes
+
+    def _trim_log(self, records: int) -> None:
+        """Keep the first ``records`` lines of log.jsonl: the validations the restored checkpoint knows
+        of (a validation logged after it was written is repeated by the resumed run)."""
+        path = self.run_dir / "log.jsonl"
+        if not path.is_file():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        if len(lines) > records:
+            atomic_write_bytes(path, "".join(lines[:records]).encode("utf-8"))
 
     def _meta(self) -> dict:
         return {"config": self.config.to_dict(), "progress": self.progress.__dict__, "task": self.task.name}
@@ -142,7 +189,7 @@ class Trainer:
 
     def _warmup(self) -> bool:
         cfg = self.config
-        return cfg.model.mode == "vae-dirichlet" and self.progress.step < cfg.train.dirichlet_warmup_steps
+        return get_mode(cfg.model.mode).warmup and self.progress.step < cfg.train.dirichlet_warmup_steps
 
     def validate(self) -> dict:
         scores = self.task.score(self.model, self.valid_split, self.device, self.config)
@@ -205,7 +252,7 @@ class Trainer:
                 indices, empty = distributed.shard(indices, self.world)
                 batch = self.task.collate(self.train_split, indices).to(self.device)
                 with autocast:
-                    loss, stats = self.task.loss(self.net, batch, self.sampler, self._warmup())
+                    loss, stats = self.task.loss(self.net, batch, self.sampler, cfg, self._warmup())
                 if self.world.distributed:
                     tokens = 0 if empty else stats["tokens"]
                     total = distributed.global_sum(tokens, self.world, self.device)
@@ -233,6 +280,10 @@ class Trainer:
                 if cfg.train.validate_every and self.progress.step % cfg.train.validate_every == 0:
                     self._record(self.validate(), end_of_epoch=False)
                 if cfg.train.max_steps and self.progress.step >= cfg.train.max_steps:
+                    stopped_early = True
+                    break
+                if cfg.train.max_seconds and distributed.global_sum(  # every rank stops at the same step
+                        time.perf_counter() - started >= cfg.train.max_seconds, self.world, self.device):
                     stopped_early = True
                     break
             bar.close()

@@ -1,0 +1,72 @@
+"""One path from a model's output to the loss, for every task: the record every model returns and the
+masked mean of the mode's surrogate over its real queries.
+
+A model (translation, VQA, any other) returns a :class:`LatentOutput` for a batch: prior and posterior
+scores over the positions, the mask of real positions, the :class:`~varattn.latent.Likelihood`, and
+which queries are real (target tokens that are not padding, questions that have an answer).
+:func:`batch_objective` turns it into the loss the trainer minimises and the sums it reports;
+:func:`evaluation_sums` into the sums that validation and ``varattn evaluate`` divide by the count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from varattn.latent.evaluation import evaluation_terms
+from varattn.latent.modes import Mode
+from varattn.latent.objectives import Likelihood, objective
+
+__all__ = ["LatentOutput", "batch_objective", "evaluation_sums"]
+
+
+@dataclass
+class LatentOutput:
+    """What a model gives the latent core for one batch.
+
+    prior ``[..., S]`` scores (log-concentrations for ``vae-dirichlet``); posterior ``[..., S]`` scores
+    or None; mask ``[..., S]`` bool (broadcastable, True = real position); likelihood for the queries
+    ``[...]``; queries ``[...]`` bool, True on the queries that count (e.g. real target tokens), or float
+    weights (e.g. the share of annotators who gave each scored answer).
+    """
+
+    prior: Tensor
+    posterior: Optional[Tensor]
+    mask: Tensor
+    likelihood: Likelihood
+    queries: Tensor
+
+
+def _weights(queries: Tensor) -> Tensor:
+    return queries if queries.is_floating_point() else queries.to(torch.float32)
+
+
+def batch_objective(mode: Mode, out: LatentOutput, *, samples: int = 1, temperature: float = 0.1,
+                    generator: Optional[torch.Generator] = None, warmup: bool = False
+                    ) -> tuple[Tensor, dict]:
+    """The mean surrogate loss over the real queries of a batch, and reportable sums.
+
+    Returns ``(loss, stats)``: ``loss`` a scalar; ``stats`` holds ``tokens`` (how many queries the loss
+    is normalised by, an int), and the sums ``nll`` and ``kl`` over those queries (floats).
+    """
+    terms = objective(mode.name, out.likelihood, out.prior, out.posterior, out.mask, samples=samples,
+                      temperature=temperature, generator=generator, **({"warmup": True} if warmup else {}))
+    keep = out.queries.bool()
+    count = int(keep.sum())
+    loss = terms.loss.masked_fill(~keep, 0.0).sum() / max(count, 1)
+    stats = {"tokens": count, "nll": float(terms.nll.masked_fill(~keep, 0.0).sum()),
+             "kl": float(terms.kl.masked_fill(~keep, 0.0).sum())}
+    return loss, stats
+
+
+def evaluation_sums(mode: Mode, out: LatentOutput, *, kmax: tuple[int, ...] = (), samples: int = 10,
+                    generator: Optional[torch.Generator] = None) -> dict[str, Tensor]:
+    """Sums over the weighted queries of every term of :func:`varattn.latent.modes.evaluation_terms`,
+    as float64 scalars (divide by the number of queries to report a mean)."""
+    terms = evaluation_terms(mode, out.likelihood, out.prior, out.posterior, out.mask, kmax=kmax,
+                             samples=samples, generator=generator)
+    weights = _weights(out.queries).double()
+    return {name: (value.double() * weights).masked_fill(weights == 0, 0.0).sum() for name, value in terms.items()}
