@@ -31,9 +31,11 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The NMT model of DESIGN §3; the defaults are the paper's sizes."""
+    """The translation model: the latent mode, the architecture, and the sizes of the RNN of DESIGN §3
+    (the paper's by default; other architectures read their own section)."""
 
     mode: str = "soft"
+    arch: str = "rnn"  # rnn (the paper's LSTM) | transformer (see the transformer section)
     emb_size: int = 512
     enc_hidden: int = 512  # per direction; source vectors have 2 * enc_hidden
     enc_layers: int = 2

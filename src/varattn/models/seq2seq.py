@@ -152,6 +152,11 @@ class Seq2Seq(nn.Module):
                                               config.inf_layers, config.dropout)
         self.reset_parameters()
 
+    @classmethod
+    def from_config(cls, config, src_vocab: int, tgt_vocab: int) -> "Seq2Seq":
+        """The architecture registry's constructor (:mod:`varattn.models.registry`): the whole Config in."""
+        return cls(config.model, src_vocab, tgt_vocab)
+
     def reset_parameters(self) -> None:
         """All weights uniform in ±init_range (DESIGN §3); padding embeddings zero."""
         for parameter in self.parameters():

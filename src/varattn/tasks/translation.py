@@ -11,7 +11,8 @@ from varattn.config import Config, ModelConfig
 from varattn.data.text.batching import TokenBatcher, collate
 from varattn.data.text.prepared import PreparedData, load_prepared
 from varattn.tasks.translation_scores import score_split, validation_metric
-from varattn.models.seq2seq import Seq2Seq
+from varattn.errors import UserError
+from varattn.models.registry import build_translation_model
 
 
 def batch_loss(model: torch.nn.Module, batch, generator: torch.Generator, config: ModelConfig,
@@ -35,8 +36,11 @@ class TranslationTask:
     def copy_essentials(self, data: PreparedData, dst: Path) -> None:
         data.copy_essentials(dst)
 
-    def build_model(self, config: Config, data: PreparedData) -> Seq2Seq:
-        return Seq2Seq(config.model, len(data.src_vocab), len(data.tgt_vocab))
+    def build_model(self, config: Config, data: PreparedData) -> torch.nn.Module:
+        try:
+            return build_translation_model(config, len(data.src_vocab), len(data.tgt_vocab))
+        except ValueError as error:
+            raise UserError(f"model.arch={config.model.arch!r}: {error}") from None
 
     def batcher(self, split, config: Config, *, shuffle: bool, seed: int) -> TokenBatcher:
         return TokenBatcher(split.src_lengths, split.tgt_lengths, config.data.max_tokens,
