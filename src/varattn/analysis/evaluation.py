@@ -10,6 +10,8 @@ from varattn.config import DecodeConfig
 from varattn.data.text.prepared import PreparedData
 from varattn.errors import UserError
 from varattn.tasks.translation_scores import score_split
+from varattn.tasks import task_for
+from varattn.tasks.vqa import score_vqa
 from varattn.training.runs import LoadedRun
 from varattn.decoding.translate import decode_ids
 
@@ -49,7 +51,8 @@ def evaluate_run(run: LoadedRun, data: PreparedData, split_name: str, *, kmax: t
         pipeline = run.data.pipeline
         hypotheses = [pipeline.decode_target(run.data.tgt_vocab.decode(h.tokens)) for h in found]
         references = split.references()
-        tokenised = sacrebleu.metrics.BLEU(tokenize="none")
+        # force: scoring tokenised text is deliberate here (multi-bleu's convention), so no "detokenize" warnings
+        tokenised = sacrebleu.metrics.BLEU(tokenize="none", force=True)
         results["bleu"] = tokenised.corpus_score(hypotheses, [references]).score
         results["bleu_signature"] = str(tokenised.get_signature())
         raw = split.raw_references()
@@ -62,6 +65,39 @@ def evaluate_run(run: LoadedRun, data: PreparedData, split_name: str, *, kmax: t
         results["sacrebleu_signature"] = str(sacre.get_signature())
         results["decoding"] = dataclasses.asdict(decode)
     return results
+
+
+def evaluate_vqa(run: LoadedRun, data, split: str, **options) -> dict:
+    """Scores of a loaded VQA run on ``split`` of ``data`` (see :mod:`varattn.tasks.vqa`); translation
+    options (kmax, bleu, decode) are ignored."""
+    mine = run.data
+    if data.answers != mine.answers or data.question_vocab != mine.question_vocab:
+        raise UserError(f"{data.path}: its answer or question vocabulary differs from the run's "
+                        f"({run.checkpoint.parent}/data) — evaluate on data prepared together with the "
+                        "training data")
+    if data.feature_dim != mine.feature_dim:
+        raise UserError(f"{data.path}: region features are {data.feature_dim} wide but the run was trained "
+                        f"on {mine.feature_dim} — use features of the same extractor")
+    config = run.config
+    results = {"split": split, "checkpoint": str(run.checkpoint), "mode": config.model.mode}
+    results.update(score_vqa(run.model, data.split(split), run.device, batch_size=config.vqa.batch_size,
+                             bf16=config.train.bf16, progress=True))
+    return results
+
+
+#: task name -> what `varattn evaluate` reports for a run of that task
+EVALUATORS = {"translation": evaluate_run, "vqa": evaluate_vqa}
+
+
+def evaluate(run: LoadedRun, data_dir, split: str, **options) -> dict:
+    """Every metric of ``varattn evaluate`` for a loaded run on ``split`` of the prepared folder
+    ``data_dir``, by the run's task."""
+    task = task_for(data_dir)
+    if task.name != run.task.name:
+        raise UserError(f"{data_dir}: {task.name} data, but {run.checkpoint.parent} is a {run.task.name} model — "
+                        "evaluate on data of the run's task")
+    data = task.load(data_dir, reverse=run.config.data.reverse)
+    return EVALUATORS[task.name](run, data, split, **options)
 
 
 def format_table(results: dict) -> str:

@@ -11,11 +11,24 @@ from pathlib import Path
 
 from varattn.errors import UserError
 
+DESCRIPTION = """Latent alignment and variational attention for sequence models (Deng et al., 2018).
+Prepare a corpus, train a model in any of the nine modes, evaluate it, translate, align, export and serve it.
+Start with `varattn quickstart` (a few minutes on a CPU, no downloads); `varattn COMMAND --help` explains one command."""
+
+EPILOG = """examples:
+  varattn quickstart --out runs/quickstart
+  varattn translate runs/quickstart/runs/vae-enum            (type sentences, one per line; Ctrl-D ends)
+  varattn serve runs/quickstart/runs/vae-enum                (a page at http://127.0.0.1:8080/)
+  varattn export runs/quickstart/runs/vae-enum exported/     (then varattn.load("exported/") in Python)"""
+
 
 def _add_prepare(sub) -> None:
     p = sub.add_parser("prepare", help="make a prepared data folder (vocabularies, token ids, meta.json)")
-    p.add_argument("source", choices=["synthetic", "multi30k", "iwslt14", "files", "vqa-synthetic", "vqa"])
+    from varattn.data.corpora.recipes import RECIPES
+
+    p.add_argument("source", choices=list(RECIPES), help="the corpus recipe")
     p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--force", action="store_true", help="replace a prepared corpus already in --out")
     p.add_argument("--from", dest="from_dir", help="take the corpus from this folder instead of downloading")
     p.add_argument("--url", help="base URL to download from (multi30k, iwslt14)")
     p.add_argument("--pairs", type=int, default=10000, help="synthetic: number of sentence pairs")
@@ -52,7 +65,7 @@ def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="perplexities (and more) of a trained model on a prepared split")
     p.add_argument("run", help="run directory or checkpoint .json")
     p.add_argument("--data", required=True, help="prepared data folder")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", help="split of the prepared folder to score (default: test)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--kmax", type=int, nargs="*", default=[1, 2, 3, 5], help="K values for K-max PPL")
     p.add_argument("--no-bleu", action="store_true", help="skip decoding and BLEU")
@@ -91,6 +104,12 @@ def _add_translate(sub) -> None:
     p.add_argument("--input", help="input file (default: standard input)")
     p.add_argument("--output", help="output file (default: standard output)")
     p.add_argument("--detokenize", action="store_true", help="Moses-detokenise the output")
+    p.add_argument("--pretokenized", action="store_true",
+                   help="the input is already tokenised (and escaped) like the training data: apply only "
+                        "lowercasing and BPE")
+    p.add_argument("--buffer", type=int, default=64, metavar="N",
+                   help="standard input: translate at most N lines at a time; every line read is translated "
+                        "and written at once, so it works interactively (default 64)")
     p.add_argument("--n-best", type=int, default=1, metavar="N",
                    help="N > 1: up to N lines 'i ||| text ||| score' per input (i from 0), best first")
     p.add_argument("--scores", action="store_true", help="append ' ||| ' and the search score")
@@ -112,13 +131,34 @@ def _add_align(sub) -> None:
                                      "pictures and an HTML report, teacher-forced on reference translations")
     p.add_argument("run", help="run directory or checkpoint .json")
     p.add_argument("--data", help="prepared data folder (with --split)")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", help="with --data: the split to align (default: test)")
     p.add_argument("--src", help="raw source sentences, one per line (instead of --data)")
     p.add_argument("--tgt", help="raw target sentences parallel to --src")
+    p.add_argument("--pairs", help="'source ||| target' pairs, one a line (the fast_align/eflomal/awesome-align "
+                                   "format; instead of --data)")
+    p.add_argument("--pretokenized", action="store_true",
+                   help="--pairs/--src/--tgt are tokenised already: split on spaces only, no Moses tokenising or "
+                        "escaping, so links index the given words")
+    p.add_argument("--reverse-run", help="a run trained the other way (target -> source); align both ways and "
+                                         "symmetrise")
+    p.add_argument("--symmetrize", choices=["intersect", "union", "grow-diag", "grow-diag-final",
+                                            "grow-diag-final-and", "soft-product", "soft-mean"],
+                   help="how to combine the two directions (default with --reverse-run: grow-diag-final-and)")
+    p.add_argument("--soft-threshold", type=float, default=0.25,
+                   help="soft-product/soft-mean: keep links whose combined probability is at least this")
+    p.add_argument("--distribution", choices=["prior", "posterior", "attention"],
+                   help="the matrix links.align is drawn from (default: the posterior where the model has one)")
+    p.add_argument("--links", choices=["argmax", "threshold"], default="argmax",
+                   help="argmax: each target word's best source word, none (NULL) when below --threshold; "
+                        "threshold: every word pair with probability >= --threshold")
+    p.add_argument("--output-probs", help="write one probability per link of links.align to this file")
+    p.add_argument("--output-words", help="write the linked words, src<sep>tgt, one line per pair, to this file")
+    p.add_argument("--separator", default="<sep>", help="between the two words in --output-words")
     p.add_argument("--out", required=True, help="folder for alignments.json, *.align, pictures, summary.json")
     p.add_argument("--limit", type=int, default=None, help="align only the first N pairs")
     p.add_argument("--threshold", type=float, default=0.0,
-                   help="drop Pharaoh links whose probability is below this (default 0: every argmax)")
+                   help="drop links whose probability is below this, leaving the target word unlinked "
+                        "(default 0: every argmax)")
     p.add_argument("--gold", help="gold Pharaoh links (i-j sure, ipj possible) over words, one line per pair "
                                   "(default with --data: the split's own, when it has them)")
     p.add_argument("--one-based", action="store_true", help="the --gold file counts from 1")
@@ -130,37 +170,46 @@ def _add_align(sub) -> None:
     p.add_argument("--device", default="auto")
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a self-contained folder (safetensors weights, config, vocabularies, "
+                                      "BPE codes, model card) in the layout of a Hugging Face model repository")
+    p.add_argument("run", help="run directory (its best checkpoint) or checkpoint .json")
+    p.add_argument("out", help="new or empty folder to write")
+    p.add_argument("--license", default="other",
+                   help="licence identifier of the weights for the model card (default: other)")
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="a local web page and JSON API: translate, see alignments")
+    p.add_argument("run", help="run directory, checkpoint .json or exported folder")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--max-chars", type=int, default=1000, help="longest sentence accepted, in characters")
+    p.add_argument("--device", default="auto")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="varattn", description=__doc__)
+    from varattn import __version__
+
+    parser = argparse.ArgumentParser(prog="varattn", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"varattn {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_prepare, _add_train, _add_evaluate, _add_translate, _add_align, _add_quickstart):
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_prepare, _add_train, _add_evaluate, _add_translate, _add_align, _add_quickstart, _add_export,
+                _add_serve):
         add(sub)
     return parser
 
 
-def _prepare_vqa(args) -> dict:
-    from varattn.data.vqa.reader import prepare_vqa
-    from varattn.data.vqa.synthetic import prepare_vqa_synthetic
-
-    common = {"answers": args.answers or 3000, "min_freq": args.min_freq}
-    if args.source == "vqa":
-        if not args.from_dir:
-            raise UserError("prepare vqa: give --from DIR, the folder with the VQA v2 questions, annotations "
-                            "and region features")
-        return prepare_vqa(args.from_dir, args.out, feature_dim=args.feature_dim, **common)
-    return prepare_vqa_synthetic(args.out, questions=args.questions or 10000, seed=args.seed,
-                                 feature_dim=args.feature_dim or 64, **common)
-
-
 def cmd_prepare(args) -> None:
-    if args.source in ("vqa", "vqa-synthetic"):
-        print(json.dumps(_prepare_vqa(args), indent=1))
-        print(f"prepared data written to {args.out}")
-        return
+    if (Path(args.out) / "meta.json").is_file() and not args.force:
+        raise UserError(f"{args.out}: already holds a prepared corpus — add --force to replace it, or choose "
+                        "another --out")
     from varattn.data.corpora.recipes import prepare
 
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "source", "out", "verbose")}
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "source", "out", "verbose", "force")}
     report = prepare(args.source, args.out, **{k: v for k, v in options.items() if v is not None})
     print(json.dumps(report, indent=1))
     print(f"prepared data written to {args.out}")
@@ -176,6 +225,9 @@ def cmd_train(args) -> None:
     if args.config is None:
         if not (args.resume and args.out):
             raise UserError("give a config file (varattn train CONFIG), or --resume --out RUN_DIR")
+        if not (Path(args.out) / "config.yaml").is_file():
+            raise UserError(f"{args.out}: no run to resume here (no config.yaml) — give the folder of an "
+                            "existing run to --out, or start a new run: varattn train CONFIG --out DIR")
         args.config = str(Path(args.out) / "config.yaml")
     config = config_lib.load(args.config, args.overrides)
     out = args.out or str(Path("runs") / Path(args.config).stem)
@@ -192,17 +244,12 @@ def _device(spec: str):
 
 
 def cmd_evaluate(args) -> None:
-    from varattn.analysis.evaluation import format_table
+    from varattn.analysis.evaluation import evaluate, format_table
     from varattn.training.runs import load_run
-    from varattn.tasks.base import task_for
 
     run = load_run(args.run, _device(args.device))
     _override_decode(run.config.decode, args)
-    task = task_for(args.data)
-    if task.name != run.task.name:
-        raise UserError(f"{args.data}: {task.name} data, but {args.run} is a {run.task.name} model — "
-                        "evaluate on data of the run's task")
-    results = task.evaluate(run, task.load(args.data), args.split, kmax=tuple(args.kmax), bleu=not args.no_bleu)
+    results = evaluate(run, args.data, args.split, kmax=tuple(args.kmax), bleu=not args.no_bleu)
     print(format_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
@@ -218,23 +265,30 @@ def _read_input(path: str | None) -> list[str]:
 
 
 def cmd_translate(args) -> None:
-    from varattn.training.runs import load_run
-    from varattn.decoding.translate import output_lines, translate_lines
+    from varattn.decoding.translate import line_batches, output_lines, translate_lines
 
-    run = load_run(args.run, _device(args.device))
+    run = _open_model(args.run, args.device)
     decode = run.config.decode
     _override_decode(decode, args)
     if not 1 <= args.n_best <= decode.beam:
         raise UserError(f"--n-best {args.n_best}: must lie between 1 and the beam size ({decode.beam}) — "
                         f"add --beam {max(args.n_best, 1)}")
-    lines = _read_input(args.input)
-    translations = translate_lines(run, lines, decode, detokenize=args.detokenize,
-                                   progress=args.input is not None, n_best=args.n_best)
+    if args.buffer < 1:
+        raise UserError(f"--buffer {args.buffer}: must be at least 1 line")
+    # a file is read whole (with a progress bar); standard input batch by batch, each written at once
+    batches = [_read_input(args.input)] if args.input else line_batches(sys.stdin.buffer, args.buffer)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    done = 0
     try:
-        for line in output_lines(translations, n_best=args.n_best, scores=args.scores,
-                                 alignments=args.alignments):
-            out.write(line + "\n")
+        for lines in batches:
+            translations = translate_lines(run, lines, decode, detokenize=args.detokenize,
+                                           progress=args.input is not None, n_best=args.n_best,
+                                           pretokenized=args.pretokenized)
+            for line in output_lines(translations, n_best=args.n_best, scores=args.scores,
+                                     alignments=args.alignments, start=done):
+                out.write(line + "\n")
+            out.flush()
+            done += len(lines)
     finally:
         if args.output:
             out.close()
@@ -244,20 +298,61 @@ def cmd_align(args) -> None:
     from varattn.analysis.report import run_align
     from varattn.training.runs import load_run
 
-    if bool(args.data) == bool(args.src or args.tgt):
-        raise UserError("give either --data DIR (and --split) or --src FILE --tgt FILE")
+    inputs = [bool(args.data), bool(args.src or args.tgt), bool(args.pairs)]
+    if sum(inputs) != 1 or (inputs[1] and not (args.src and args.tgt)):
+        raise UserError("give one input: --data DIR (and --split), --pairs FILE, or --src FILE --tgt FILE")
+    if args.pretokenized and args.data:
+        raise UserError("--pretokenized applies to --pairs or --src/--tgt; a prepared split is tokenised already")
+    if args.symmetrize and not args.reverse_run:
+        raise UserError(f"--symmetrize {args.symmetrize}: give --reverse-run RUN, a run trained the other way")
     run = load_run(args.run, _device(args.device))
+    reverse = load_run(args.reverse_run, _device(args.device)) if args.reverse_run else None
     data = None
     if args.data:
         from varattn.data.text.prepared import load_prepared
 
-        data = load_prepared(args.data)
-    summary = run_align(run, args.out, data=data, split=args.split, src=args.src, tgt=args.tgt, gold=args.gold,
+        data = load_prepared(args.data, reverse=run.config.data.reverse)
+    summary = run_align(run, args.out, data=data, split=args.split, src=args.src, tgt=args.tgt,
+                        pairs_file=args.pairs, pretokenized=args.pretokenized, reverse_run=reverse,
+                        symmetrize=args.symmetrize, distribution=args.distribution, links=args.links,
+                        soft_threshold=args.soft_threshold, output_probs=args.output_probs,
+                        output_words=args.output_words, separator=args.separator, gold=args.gold,
                         one_based=args.one_based, limit=args.limit, threshold=args.threshold,
                         pictures=args.pictures, formats=args.formats, grid=args.grid, html_path=args.html,
                         translate=not args.no_translate, progress=True, echo=print)
     print(json.dumps({k: v for k, v in summary.items() if k != "files"}, indent=1))
     print(f"{len(summary['files'])} files written to {args.out}" + (f"; report: {args.html}" if args.html else ""))
+
+
+def _open_model(path: str, device: str):
+    """A run directory, checkpoint or exported folder, loaded on ``device``."""
+    from varattn.export import is_export, open_export
+    from varattn.training.runs import load_run
+
+    return open_export(path, _device(device)) if is_export(path) else load_run(path, _device(device))
+
+
+def cmd_export(args) -> None:
+    from varattn.export import export_run
+
+    document = export_run(args.run, args.out, license=args.license)
+    files = sorted(p.name for p in Path(args.out).iterdir())
+    print(f"exported {document['mode']} model ({document['checkpoint']['name']}) to {args.out}: {', '.join(files)}")
+    print(f"use it: python -c 'import varattn; print(varattn.load(\"{args.out}\").translate(\"...\").text)'")
+
+
+def cmd_serve(args) -> None:
+    from varattn.api import load
+    from varattn.serve import make_server
+
+    model = load(args.run, device=_device(args.device))
+    server = make_server(model, args.host, args.port, max_chars=args.max_chars)
+    print(f"serving {args.run} ({model.mode}) at http://{args.host}:{server.server_port}/ — Ctrl-C stops",
+          flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
 
 
 def cmd_quickstart(args) -> None:
@@ -267,7 +362,8 @@ def cmd_quickstart(args) -> None:
 
 
 COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate,
-            "translate": cmd_translate, "align": cmd_align, "quickstart": cmd_quickstart}
+            "translate": cmd_translate, "align": cmd_align, "quickstart": cmd_quickstart, "export": cmd_export,
+            "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,10 +383,32 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"varattn {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except BrokenPipeError:  # e.g. `varattn translate ... | head`: the reader has gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as error:  # read-only folder, full disk, missing permission ...
+        print(f"varattn {args.command}: error: {_os_error_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as error:  # training saves checkpoint_last first and says so
+        signum = getattr(error, "signum", 2)
+        print(f"varattn {args.command}: {error}" if str(error) else "interrupted", file=sys.stderr)
+        return 128 + signum
     return 0
+
+
+def _os_error_line(error: OSError) -> str:
+    """One line for a failed read or write: the path, the cause and what to do."""
+    import errno
+
+    where = error.filename or "(no file named)"
+    cause = error.strerror or str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some disk space or write to another disk"
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make the folder writable (or readable) or choose another folder"
+    else:
+        fix = "check the path and the disk"
+    return f"{where}: {cause} — {fix}"
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ trainer, checkpoints, ``varattn evaluate`` and run loading go through this inter
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,16 +20,13 @@ from varattn.errors import UserError
 
 
 class Task(Protocol):
+    """What differs between tasks; the data object a task loads has ``split(name)`` (a split with
+    ``__len__``) and ``copy_essentials(dst)`` (what a run needs to be used on its own)."""
+
     name: str
 
-    def load(self, data_dir: str | Path) -> Any:
-        """The prepared data folder (lazy: splits load on demand)."""
-
-    def split(self, data: Any, name: str) -> Any:
-        """One split of the data: has ``__len__``."""
-
-    def copy_essentials(self, data: Any, dst: Path) -> None:
-        """Copy what a run needs to be used on its own (vocabularies, pipeline) into ``dst``."""
+    def load(self, data_dir: str | Path, reverse: bool = False) -> Any:
+        """The prepared data folder (lazy: splits load on demand); ``reverse``: its other direction."""
 
     def build_model(self, config: Config, data: Any) -> nn.Module:
         """A fresh model with ``.config`` (the ModelConfig) for this data."""
@@ -39,9 +37,10 @@ class Task(Protocol):
     def collate(self, split: Any, indices) -> Any:
         """A batch with ``.to(device)``."""
 
-    def loss(self, model: nn.Module, batch: Any, generator: torch.Generator, warmup: bool
+    def loss(self, model: nn.Module, batch: Any, generator: torch.Generator, config: Config, warmup: bool
              ) -> tuple[torch.Tensor, dict]:
-        """The mean surrogate loss of a batch and reportable sums (``tokens``: the count normalised by)."""
+        """The mean surrogate loss of a batch and reportable sums (``tokens``: the count normalised by),
+        by :func:`varattn.latent.batch_objective`."""
 
     def score(self, model: nn.Module, split: Any, device: torch.device, config: Config) -> dict:
         """Validation scores; must contain ``validation_metric(mode)``."""
@@ -49,8 +48,12 @@ class Task(Protocol):
     def validation_metric(self, mode: str) -> str:
         """The score (lower is better) that picks the best checkpoint and drives learning-rate decay."""
 
-    def evaluate(self, run: Any, data: Any, split: str, **options) -> dict:
-        """Everything ``varattn evaluate`` reports for a loaded run."""
+
+#: task name (as written in a prepared folder's meta.json) -> "module:Class", imported on first use
+TASKS: dict[str, str] = {
+    "translation": "varattn.tasks.translation:TranslationTask",
+    "vqa": "varattn.tasks.vqa:VQATask",
+}
 
 
 def task_name(data_dir: str | Path) -> str:
@@ -64,15 +67,12 @@ def task_name(data_dir: str | Path) -> str:
 
 
 def get_task(name: str) -> Task:
-    if name == "translation":
-        from varattn.tasks.translation import TranslationTask
-
-        return TranslationTask()
-    if name == "vqa":
-        from varattn.tasks.vqa import VQATask
-
-        return VQATask()
-    raise UserError(f"unknown task {name!r} in meta.json — use data prepared by this version of varattn")
+    """The task registered as ``name`` in :data:`TASKS`."""
+    if name not in TASKS:
+        raise UserError(f"unknown task {name!r} in meta.json — use data prepared by this version of varattn "
+                        f"(tasks: {', '.join(TASKS)})")
+    module, _, cls = TASKS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)()
 
 
 def task_for(data_dir: str | Path) -> Task:

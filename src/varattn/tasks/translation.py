@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 
@@ -30,12 +29,6 @@ class TranslationTask:
     def load(self, data_dir, reverse: bool = False) -> PreparedData:
         return load_prepared(data_dir, reverse=reverse)
 
-    def split(self, data: PreparedData, name: str):
-        return data.split(name)
-
-    def copy_essentials(self, data: PreparedData, dst: Path) -> None:
-        data.copy_essentials(dst)
-
     def build_model(self, config: Config, data: PreparedData) -> torch.nn.Module:
         try:
             return build_translation_model(config, len(data.src_vocab), len(data.tgt_vocab))
@@ -58,8 +51,3 @@ class TranslationTask:
 
     def validation_metric(self, mode: str) -> str:
         return validation_metric(mode)
-
-    def evaluate(self, run, data, split: str, **options) -> dict:
-        from varattn.analysis.evaluation import evaluate_run
-
-        return evaluate_run(run, data, split, **options)

@@ -22,6 +22,14 @@ from varattn.latent import evaluation_sums, get_mode
 from varattn.data.text.batching import TokenBatcher, collate
 
 
+def perplexity(mean_nll: float) -> float:
+    """``exp(mean_nll)``; ``inf`` where that overflows (a diverged model), ``nan`` stays ``nan``."""
+    try:
+        return math.exp(mean_nll)
+    except OverflowError:
+        return math.inf
+
+
 def validation_metric(mode: str) -> str:
     """The metric that picks the best checkpoint and drives learning-rate decay (DESIGN §3)."""
     return {"nll": "ppl", "elbo": "elbo_ppl"}[get_mode(mode).validation]
@@ -58,12 +66,12 @@ def score_split(model: torch.nn.Module, split, device: torch.device, *, max_toke
             totals[name] += float(value)
         tokens += int(out.queries.sum())
     model.train(was_training)
-    result = {"ppl": math.exp(totals["nll"] / tokens), "entropy": totals["entropy"] / tokens,
+    result = {"ppl": perplexity(totals["nll"] / tokens), "entropy": totals["entropy"] / tokens,
               "tokens": tokens, "sentences": len(split)}
     if kmax and mode.enumerable:
-        result["kmax_ppl"] = {str(k): math.exp(totals[f"kmax{k}"] / tokens) for k in kmax}
+        result["kmax_ppl"] = {str(k): perplexity(totals[f"kmax{k}"] / tokens) for k in kmax}
     if "elbo" in totals:
-        result["elbo_ppl"] = math.exp(totals["elbo"] / tokens)
+        result["elbo_ppl"] = perplexity(totals["elbo"] / tokens)
         result["kl"] = totals["kl"] / tokens
     if mode.latent and not mode.enumerable:
         result["mc_samples"] = samples

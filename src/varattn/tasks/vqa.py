@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 
@@ -153,12 +152,6 @@ class VQATask:
                             "VQA data has no reverse direction — remove data.reverse")
         return load_vqa(data_dir)
 
-    def split(self, data: VQAData, name: str) -> VQASplit:
-        return data.split(name)
-
-    def copy_essentials(self, data: VQAData, dst: Path) -> None:
-        data.copy_essentials(dst)
-
     def build_model(self, config: Config, data: VQAData) -> VQAModel:
         return build_vqa_model(config, data)
 
@@ -176,19 +169,3 @@ class VQATask:
 
     def validation_metric(self, mode: str) -> str:
         return validation_metric(mode)
-
-    def evaluate(self, run, data: VQAData, split: str, **options) -> dict:
-        """Scores of a loaded run on ``split`` of ``data``; translation options (kmax, bleu) are ignored."""
-        mine = run.data
-        if data.answers != mine.answers or data.question_vocab != mine.question_vocab:
-            raise UserError(f"{data.path}: its answer or question vocabulary differs from the run's "
-                            f"({run.checkpoint.parent}/data) — evaluate on data prepared together with the "
-                            "training data")
-        if data.feature_dim != mine.feature_dim:
-            raise UserError(f"{data.path}: region features are {data.feature_dim} wide but the run was trained "
-                            f"on {mine.feature_dim} — use features of the same extractor")
-        config = run.config
-        results = {"split": split, "checkpoint": str(run.checkpoint), "mode": config.model.mode}
-        results.update(score_vqa(run.model, data.split(split), run.device, batch_size=config.vqa.batch_size,
-                                 bf16=config.train.bf16, progress=True))
-        return results

@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +58,17 @@ class Progress:
     best: float = math.inf
     best_epoch: int = 0
     history: list = field(default_factory=list)
+    skipped: int = 0  # steps whose loss or gradient was not finite (no update)
+    nonfinite_run: int = 0  # of which in a row, up to now
+    stopped: str = ""  # why training ended before its epochs (learning rate at its floor)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training after checkpoint_last was saved; ``signum`` says which."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
 
 
 def initialise_from(model: torch.nn.Module, source: str) -> dict:
@@ -96,8 +110,8 @@ class Trainer:
             raise UserError("data.dir is not set — add data.dir=PREPARED_DIR (made by varattn prepare)")
         self.task = task_for(config.data.dir)
         self.data = self.task.load(config.data.dir, reverse=config.data.reverse)
-        self.train_split = self.task.split(self.data, config.data.train_split)
-        self.valid_split = self.task.split(self.data, config.data.valid_split)
+        self.train_split = self.data.split(config.data.train_split)
+        self.valid_split = self.data.split(config.data.valid_split)
         self.world = distributed.world_from_env()
         self.device = resolve_device(config.train.device, self.world.local_rank)
         torch.manual_seed(config.train.seed)
@@ -120,7 +134,7 @@ class Trainer:
             if self.world.main:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 config_lib.save(config, self.run_dir / "config.yaml")
-                self.task.copy_essentials(self.data, self.run_dir / "data")
+                self.data.copy_essentials(self.run_dir / "data")
                 self._trim_log(0)
             if config.train.init_from:
                 self.init_report = initialise_from(self.model, config.train.init_from)
@@ -211,18 +225,92 @@ class Trainer:
         """Keep the best checkpoint, halve the learning rate at an epoch without improvement, save."""
         cfg = self.config.train
         value = scores[self.metric]
-        improved = value < self.progress.best
+        improved = self._plausible(value) and value < self.progress.best
         if improved:
             self.progress.best, self.progress.best_epoch = value, self.progress.epoch
         elif end_of_epoch and self.progress.epoch >= cfg.decay_from_epoch:
-            self._set_lr(max(self.progress.lr * cfg.lr_decay, cfg.min_lr))
-            log.info("validation %s did not improve: learning rate now %.3g", self.metric, self.progress.lr)
+            if self.progress.lr <= cfg.min_lr:
+                self.progress.stopped = (f"validation {self.metric} did not improve with the learning rate at "
+                                         f"its floor train.min_lr={cfg.min_lr:g}")
+                log.info("stopping: %s", self.progress.stopped)
+            else:
+                self._set_lr(max(self.progress.lr * cfg.lr_decay, cfg.min_lr))
+                log.info("validation %s did not improve: learning rate now %.3g", self.metric, self.progress.lr)
         if end_of_epoch:
             self.progress.epoch += 1
             self.progress.batch = 0
         if improved:
             self._save("checkpoint_best")
         self._save("checkpoint_last")
+
+    def _plausible(self, value: float) -> bool:
+        """Whether a validation score may become best: finite, and not absurd — within 1000 times the
+        perplexity of a uniform guess over the target vocabulary (for VQA, over the answers)."""
+        if not math.isfinite(value):
+            return False
+        vocab = getattr(self.data, "tgt_vocab", None)
+        if vocab is not None and self.metric.endswith("ppl"):
+            return value <= 1000.0 * len(vocab)
+        answers = getattr(self.data, "answers", None)
+        if answers is not None and self.metric in ("nll", "elbo"):
+            return value <= math.log(1000.0 * len(answers))
+        return True
+
+    def _skip_step(self, loss_value: float) -> None:
+        """Count a step whose loss or gradient was not finite (its update is skipped); after
+        ``train.max_nonfinite_steps`` of them in a row, save what is still finite and stop."""
+        cfg = self.config.train
+        self.progress.skipped += 1
+        self.progress.nonfinite_run += 1
+        what = "gradient" if math.isfinite(loss_value) else f"loss ({loss_value})"
+        log.warning("step %d: non-finite %s — update skipped (%d in a row, %d in all)", self.progress.step,
+                    what, self.progress.nonfinite_run, self.progress.skipped)
+        if self.progress.nonfinite_run < cfg.max_nonfinite_steps:
+            return
+        finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        if finite:
+            self._save("checkpoint_last")
+        where = ("checkpoint_last holds the weights before them" if finite else
+                 "the weights are no longer finite; checkpoint_last holds the last validated ones")
+        raise UserError(f"{self.run_dir}: {self.progress.nonfinite_run} steps in a row with a non-finite {what} "
+                        f"(epoch {self.progress.epoch}, step {self.progress.step}, learning rate "
+                        f"{self.progress.lr:.3g}); {where} — resume with a lower train.lr, or check the data")
+
+    def _signalled(self) -> bool:
+        """Whether SIGINT or SIGTERM arrived (on any process of a data-parallel run)."""
+        flag = self._signal is not None
+        if self.world.distributed:
+            flag = distributed.global_sum(float(flag), self.world, self.device) > 0
+        return flag
+
+    def _interrupt(self) -> None:
+        """Save where training stands and stop with one line."""
+        self._save("checkpoint_last")
+        signum = self._signal or signal.SIGTERM
+        raise TrainingInterrupted(signum, f"{self.run_dir}: stopped by {signal.Signals(signum).name} at epoch "
+                                          f"{self.progress.epoch}, step {self.progress.step}; checkpoint_last "
+                                          "holds this point — resume the run to continue it")
+
+    @contextmanager
+    def _signals_caught(self):
+        """While training, SIGINT and SIGTERM only set a flag: the step in progress finishes, then
+        checkpoint_last is written. A second signal acts at once (the previous handler)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {}
+
+        def handler(signum, frame):
+            self._signal = signum
+            signal.signal(signum, previous[signum])
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, handler)
+        try:
+            yield
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
 
     def _open_tensorboard(self) -> None:
         if not self.config.train.tensorboard or not self.world.main:
@@ -234,6 +322,10 @@ class Trainer:
         self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
 
     def run(self) -> dict:
+        with self._signals_caught():
+            return self._run()
+
+    def _run(self) -> dict:
         from tqdm import tqdm
 
         cfg = self.config
@@ -243,7 +335,7 @@ class Trainer:
                                   enabled=self.device.type == "cuda" and cfg.train.bf16)
         started = time.perf_counter()
         stopped_early = False
-        while self.progress.epoch <= cfg.train.epochs and not stopped_early:
+        while self.progress.epoch <= cfg.train.epochs and not stopped_early and not self.progress.stopped:
             batches = self.batcher.batches(self.progress.epoch)
             bar = tqdm(total=len(batches), initial=self.progress.batch, desc=f"epoch {self.progress.epoch}",
                        unit="batch", disable=not (cfg.train.progress and self.world.main), dynamic_ncols=True)
@@ -259,42 +351,51 @@ class Trainer:
                     loss = loss * (tokens * self.world.size / total)
                     stats["tokens"] = tokens
                 loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(
-                        f"non-finite loss at step {self.progress.step} (epoch {self.progress.epoch}); "
-                        "lower train.lr or check the data — the run stops rather than skip updates")
+                finite = math.isfinite(loss_value)
+                if self.world.distributed:  # every process skips the same steps
+                    finite = distributed.global_sum(float(not finite), self.world, self.device) == 0
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.clip_norm)
-                if not torch.isfinite(norm):
-                    raise FloatingPointError(f"non-finite gradient norm at step {self.progress.step}")
-                self.optimizer.step()
+                if finite:
+                    loss.backward()
+                    norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.clip_norm)
+                    finite = bool(torch.isfinite(norm))
+                if finite:
+                    self.optimizer.step()
+                    self.progress.nonfinite_run = 0
                 self.progress.step += 1
                 self.progress.batch += 1
+                if not finite:
+                    self._skip_step(loss_value)
                 tick_tokens += stats["tokens"]
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tick_tokens / (time.perf_counter() - tick):.0f}",
                                 lr=f"{self.progress.lr:.2g}")
                 if self.writer is not None:
                     self.writer.add_scalar("train/loss", loss_value, self.progress.step)
-                if cfg.train.validate_every and self.progress.step % cfg.train.validate_every == 0:
-                    self._record(self.validate(), end_of_epoch=False)
                 if cfg.train.max_steps and self.progress.step >= cfg.train.max_steps:
                     stopped_early = True
-                    break
                 if cfg.train.max_seconds and distributed.global_sum(  # every rank stops at the same step
                         time.perf_counter() - started >= cfg.train.max_seconds, self.world, self.device):
                     stopped_early = True
+                if (cfg.train.validate_every and self.progress.step % cfg.train.validate_every == 0
+                        and not stopped_early and self.progress.batch < len(batches)):
+                    self._record(self.validate(), end_of_epoch=False)  # (the loop's last comes below, once)
+                if self._signalled():
+                    self._interrupt()
+                if stopped_early:
                     break
             bar.close()
             self._record(self.validate(), end_of_epoch=self.progress.batch >= len(batches))
+            if self._signalled():
+                self._interrupt()
         if self.writer is not None:
             self.writer.close()
         return {"run_dir": str(self.run_dir), "epochs_done": self.progress.epoch - 1,
                 "steps": self.progress.step, "best": {self.metric: self.progress.best,
                                                       "epoch": self.progress.best_epoch},
                 "last": self.progress.history[-1] if self.progress.history else None,
-                "seconds": time.perf_counter() - started}
+                "skipped_steps": self.progress.skipped, "stopped": self.progress.stopped or None,
+                "changed": self.changes, "seconds": time.perf_counter() - started}
 
 
 def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict:

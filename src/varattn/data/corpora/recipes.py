@@ -23,8 +23,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from varattn.data.text.build import BuildOptions, TextSplit, build_prepared
 from varattn.data.corpora.download import DownloadError, default_cache_dir, fetch
@@ -36,9 +37,8 @@ from varattn.errors import UserError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SOURCES", "MULTI30K_URL", "prepare", "prepare_synthetic", "prepare_files", "prepare_multi30k"]
+__all__ = ["RECIPES", "PrepareRequest", "recipe", "MULTI30K_URL", "prepare", "prepare_synthetic", "prepare_files", "prepare_multi30k"]
 
-SOURCES = ("synthetic", "multi30k", "iwslt14", "files")
 MULTI30K_URL = "https://github.com/multi30k/dataset/raw/master/data/task1/"
 MULTI30K_SPLITS = {  # our name -> the dataset's file stem
     "train": "train",
@@ -51,105 +51,134 @@ MULTI30K_SPLITS = {  # our name -> the dataset's file stem
 _MULTI30K_REQUIRED = ("train", "valid", "test")
 
 
-def prepare(
-    source: str,
-    out_dir: str | os.PathLike,
-    *,
-    from_dir: str | os.PathLike | None = None,
-    url: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    pairs: int = 10_000,
-    seed: int = 1,
-    train_src: str | os.PathLike | None = None,
-    train_tgt: str | os.PathLike | None = None,
-    valid_src: str | os.PathLike | None = None,
-    valid_tgt: str | os.PathLike | None = None,
-    test_src: str | os.PathLike | None = None,
-    test_tgt: str | os.PathLike | None = None,
-    src_lang: str | None = None,
-    tgt_lang: str | None = None,
-    tokenize: bool | None = None,
-    lowercase: bool | None = None,
-    bpe_merges: int = 0,
-    max_len: int | None = None,
-    filter_eval: bool = False,
-    min_freq: int = 1,
-    max_vocab: int | None = None,
-    progress: bool = True,
-) -> dict:
+@dataclass
+class PrepareRequest:
+    """Every option a recipe may read (each recipe reads its own; see :func:`prepare`)."""
+
+    from_dir: str | os.PathLike | None = None
+    url: str | None = None
+    cache_dir: str | os.PathLike | None = None
+    pairs: int = 10_000
+    seed: int = 1
+    train_src: str | os.PathLike | None = None
+    train_tgt: str | os.PathLike | None = None
+    valid_src: str | os.PathLike | None = None
+    valid_tgt: str | os.PathLike | None = None
+    test_src: str | os.PathLike | None = None
+    test_tgt: str | os.PathLike | None = None
+    src_lang: str | None = None
+    tgt_lang: str | None = None
+    tokenize: bool | None = None
+    lowercase: bool | None = None
+    bpe_merges: int = 0
+    max_len: int | None = None
+    filter_eval: bool = False
+    min_freq: int = 1
+    max_vocab: int | None = None
+    progress: bool = True
+    answers: int | None = None
+    questions: int | None = None
+    feature_dim: int | None = None
+
+    def build_options(self) -> BuildOptions:
+        return BuildOptions(bpe_merges=self.bpe_merges, max_len=self.max_len, filter_eval=self.filter_eval,
+                            min_freq=self.min_freq, max_vocab=self.max_vocab, progress=self.progress)
+
+    def cache(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()
+
+
+#: recipe name -> function(out_dir, request) -> report; `varattn prepare` offers exactly these
+RECIPES: dict[str, Callable[[str | os.PathLike, PrepareRequest], dict]] = {}
+
+
+def recipe(name: str):
+    """Register a corpus recipe under ``name`` (a decorator)."""
+
+    def register(function):
+        RECIPES[name] = function
+        return function
+
+    return register
+
+
+def prepare(source: str, out_dir: str | os.PathLike, **options) -> dict:
     """Prepare ``source`` into ``out_dir`` and return the report (the meta.json content plus ``out``).
 
-    Args:
-        source: ``synthetic``, ``multi30k``, ``iwslt14`` or ``files``.
-        out_dir: the folder to write (an existing prepared folder there is replaced).
-        from_dir: multi30k / iwslt14: take the corpus from this folder instead of downloading.
-        url: multi30k: base URL of ``data/task1/``; iwslt14: URL of ``de-en.tgz``.
-        cache_dir: where downloads are kept (default :func:`~varattn.data.corpora.download.default_cache_dir`).
-        pairs, seed: synthetic: pairs in all (train + valid + test) and the seed.
-        train_src … test_tgt: files: the parallel files (test optional).
-        src_lang, tgt_lang: languages (multi30k/iwslt14: ``de``/``en``; files: for the Moses rules).
-        tokenize, lowercase: None = the source's default (on for iwslt14; for multi30k the files are
-            tokenised and lowercased already, so they stay on and are not re-applied; off otherwise).
-        bpe_merges: joint BPE merges to learn on train (0 = no BPE).
-        max_len: drop training pairs with more than this many final tokens on either side.
-        filter_eval: apply ``max_len`` to the evaluation splits too.
-        min_freq, max_vocab: vocabulary thresholds (max_vocab excludes the 4 specials).
-        progress: tqdm bars on a terminal.
+    ``source`` is a name in :data:`RECIPES`; ``options`` are fields of :class:`PrepareRequest`:
+
+    - from_dir: multi30k / iwslt14 / vqa: take the corpus from this folder instead of downloading.
+    - url: multi30k: base URL of ``data/task1/``; iwslt14: URL of ``de-en.tgz``.
+    - cache_dir: where downloads are kept (default :func:`~varattn.data.corpora.download.default_cache_dir`).
+    - pairs, seed: synthetic: pairs in all (train + valid + test) and the seed (also vqa-synthetic's seed).
+    - train_src … test_tgt: files: the parallel files (test optional).
+    - src_lang, tgt_lang: languages (multi30k/iwslt14: ``de``/``en``; files: for the Moses rules).
+    - tokenize, lowercase: None = the source's default (on for iwslt14; for multi30k the files are
+      tokenised and lowercased already, so they stay on and are not re-applied; off otherwise).
+    - bpe_merges: joint BPE merges to learn on train (0 = no BPE).
+    - max_len: drop training pairs with more than this many final tokens on either side.
+    - filter_eval: apply ``max_len`` to the evaluation splits too.
+    - min_freq, max_vocab: vocabulary thresholds (max_vocab excludes the 4 specials).
+    - answers, questions, feature_dim: vqa / vqa-synthetic: answer vocabulary size, synthetic questions,
+      region feature width.
+    - progress: tqdm bars on a terminal.
     """
-    if source not in SOURCES:
-        raise UserError(f"unknown source {source!r} — choose one of: {', '.join(SOURCES)}")
-    if min_freq < 1:
-        raise UserError(f"--min-freq {min_freq}: must be at least 1")
-    opts = BuildOptions(
-        bpe_merges=bpe_merges,
-        max_len=max_len,
-        filter_eval=filter_eval,
-        min_freq=min_freq,
-        max_vocab=max_vocab,
-        progress=progress,
-    )
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if source == "synthetic":
-        return prepare_synthetic(
-            out_dir, pairs=pairs, seed=seed, tokenize=tokenize, lowercase=lowercase, options=opts
-        )
-    if source == "files":
-        return prepare_files(
-            out_dir,
-            train=(train_src, train_tgt),
-            valid=(valid_src, valid_tgt),
-            test=(test_src, test_tgt),
-            src_lang=src_lang or "src",
-            tgt_lang=tgt_lang or "tgt",
-            tokenize=bool(tokenize),
-            lowercase=bool(lowercase),
-            options=opts,
-        )
-    if source == "multi30k":
-        return prepare_multi30k(
-            out_dir,
-            from_dir=from_dir,
-            url=url,
-            cache_dir=cache,
-            src_lang=src_lang or "de",
-            tgt_lang=tgt_lang or "en",
-            tokenize=tokenize,
-            lowercase=lowercase,
-            options=opts,
-        )
+    if source not in RECIPES:
+        raise UserError(f"unknown source {source!r} — choose one of: {', '.join(RECIPES)}")
+    request = PrepareRequest(**options)
+    if request.min_freq < 1:
+        raise UserError(f"min_freq={request.min_freq}: must be at least 1")
+    return RECIPES[source](out_dir, request)
+
+
+@recipe("synthetic")
+def _synthetic(out_dir, r: PrepareRequest) -> dict:
+    return prepare_synthetic(out_dir, pairs=r.pairs, seed=r.seed, tokenize=r.tokenize, lowercase=r.lowercase,
+                             options=r.build_options())
+
+
+@recipe("multi30k")
+def _multi30k(out_dir, r: PrepareRequest) -> dict:
+    return prepare_multi30k(out_dir, from_dir=r.from_dir, url=r.url, cache_dir=r.cache(),
+                            src_lang=r.src_lang or "de", tgt_lang=r.tgt_lang or "en", tokenize=r.tokenize,
+                            lowercase=r.lowercase, options=r.build_options())
+
+
+@recipe("iwslt14")
+def _iwslt14(out_dir, r: PrepareRequest) -> dict:
     from varattn.data.corpora.iwslt import prepare_iwslt14
 
-    return prepare_iwslt14(
-        out_dir,
-        from_dir=from_dir,
-        url=url,
-        cache_dir=cache,
-        src_lang=src_lang or "de",
-        tgt_lang=tgt_lang or "en",
-        tokenize=True if tokenize is None else tokenize,
-        lowercase=True if lowercase is None else lowercase,
-        options=opts,
-    )
+    return prepare_iwslt14(out_dir, from_dir=r.from_dir, url=r.url, cache_dir=r.cache(),
+                           src_lang=r.src_lang or "de", tgt_lang=r.tgt_lang or "en",
+                           tokenize=True if r.tokenize is None else r.tokenize,
+                           lowercase=True if r.lowercase is None else r.lowercase, options=r.build_options())
+
+
+@recipe("files")
+def _files(out_dir, r: PrepareRequest) -> dict:
+    return prepare_files(out_dir, train=(r.train_src, r.train_tgt), valid=(r.valid_src, r.valid_tgt),
+                         test=(r.test_src, r.test_tgt), src_lang=r.src_lang or "src", tgt_lang=r.tgt_lang or "tgt",
+                         tokenize=bool(r.tokenize), lowercase=bool(r.lowercase), options=r.build_options())
+
+
+@recipe("vqa")
+def _vqa(out_dir, r: PrepareRequest) -> dict:
+    from varattn.data.vqa.reader import prepare_vqa
+
+    if not r.from_dir:
+        raise UserError("prepare vqa: give from_dir, the folder with the VQA v2 questions, annotations and "
+                        "region features")
+    return prepare_vqa(r.from_dir, out_dir, feature_dim=r.feature_dim, answers=r.answers or 3000,
+                       min_freq=r.min_freq, progress=r.progress)
+
+
+@recipe("vqa-synthetic")
+def _vqa_synthetic(out_dir, r: PrepareRequest) -> dict:
+    from varattn.data.vqa.synthetic import prepare_vqa_synthetic
+
+    return prepare_vqa_synthetic(out_dir, questions=r.questions or 10000, seed=r.seed,
+                                 feature_dim=r.feature_dim or 64, answers=r.answers or 3000, min_freq=r.min_freq,
+                                 progress=r.progress)
 
 
 # --- synthetic -----------------------------------------------------------------------------------
