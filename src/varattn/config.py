@@ -7,6 +7,9 @@ a typo never silently trains the wrong model.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from varattn.errors import UserError
-from varattn.latent import MODES
+from varattn.latent import MODE_RECORDS, MODES
 
 @dataclass
 class DataConfig:
@@ -66,7 +69,7 @@ class TrainConfig:
     clip_norm: float = 5.0
     lr_decay: float = 0.5
     decay_from_epoch: int = 2
-    min_lr: float = 0.0
+    min_lr: float = 1e-6  # floor of the decayed rate; no improvement at the floor ends training
     seed: int = 1
     validate_every: int = 0  # steps; 0 = once per epoch only
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -76,6 +79,7 @@ class TrainConfig:
     init_from: str = ""  # run directory or checkpoint to initialise the weights from
     dirichlet_warmup_steps: int = 0
     eval_samples: int = 10  # Monte-Carlo samples for vae-dirichlet evaluation
+    max_nonfinite_steps: int = 10  # skip steps with a non-finite loss or gradient; stop after this many in a row
 
 
 @dataclass
@@ -108,52 +112,166 @@ class VQAConfig:
 
 
 @dataclass
+class TransformerConfig:
+    """The Transformer translation model (``model.arch: transformer``, DESIGN §5b): pre-LayerNorm
+    encoder-decoder, a single-head latent alignment on the top decoder state. Defaults are the IWSLT'14
+    small Transformer's sizes; ``model.mode``, ``output_size``, ``samples``, ``temperature`` and
+    ``enum_block`` come from the model section."""
+
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    width: int = 512
+    heads: int = 4
+    ffn: int = 1024
+    dropout: float = 0.3
+    attention_dropout: float = 0.1
+    positions: str = "sinusoidal"  # sinusoidal | learned
+    max_positions: int = 1024  # learned positions only
+    cross_attention: str = "all"  # soft cross-attention in the decoder layers: all | none | detached
+    align_size: int = 0  # query/key size of the latent alignment attention; 0 = width
+    inf_layers: int = 2  # the inference network's Transformer encoder over the target
+    label_smoothing: float = 0.0  # soft mode only: the latent modes need the true likelihood
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     vqa: VQAConfig = field(default_factory=VQAConfig)
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def validate(self, where: str = "config") -> "Config":
+    def validate(self, where: str = "config", origins: dict[str, str] | None = None) -> "Config":
+        """Check every setting; errors name ``where`` (the file), or ``origins[key]`` (the override that
+        set the key)."""
         if self.model.mode not in MODES:
             raise UserError(
                 f"{where}: model.mode={self.model.mode!r} is not a mode — use one of {', '.join(MODES)}"
             )
-        positive = {
-            "data.max_tokens": self.data.max_tokens,
-            "model.emb_size": self.model.emb_size,
-            "model.enc_hidden": self.model.enc_hidden,
-            "model.dec_hidden": self.model.dec_hidden,
-            "model.attn_size": self.model.attn_size,
-            "model.enc_layers": self.model.enc_layers,
-            "model.dec_layers": self.model.dec_layers,
-            "model.samples": self.model.samples,
-            "model.enum_block": self.model.enum_block,
-            "train.epochs": self.train.epochs,
-            "decode.beam": self.decode.beam,
-        }
-        for key, value in positive.items():
-            if value <= 0:
-                raise UserError(f"{where}: {key}={value} must be positive — set it to a number > 0")
-        if not 0.0 <= self.model.dropout < 1.0:
-            raise UserError(f"{where}: model.dropout={self.model.dropout} must lie in [0, 1)")
-        if self.train.lr <= 0:
-            raise UserError(f"{where}: train.lr={self.train.lr} must be positive")
-        if self.model.temperature <= 0:
-            raise UserError(f"{where}: model.temperature must be positive")
+        return self._check_ranges(where, origins or {})
+
+    def _check_ranges(self, where: str, origins: dict[str, str]) -> "Config":
+        """Every numeric setting in its range, every float finite, and the combinations that matter."""
+        values = flatten(self)
+
+        def fail(key: str, rule: str, fix: str) -> None:
+            raise UserError(f"{origins.get(key, where)}: {key}={values[key]!r} {rule} — {fix}")
+
+        for key, value in values.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                fail(key, "is not a finite number", f"give a number (default {_default(key)!r})")
+        for key, (low, high, closed_high) in _RANGES.items():
+            if key not in values:
+                continue
+            value = values[key]
+            low_ok = value > low[0] if low[1] == "open" else value >= low[0]
+            high_ok = high is None or (value <= high if closed_high else value < high)
+            if not (low_ok and high_ok):
+                if high is None:
+                    rule = "must be positive" if low[1] == "open" else "must not be negative"
+                else:
+                    rule = f"must lie in {'(' if low[1] == 'open' else '['}{low[0]:g}, {high:g}{']' if closed_high else ')'}"
+                fail(key, rule, f"set it within that range (default {_default(key)!r})")
+        if self.train.min_lr >= self.train.lr:
+            if "train.lr" in origins and "train.min_lr" not in origins:
+                fail("train.lr", f"is not above train.min_lr={self.train.min_lr:g}, the floor of the decayed rate",
+                     "raise train.lr or lower train.min_lr (0: no floor)")
+            fail("train.min_lr", f"is not below train.lr={self.train.lr:g}",
+                 "lower train.min_lr (0: no floor) or raise train.lr")
+        if self.decode.max_len_a == 0 and self.decode.max_len_b == 0:
+            fail("decode.max_len_b", "with decode.max_len_a=0 allows no output word",
+                 "set decode.max_len_b > 0 or decode.max_len_a > 0")
+        _check_transformer(self, fail)
+        if not self.data.train_split or not self.data.valid_split:
+            fail("data.train_split" if not self.data.train_split else "data.valid_split", "is empty",
+                 "name a split of the prepared folder, e.g. train / valid")
         return self
 
 
-SECTIONS = ("data", "model", "train", "decode", "vqa")
+def _check_transformer(config: "Config", fail) -> None:
+    """The transformer section's choices and combinations (its ranges are in _RANGES)."""
+    t = config.transformer
+    if t.positions not in ("sinusoidal", "learned"):
+        fail("transformer.positions", "is not a kind of position", "use sinusoidal or learned")
+    if t.cross_attention not in ("all", "none", "detached"):
+        fail("transformer.cross_attention", "is not a choice", "use all, none or detached")
+    if t.width % t.heads:
+        fail("transformer.heads", f"does not divide transformer.width={t.width}", "pick heads dividing the width")
+    if t.label_smoothing > 0 and config.model.arch == "transformer" and not MODE_RECORDS[config.model.mode].soft_context:
+        fail("transformer.label_smoothing", f"is for soft mode only (model.mode={config.model.mode})",
+             "set it to 0: the latent modes need the true likelihood")
+
+
+# Ranges: key -> ((low, "open" | "closed"), high or None, high closed?). Keys of sections other
+# engineers add are checked for finiteness only, until they appear here.
+_POSITIVE, _COUNT = ((0, "open"), None, False), ((0, "closed"), None, False)
+_FRACTION = ((0, "closed"), 1.0, False)
+_RANGES = {
+    **{f"data.{k}": _POSITIVE for k in ("max_tokens", "eval_max_tokens")},
+    "data.max_sentences": _COUNT,
+    **{f"model.{k}": _POSITIVE for k in ("emb_size", "enc_hidden", "enc_layers", "dec_hidden", "dec_layers",
+                                         "attn_size", "inf_hidden", "inf_layers", "samples", "temperature",
+                                         "enum_block", "init_range")},
+    "model.output_size": _COUNT,
+    "model.dropout": _FRACTION,
+    **{f"train.{k}": _POSITIVE for k in ("epochs", "lr", "adam_eps", "clip_norm", "eval_samples",
+                                         "max_nonfinite_steps")},
+    **{f"train.{k}": _COUNT for k in ("max_steps", "max_seconds", "decay_from_epoch", "min_lr", "seed",
+                                      "validate_every", "dirichlet_warmup_steps")},
+    "train.adam_beta1": _FRACTION,
+    "train.adam_beta2": _FRACTION,
+    "train.lr_decay": ((0, "open"), 1.0, True),
+    **{f"decode.{k}": _POSITIVE for k in ("beam", "batch_tokens")},
+    **{f"decode.{k}": _COUNT for k in ("alpha", "eos_norm", "max_len_a", "max_len_b", "kmax")},
+    **{f"vqa.{k}": _POSITIVE for k in ("word_emb", "question_hidden", "attn_hidden", "classifier_hidden",
+                                       "answer_emb", "inf_hidden", "batch_size")},
+    "vqa.dropout": _FRACTION,
+    **{f"transformer.{k}": _POSITIVE for k in ("encoder_layers", "decoder_layers", "width", "heads", "ffn",
+                                               "max_positions", "inf_layers")},
+    **{f"transformer.{k}": _FRACTION for k in ("dropout", "attention_dropout", "label_smoothing")},
+    "transformer.align_size": _COUNT,
+}
+
+# Settings a resumed run may change (applied, recorded in config.yaml, reported); any other change
+# (model shape, mode, data, batch order, seed, optimizer) is refused.
+RESUME_CHANGEABLE = frozenset(
+    [f"train.{k}" for k in ("epochs", "max_steps", "max_seconds", "lr", "lr_decay", "decay_from_epoch", "min_lr",
+                            "validate_every", "device", "bf16", "tensorboard", "progress", "init_from",
+                            "eval_samples", "max_nonfinite_steps")]
+    + ["data.eval_max_tokens"] + [f"decode.{f.name}" for f in dataclasses.fields(DecodeConfig)]
+)
+
+
+def flatten(config: "Config") -> dict:
+    """``{"section.key": value}`` of every setting."""
+    return {f"{section}.{key}": value for section, fields in config.to_dict().items()
+            for key, value in fields.items()}
+
+
+def _default(key: str):
+    section, name = key.split(".", 1)
+    return getattr(getattr(Config(), section), name)
+
+
+def resume_changes(saved: "Config", new: "Config") -> tuple[dict[str, list], dict[str, list]]:
+    """Settings that differ between a run's ``saved`` config and the ``new`` one, as
+    ``(changeable, refused)``, each ``{key: [saved value, new value]}``."""
+    old_values, new_values = flatten(saved), flatten(new)
+    changed = {k: [old_values.get(k), v] for k, v in new_values.items() if old_values.get(k) != v}
+    return ({k: v for k, v in changed.items() if k in RESUME_CHANGEABLE},
+            {k: v for k, v in changed.items() if k not in RESUME_CHANGEABLE})
+
+
+SECTIONS = ("data", "model", "train", "decode", "vqa", "transformer")
 
 
 def _section_class(name: str):
     return {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "decode": DecodeConfig,
-            "vqa": VQAConfig}[name]
+            "vqa": VQAConfig, "transformer": TransformerConfig}[name]
 
 
 def _coerce(value, annotation: str, where: str, key: str):
@@ -161,6 +279,8 @@ def _coerce(value, annotation: str, where: str, key: str):
     expected = {"int": int, "float": float, "str": str, "bool": bool}[annotation]
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if expected is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 3e-4 and 1E-3 as text
     if expected is str and value is None:
         return ""
     if expected is int and isinstance(value, bool) or not isinstance(value, expected):
@@ -168,6 +288,9 @@ def _coerce(value, annotation: str, where: str, key: str):
             f"{where}: {key}={value!r} should be {annotation} — write e.g. {key}={_example(annotation)}"
         )
     return value
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _example(annotation: str) -> str:
@@ -213,7 +336,8 @@ def load(path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
         raise UserError(f"{path}{line}: not valid YAML ({reason}) — fix the syntax") from None
     config = from_dict(data, str(path))
     apply_overrides(config, overrides)
-    return config.validate(str(path))
+    origins = {item.split("=", 1)[0]: f"override {item!r}" for item in overrides}
+    return config.validate(str(path), origins)
 
 
 def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
@@ -238,12 +362,20 @@ def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
 
 
 def save(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    """Write ``config`` as YAML through a temporary file and an atomic rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # Keep the type annotations of dataclass fields as plain strings ("int", "float", ...).
 assert all(
     isinstance(f.type, str) and f.type in ("int", "float", "str", "bool")
-    for section in (DataConfig, ModelConfig, TrainConfig, DecodeConfig, VQAConfig)
+    for section in (DataConfig, ModelConfig, TrainConfig, DecodeConfig, VQAConfig, TransformerConfig)
     for f in dataclasses.fields(section)
 ), "config fields must be int, float, str or bool"
