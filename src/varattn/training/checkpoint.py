@@ -1,24 +1,34 @@
 """Checkpoints: weights in safetensors, everything else in JSON beside them; no pickles.
 
-A checkpoint ``NAME`` in a run directory is three files:
+A checkpoint ``NAME`` (``checkpoint_best``, ``checkpoint_last``) in a run directory is one unit of files:
 
-- ``NAME.safetensors``: the model's parameters (each shared tensor once, under its first name);
-- ``NAME.state.safetensors``: optimizer moments and RNG states (training checkpoints only);
-- ``NAME.json``: config, trainer state, optimizer hyper-parameters, and the SHA-256 of both tensor
-  files. It is written last, so a checkpoint is complete exactly when its JSON exists and the hashes
-  match; every file is written to a temporary name and renamed into place.
+- ``NAME.json``: the manifest — config, trainer state, optimizer hyper-parameters, and the name and
+  SHA-256 of each tensor file below;
+- ``NAME.TAG.safetensors``: the model's parameters (each shared tensor once, under its first name);
+- ``NAME.TAG.state.safetensors``: optimizer moments and RNG states (training checkpoints only).
+
+``TAG`` is fresh for every save, so a save never touches the files the current manifest names. A save
+writes and fsyncs the tensor files, then the manifest under a temporary name, and makes the new
+checkpoint visible with one atomic rename of the manifest; only then are the previous unit's files
+removed. A process killed at any point leaves either the old checkpoint or the new one, complete; the
+debris of an unfinished save (tensor files no manifest names, ``*.tmp``) is removed by :func:`clean`.
+Checkpoints of the earlier layout (``NAME.safetensors`` beside ``NAME.json``) load unchanged.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
+import secrets
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as tensors_to_bytes
 from torch import nn
 
 from varattn.errors import UserError
@@ -33,25 +43,36 @@ def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: t.detach().contiguous() for name, t in tensors.items()}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _replace_atomically(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb+") as handle:
+def _write_file(path: Path, data: bytes) -> None:
+    """Create ``path`` (which must not exist), write ``data`` and fsync it."""
+    with open(path, "xb") as handle:
+        handle.write(data)
+        handle.flush()
         os.fsync(handle.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make renames and removals in ``folder`` durable (where the platform allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _commit(tmp: Path, final: Path) -> None:
+    """The one step that makes a new checkpoint visible: an atomic rename of its manifest."""
     os.replace(tmp, final)
+    _fsync_dir(final.parent)
 
 
-def _write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> str:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    _replace_atomically(tmp, path)
-    return _sha256(path)
+def _tensor_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    return tensors_to_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
 
 
 def _optimizer_split(optimizer: torch.optim.Optimizer) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -79,43 +100,124 @@ def _rng_tensors(sampler: torch.Generator | None) -> dict[str, torch.Tensor]:
 def save(run_dir: Path, name: str, model: nn.Module, meta: dict,
          optimizer: torch.optim.Optimizer | None = None, sampler: torch.Generator | None = None,
          rank_rng: list[dict[str, torch.Tensor]] | None = None) -> Path:
-    """Write checkpoint ``name`` into ``run_dir``; returns the JSON path. ``meta`` must be JSON-able.
+    """Write checkpoint ``name`` into ``run_dir`` as one unit; returns the manifest's path.
+    ``meta`` must be JSON-able.
 
     ``rank_rng``: under data-parallel training, every process's RNG states (``cpu``, ``sampler``,
     ``cuda``), saved as ``rng.rank{r}.{kind}`` so that each process resumes its own streams.
+
+    A failure to write (no space, no permission) removes what this save wrote and raises a one-line
+    UserError; the previous checkpoint ``name`` stays as it was.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    tag = secrets.token_hex(4)
+    payload = {"weights": (f"{name}.{tag}.safetensors", model_tensors(model))}
     record = {"format": FORMAT, **meta, "files": {}}
-    weights = run_dir / f"{name}.safetensors"
-    record["files"]["weights"] = {"name": weights.name, "sha256": _write_tensors(model_tensors(model), weights)}
     if optimizer is not None:
         optim_meta, tensors = _optimizer_split(optimizer)
         tensors.update(_rng_tensors(sampler))
         for rank, states in enumerate(rank_rng or []):
             tensors.update({f"rng.rank{rank}.{kind}": state for kind, state in states.items()})
-        state = run_dir / f"{name}.state.safetensors"
         record["optimizer"] = optim_meta
-        record["files"]["state"] = {"name": state.name, "sha256": _write_tensors(tensors, state)}
-    path = run_dir / f"{name}.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
-    _replace_atomically(tmp, path)
-    return path
+        payload["state"] = (f"{name}.{tag}.state.safetensors", tensors)
+    final = run_dir / f"{name}.json"
+    tmp = run_dir / f"{name}.json.{tag}.tmp"
+    written: list[Path] = []
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for key, (file_name, tensors) in payload.items():
+            data = _tensor_bytes(tensors)
+            written.append(run_dir / file_name)
+            _write_file(run_dir / file_name, data)
+            record["files"][key] = {"name": file_name, "sha256": hashlib.sha256(data).hexdigest()}
+        written.append(tmp)
+        _write_file(tmp, json.dumps(record, indent=1).encode("utf-8"))
+        _commit(tmp, final)
+    except BaseException as error:
+        for path in written:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
+        if isinstance(error, OSError):
+            raise UserError(f"{error.filename or run_dir}: cannot write checkpoint {name} "
+                            f"({error.strerror or error}) — {advice(error)}; the previous {name} "
+                            "is unchanged") from None
+        raise
+    clean(run_dir, (name,))
+    return final
+
+
+def advice(error: OSError) -> str:
+    """What to do about a failed write, by its cause."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free some disk space or write to another disk"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make the folder writable or choose another output folder"
+    return "check the folder and the disk"
+
+
+NAMES = ("checkpoint_best", "checkpoint_last")
+_OWN = re.compile(r"(?P<name>[^.]+)\.(?:[0-9a-f]+\.)?(?:state\.)?safetensors|(?P<tmpname>[^.]+)\.(?:json|safetensors|state\.safetensors)(?:\.[0-9a-f]+)?\.tmp")
+
+
+def _referenced(manifest: Path) -> set[str] | None:
+    """File names a readable manifest names; None when it cannot be read (its files are then kept)."""
+    try:
+        record = json.loads(manifest.read_text(encoding="utf-8"))
+        return {entry["name"] for entry in record["files"].values()}
+    except FileNotFoundError:
+        return set()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def clean(run_dir: str | Path, names: tuple[str, ...] = NAMES) -> list[str]:
+    """Remove the debris of unfinished or superseded saves of checkpoints ``names`` in ``run_dir``:
+    temporary files, and tensor files that the checkpoint's manifest does not name. Returns the names
+    removed. Files beside an unreadable manifest are kept. Removal failures are ignored (a read-only
+    run still loads)."""
+    run_dir = Path(run_dir)
+    removed = []
+    try:
+        entries = list(run_dir.iterdir())
+    except OSError:
+        return removed
+    keep = {name: _referenced(run_dir / f"{name}.json") for name in names}
+    for entry in entries:
+        match = _OWN.fullmatch(entry.name)
+        if match is None:
+            continue
+        owner = match.group("name") or match.group("tmpname")
+        if owner not in keep or keep[owner] is None:
+            continue
+        if match.group("tmpname") or entry.name not in keep[owner]:
+            try:
+                entry.unlink()
+                removed.append(entry.name)
+            except OSError:
+                pass
+    return removed
 
 
 def resolve(path: str | Path, prefer: str = "checkpoint_best") -> Path:
-    """A run directory or a checkpoint (``.json`` or ``.safetensors``) -> the checkpoint's JSON path."""
+    """A run directory or a checkpoint (``.json`` or one of its ``.safetensors``) -> the checkpoint's
+    JSON path. In a run directory ``prefer`` comes first, then best, then last; a manifest that cannot
+    be read is passed over when another one can."""
     path = Path(path)
     if path.is_dir():
-        candidates = [path / f"{prefer}.json", path / "checkpoint_best.json", path / "checkpoint_last.json"]
-        for candidate in candidates:
-            if candidate.is_file():
+        candidates = dict.fromkeys([path / f"{prefer}.json", path / "checkpoint_best.json",
+                                    path / "checkpoint_last.json"])
+        present = [candidate for candidate in candidates if candidate.is_file()]
+        for candidate in present:
+            if _referenced(candidate) is not None:
                 return candidate
+        if present:
+            return present[0]  # unreadable: read_meta says why
         raise UserError(f"{path}: no checkpoint in this run directory — train first (varattn train ...) "
                         "or give a checkpoint's .json file")
     if path.suffix == ".safetensors":
-        path = path.with_name(path.name.replace(".state.safetensors", ".safetensors")).with_suffix(".json")
+        path = path.with_name(path.name.split(".", 1)[0] + ".json")
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found — give a run directory or its checkpoint_*.json")
     return path
@@ -134,22 +236,37 @@ def read_meta(json_path: Path) -> dict:
     return record
 
 
-def _load_verified(json_path: Path, entry: dict) -> dict[str, torch.Tensor]:
-    path = Path(json_path).parent / entry["name"]
-    if not path.is_file():
-        raise UserError(f"{path}: missing file of checkpoint {json_path.name} — copy the whole run "
-                        "directory, or use another checkpoint")
-    if _sha256(path) != entry["sha256"]:
-        raise UserError(f"{path}: contents do not match the checksum in {json_path.name} (truncated or "
-                        "overwritten) — use another checkpoint or retrain")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as error:
-        raise UserError(f"{path}: unreadable tensors ({error}) — use another checkpoint") from None
+def _load_verified(json_path: Path, key: str, record: dict | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of file ``key`` (weights, state) of a checkpoint, checked against its SHA-256.
+    When the file has gone because a newer save replaced the checkpoint meanwhile, the new one is read."""
+    json_path = Path(json_path)
+    for attempt in range(2):
+        record = record if record is not None and attempt == 0 else read_meta(json_path)
+        if key not in record["files"]:
+            raise UserError(f"{json_path}: holds weights only — resume from checkpoint_last of a run")
+        entry = record["files"][key]
+        path = json_path.parent / entry["name"]
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            if attempt == 0:
+                continue
+            raise UserError(f"{path}: missing file of checkpoint {json_path.name} — copy the whole run "
+                            "directory, or use another checkpoint") from None
+        except OSError as error:
+            raise UserError(f"{path}: cannot read ({error.strerror}) — check its permissions") from None
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise UserError(f"{path}: contents do not match the checksum in {json_path.name} (truncated or "
+                            "overwritten) — use another checkpoint (checkpoint_best / checkpoint_last)")
+        try:
+            return load_tensors(data)
+        except (SafetensorError, OSError) as error:
+            raise UserError(f"{path}: unreadable tensors ({error}) — use another checkpoint") from None
+    raise AssertionError("unreachable")
 
 
 def load_weights(json_path: Path) -> dict[str, torch.Tensor]:
-    return _load_verified(json_path, read_meta(json_path)["files"]["weights"])
+    return _load_verified(json_path, "weights")
 
 
 def copy_into(model: nn.Module, tensors: dict[str, torch.Tensor], strict: bool = True
@@ -183,9 +300,7 @@ def restore_training(json_path: Path, optimizer: torch.optim.Optimizer,
     """Load optimizer moments and RNG states saved with a training checkpoint (``rank``'s own RNG
     states when the checkpoint was written by a data-parallel run)."""
     record = read_meta(json_path)
-    if "state" not in record["files"]:
-        raise UserError(f"{json_path}: holds weights only — resume from checkpoint_last of a run")
-    tensors = _load_verified(json_path, record["files"]["state"])
+    tensors = _load_verified(json_path, "state", record)
     meta = record["optimizer"]
     state: dict[int, dict] = {}
     for key, value in tensors.items():

@@ -35,10 +35,17 @@ def load_run(path: str | Path, device: torch.device, prefer: str = "checkpoint_b
         raise UserError(f"{data_dir}: the run's copy of the vocabularies is missing — copy the whole run "
                         "directory, including data/")
     task = get_task(record.get("task", "translation"))
-    data = task.load(data_dir)
-    model = task.build_model(config, data).to(device)
     try:
-        checkpoint.copy_into(model, checkpoint.load_weights(json_path))
+        data = task.load(data_dir)
+    except UserError as error:
+        what = str(error).split(" — ")[0]  # the data's own advice (prepare again) does not fit a run's copy
+        raise UserError(f"{what} — this is the run's own copy of the vocabularies: copy the run folder whole "
+                        "again, or copy meta.json, vocab.*.json and bpe.codes from the prepared folder it was "
+                        "trained on into it") from None
+    model = task.build_model(config, data).to(device)
+    weights = checkpoint.load_weights(json_path)  # its errors say what is wrong with the checkpoint
+    try:
+        checkpoint.copy_into(model, weights)
     except UserError as error:
         raise UserError(f"{json_path}: {error} (is {data_dir} the data/ folder written with this run?)") from None
     model.eval()

@@ -4,10 +4,13 @@ Steps, in order, for splits given as raw (or already tokenised) lines:
 
 1. tokenise and lowercase with the :class:`~varattn.data.text.tokenize.Pipeline` (skipped for lines marked
    ``pretokenized``); whitespace is normalised;
-2. drop pairs with an empty side, in every split (counted as ``dropped_empty``);
+2. drop pairs with an empty side, in every split (counted as ``dropped_empty``, their 1-based line
+   numbers in the split's input listed as ``empty_lines``, the first :data:`LISTED` of them);
 3. learn joint BPE on train source + target (``bpe_merges > 0``) and apply it to every split;
-4. drop train pairs with more than ``max_len`` final tokens on either side (``dropped_long``); evaluation
-   splits are kept whole unless ``filter_eval`` (their scores should cover the whole test set);
+4. drop train pairs with more than ``max_len`` final tokens on either side (``dropped_long``, their line
+   numbers as ``long_lines``); without a ``max_len`` the limit is :data:`DEFAULT_MAX_LEN`, so one stray
+   paragraph cannot turn into a batch of its own far beyond the token budget; evaluation splits are kept
+   whole unless ``filter_eval`` (their scores should cover the whole test set);
 5. build source and target vocabularies from train;
 6. write the folder (see :func:`write_prepared`) into a temporary sibling, then move it into place.
 
@@ -25,6 +28,7 @@ The folder layout (the trainer and evaluator rely on it)::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -45,6 +49,8 @@ log = logging.getLogger(__name__)
 __all__ = ["FORMAT", "TextSplit", "BuildOptions", "build_prepared", "encode_ragged"]
 
 FORMAT = 1
+DEFAULT_MAX_LEN = 250  # tokens per side of a training pair when the recipe sets no max_len
+LISTED = 100  # line numbers listed per split in meta.json for dropped pairs
 
 
 @dataclass
@@ -136,7 +142,10 @@ def build_prepared(
     if options.bpe_merges < 0:
         raise UserError(f"--bpe-merges {options.bpe_merges}: must be 0 (no BPE) or positive")
     if options.max_len is not None and options.max_len < 1:
-        raise UserError(f"--max-len {options.max_len}: must be at least 1 — or leave it out for no limit")
+        raise UserError(f"--max-len {options.max_len}: must be at least 1 — or leave it out for the default "
+                        f"({DEFAULT_MAX_LEN})")
+    if options.max_len is None:
+        options = dataclasses.replace(options, max_len=DEFAULT_MAX_LEN)
 
     with staged_folder(out) as tmp:
         meta = _build(tmp, source, list(splits), pipeline, options, inputs, settings or {}, extra_meta or {})
@@ -186,7 +195,12 @@ def _build(tmp, source, splits, pipeline, options, inputs, settings, extra_meta)
                 for x in _bar(sp.tgt, f"tokenise {sp.name}.tgt", n, options.progress)
             ]
         idx = [i for i in range(len(src)) if src[i] and tgt[i]]
-        stats[sp.name] = {"dropped_empty": len(src) - len(idx)}
+        empty = [i + 1 for i in range(len(src)) if not (src[i] and tgt[i])]
+        stats[sp.name] = {"dropped_empty": len(empty)}
+        if empty:
+            stats[sp.name]["empty_lines"] = empty[:LISTED]
+            log.warning("%s: %d pairs with an empty side dropped (lines %s%s)", sp.name, len(empty),
+                        ", ".join(map(str, empty[:10])), " ..." if len(empty) > 10 else "")
         keep_idx[sp.name] = idx
         pretok[sp.name] = ([src[i] for i in idx], [tgt[i] for i in idx])
         if not idx and sp.name == "train":
@@ -218,6 +232,11 @@ def _build(tmp, source, splits, pipeline, options, inputs, settings, extra_meta)
             keep = [i for i in keep if len(src[i]) <= options.max_len and len(tgt[i]) <= options.max_len]
         stats[sp.name]["dropped_long"] = len(src) - len(keep)
         if len(keep) != len(src):
+            kept = set(keep)
+            long_lines = [keep_idx[sp.name][i] + 1 for i in range(len(src)) if i not in kept]
+            stats[sp.name]["long_lines"] = long_lines[:LISTED]
+            log.warning("%s: %d pairs longer than %d tokens dropped (lines %s%s)", sp.name, len(long_lines),
+                        options.max_len, ", ".join(map(str, long_lines[:10])), " ..." if len(long_lines) > 10 else "")
             final[sp.name] = ([src[i] for i in keep], [tgt[i] for i in keep])
             pretok[sp.name] = tuple([side[i] for i in keep] for side in pretok[sp.name])  # type: ignore
             keep_idx[sp.name] = [keep_idx[sp.name][i] for i in keep]
