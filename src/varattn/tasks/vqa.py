@@ -140,7 +140,8 @@ def score_vqa(model: VQAModel, split: VQASplit, device: torch.device, *, batch_s
 
 
 def validation_metric(mode: str) -> str:
-    return "elbo" if mode.startswith("vae-") else "nll"
+    """``elbo`` or ``nll``, as the mode's record says."""
+    return latent.get_mode(mode).validation
 
 
 class VQATask:
