@@ -40,7 +40,21 @@ def comparison(runs: dict) -> str:
         cells = "".join(f"{run['test'][key]:>15.3f}" if isinstance(run["test"].get(key), float) else f"{'-':>15}"
                         for key, _ in keys)
         lines.append(f"{mode:<10}{cells}")
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + [f"  {label:<14} {meaning}" for label, meaning in LEGEND])
+
+
+# One line per column of the closing table: what it measures and which way is better.
+LEGEND = (
+    ("exact PPL", "perplexity of the test references, exp(mean -log p(y_t)) with the exact marginal over the "
+                  "alignment under the prior (soft: with the expected context); lower is better"),
+    ("ELBO PPL", "the same from the variational bound with the inference network q (vae-* only); an upper "
+                 "bound on exact PPL, lower is better"),
+    ("KL", "KL(q || p) per token: how much reading the reference moves q from the prior (vae-* only); "
+           "near 0 means q collapsed onto the prior"),
+    ("prior entropy", "entropy of the prior over source positions, nats per token; lower = sharper, more "
+                      "word-like alignments"),
+    ("BLEU", "test translations against the references, 0-100 (sacrebleu, tokenised); higher is better"),
+)
 
 
 def run_quickstart(out: str | Path, *, pairs: int | None = None, seed: int = 1,
@@ -50,7 +64,8 @@ def run_quickstart(out: str | Path, *, pairs: int | None = None, seed: int = 1,
     from varattn.data.corpora.recipes import prepare
     from varattn.analysis.evaluation import evaluate_run, format_table
     from varattn.training.runs import load_run
-    from varattn.training.trainer import resolve_device, train
+    from varattn.device import resolve_device
+    from varattn.training.trainer import train
     from varattn.decoding.translate import translate_lines
 
     out = Path(out)

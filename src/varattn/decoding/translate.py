@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import BinaryIO, Iterable, Iterator
 
 import torch
 
@@ -11,6 +13,10 @@ from varattn.config import DecodeConfig
 from varattn.data.vocab import PAD
 from varattn.training.runs import LoadedRun
 from varattn.decoding.search import Hypothesis, beam_search
+from varattn.errors import UserError
+
+log = logging.getLogger(__name__)
+_ESCAPED = re.compile(r"&(apos|quot|amp|lt|gt|#91|#93|#124);")
 
 
 @dataclass
@@ -76,12 +82,40 @@ def decode_ids(run: LoadedRun, ids: list[list[int]], decode: DecodeConfig, *, pr
     return [found[0] for found in decode_nbest(run, ids, decode, progress=progress)]
 
 
+def encode_sources(pipeline, lines: Iterable[str], *, pretokenized: bool = False) -> list[list[str]]:
+    """Raw source lines -> model tokens with the run's pipeline (an empty line gives no tokens).
+
+    ``pretokenized``: the lines are already tokenised (and escaped) as the training data was, so only
+    lowercasing (where the pipeline lowercases) and BPE are applied. Without it, a line that looks
+    already Moses-escaped (``&apos;``, ``&quot;`` ...) is logged as a warning, since tokenising it again
+    escapes the ``&`` once more and the tokens no longer match the training data's.
+    """
+    lines = list(lines)
+    if not pretokenized and pipeline.tokenize and pipeline.escape:
+        escaped = sum(1 for line in lines if _ESCAPED.search(line))
+        if escaped:
+            log.warning("%d of %d input lines look already tokenised and escaped (e.g. &apos;); if the input "
+                        "is tokenised like the training data, pass pretokenized=True (varattn translate "
+                        "--pretokenized)", escaped, len(lines))
+    out = []
+    for line in lines:
+        if not line.strip():
+            out.append([])
+        elif pretokenized:
+            text = " ".join(line.split())
+            out.append(pipeline.apply_bpe(text.lower() if pipeline.lowercase else text).split())
+        else:
+            out.append(pipeline.encode_source(line))
+    return out
+
+
 def translate_lines(run: LoadedRun, lines: Iterable[str], decode: DecodeConfig, *, detokenize: bool = False,
-                    progress: bool = False, n_best: int = 1) -> list[Translation]:
+                    progress: bool = False, n_best: int = 1, pretokenized: bool = False) -> list[Translation]:
     """One :class:`Translation` per raw input line, in input order (an empty line gives an empty output);
-    with ``n_best`` > 1 each also lists its ``n_best`` hypotheses in ``nbest``."""
+    with ``n_best`` > 1 each also lists its ``n_best`` hypotheses in ``nbest``. ``pretokenized``: see
+    :func:`encode_sources`."""
     pipeline, tgt_vocab = run.data.pipeline, run.data.tgt_vocab
-    sources = [pipeline.encode_source(line) if line.strip() else [] for line in lines]
+    sources = encode_sources(pipeline, lines, pretokenized=pretokenized)
     found = decode_nbest(run, [run.data.src_vocab.encode(tokens) for tokens in sources], decode, n_best=n_best,
                          progress=progress)
 
@@ -102,13 +136,14 @@ def pharaoh(alignment: list[int]) -> str:
 
 
 def output_lines(translations: list[Translation], *, n_best: int = 1, scores: bool = False,
-                 alignments: bool = False) -> Iterable[str]:
+                 alignments: bool = False, start: int = 0) -> Iterable[str]:
     """The lines `varattn translate` writes. With ``n_best`` = 1: one line per input, ``text``, then
     `` ||| score`` with ``scores`` and `` ||| links`` with ``alignments``. With ``n_best`` > 1, Moses'
     n-best format: per input (numbered from 0) up to ``n_best`` lines ``i ||| text ||| score``, best first,
     plus `` ||| links`` with ``alignments`` (an empty input gives one empty entry). The score is the search
-    score: (log p(y|x) - </s> penalty) / ((5 + |y|) / 6)^alpha."""
-    for index, item in enumerate(translations):
+    score: (log p(y|x) - </s> penalty) / ((5 + |y|) / 6)^alpha. ``start``: the number of the first input
+    (when translations come in batches)."""
+    for index, item in enumerate(translations, start):
         entries = item.nbest if n_best > 1 else [(item.hypothesis, item.text)]
         for hypothesis, text in entries:
             fields = [str(index), text] if n_best > 1 else [text]
@@ -117,3 +152,45 @@ def output_lines(translations: list[Translation], *, n_best: int = 1, scores: bo
             if alignments:
                 fields.append(pharaoh(hypothesis.alignment))
             yield " ||| ".join(fields)
+
+
+def line_batches(stream: BinaryIO, buffer: int, name: str = "<stdin>") -> Iterator[list[str]]:
+    """Lines of a binary stream in batches of at most ``buffer``, each batch as soon as it is available.
+
+    Reads with ``read1`` (one read of whatever the pipe, terminal or file holds, blocking only while it
+    holds nothing), so a line typed at a terminal or written into a pipe that stays open is yielded at
+    once, while a file or a fast pipe still gives full batches. Lines are UTF-8 (a leading BOM is
+    dropped; ``\r\n`` endings accepted); invalid UTF-8 raises :class:`UserError` naming ``name`` and
+    the 1-based line number.
+    """
+    if buffer < 1:
+        raise UserError(f"buffer {buffer}: must be at least 1 line")
+    read = getattr(stream, "read1", stream.read)
+    pending, number, ready = b"", 0, []
+
+    def decode(raw: bytes) -> str:
+        nonlocal number
+        number += 1
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(f"{name}:{number}: invalid UTF-8 (byte 0x{raw[e.start]:02x}) — convert the input "
+                            "to UTF-8, e.g. with iconv") from None
+        if number == 1 and text.startswith("\ufeff"):
+            text = text[1:]
+        return text[:-1] if text.endswith("\r") else text
+
+    while True:
+        chunk = read(1 << 16)
+        if not chunk:
+            break
+        *complete, pending = (pending + chunk).split(b"\n")
+        ready.extend(decode(raw) for raw in complete)
+        while ready:  # everything complete is translated now: nothing waits for lines not yet written
+            batch, ready = ready[:buffer], ready[buffer:]
+            yield batch
+    if pending:
+        ready.append(decode(pending))
+    while ready:
+        batch, ready = ready[:buffer], ready[buffer:]
+        yield batch
