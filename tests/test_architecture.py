@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "varattn"
 LAYERS = {
     "latent": 0,
     "errors": 1,
+    "device": 1,
     "config": 2,
     "data": 3,
     "modules": 4,

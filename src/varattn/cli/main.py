@@ -146,7 +146,10 @@ def _add_align(sub) -> None:
                    help="how to combine the two directions (default with --reverse-run: grow-diag-final-and)")
     p.add_argument("--soft-threshold", type=float, default=0.25,
                    help="soft-product/soft-mean: keep links whose combined probability is at least this")
-    p.add_argument("--distribution", choices=["prior", "posterior", "attention"],
+    p.add_argument("--layer", type=int, help="a Transformer's soft cross-attention (matrix 'cross'): this decoder "
+                                             "layer, 0-based (default: the average over layers)")
+    p.add_argument("--head", type=int, help="... and this head, 0-based (default: the average over heads)")
+    p.add_argument("--distribution", choices=["prior", "posterior", "attention", "cross"],
                    help="the matrix links.align is drawn from (default: the posterior where the model has one)")
     p.add_argument("--links", choices=["argmax", "threshold"], default="argmax",
                    help="argmax: each target word's best source word, none (NULL) when below --threshold; "
@@ -238,7 +241,7 @@ def cmd_train(args) -> None:
 
 
 def _device(spec: str):
-    from varattn.training.trainer import resolve_device
+    from varattn.device import resolve_device
 
     return resolve_device(spec)
 
@@ -307,6 +310,10 @@ def cmd_align(args) -> None:
         raise UserError(f"--symmetrize {args.symmetrize}: give --reverse-run RUN, a run trained the other way")
     run = load_run(args.run, _device(args.device))
     reverse = load_run(args.reverse_run, _device(args.device)) if args.reverse_run else None
+    if args.layer is not None or args.head is not None:
+        if not hasattr(run.model, "select_heads"):
+            raise UserError("--layer/--head: only a Transformer run has per-layer, per-head cross-attention")
+        run.model.select_heads(args.layer, args.head)
     data = None
     if args.data:
         from varattn.data.text.prepared import load_prepared

@@ -18,6 +18,8 @@ from collections import defaultdict
 
 import torch
 
+from varattn.device import autocast as device_autocast
+
 from varattn.latent import evaluation_sums, get_mode
 from varattn.data.text.batching import TokenBatcher, collate
 
@@ -53,8 +55,7 @@ def score_split(model: torch.nn.Module, split, device: torch.device, *, max_toke
         from tqdm import tqdm
 
         batches = tqdm(batches, desc="scoring", unit="batch", leave=False)
-    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16,
-                              enabled=device.type == "cuda" and bf16)
+    autocast = device_autocast(device, bf16)
     mode = get_mode(model.config.mode)
     for indices in batches:
         batch = collate(split, indices).to(device)

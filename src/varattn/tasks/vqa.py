@@ -32,6 +32,7 @@ from collections import defaultdict
 import torch
 
 from varattn import latent
+from varattn.device import autocast as device_autocast
 from varattn.config import Config, ModelConfig
 from varattn.data.vqa.prepared import QuestionBatcher, VQABatch, VQAData, VQASplit, collate_vqa, load_vqa
 from varattn.errors import UserError
@@ -119,7 +120,7 @@ def score_vqa(model: VQAModel, split: VQASplit, device: torch.device, *, batch_s
         from tqdm import tqdm
 
         batches = tqdm(batches, desc="scoring", unit="batch", leave=False)
-    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and bf16)
+    autocast = device_autocast(device, bf16)
     for indices in batches:
         with autocast:
             for key, value in _batch_sums(model, collate_vqa(split, indices).to(device), gold).items():

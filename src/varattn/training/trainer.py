@@ -26,25 +26,13 @@ from varattn import config as config_lib
 from varattn.training import distributed
 from varattn.config import Config
 from varattn.data.textio import atomic_write_bytes
+from varattn.device import autocast as device_autocast
+from varattn.device import resolve_device
 from varattn.errors import UserError
 from varattn.latent import get_mode
 from varattn.tasks.base import task_for
 
 log = logging.getLogger("varattn")
-
-
-def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks CUDA when present (the process's own GPU under torchrun); anything else is
-    passed to ``torch.device``."""
-    if spec == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise UserError(f"train.device={spec!r} is not a device — use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"train.device={spec!r} but CUDA is not available — use train.device=cpu or auto")
-    return device
 
 
 @dataclass
@@ -331,8 +319,7 @@ class Trainer:
         cfg = self.config
         self._open_tensorboard()
         self.model.train()
-        autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16,
-                                  enabled=self.device.type == "cuda" and cfg.train.bf16)
+        autocast = device_autocast(self.device, cfg.train.bf16)
         started = time.perf_counter()
         stopped_early = False
         while self.progress.epoch <= cfg.train.epochs and not stopped_early and not self.progress.stopped:
