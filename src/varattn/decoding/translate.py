@@ -161,7 +161,7 @@ def line_batches(stream: BinaryIO, buffer: int, name: str = "<stdin>") -> Iterat
     holds nothing), so a line typed at a terminal or written into a pipe that stays open is yielded at
     once, while a file or a fast pipe still gives full batches. Lines are UTF-8 (a leading BOM is
     dropped; ``\r\n`` endings accepted); invalid UTF-8 raises :class:`UserError` naming ``name`` and
-    the 1-based line number.
+    the 1-based line number, after the lines before it have been yielded.
     """
     if buffer < 1:
         raise UserError(f"buffer {buffer}: must be at least 1 line")
@@ -180,17 +180,23 @@ def line_batches(stream: BinaryIO, buffer: int, name: str = "<stdin>") -> Iterat
             text = text[1:]
         return text[:-1] if text.endswith("\r") else text
 
-    while True:
+    error = None
+    while error is None:
         chunk = read(1 << 16)
         if not chunk:
-            break
-        *complete, pending = (pending + chunk).split(b"\n")
-        ready.extend(decode(raw) for raw in complete)
+            if pending:
+                complete, pending = [pending], b""
+            else:
+                break
+        else:
+            *complete, pending = (pending + chunk).split(b"\n")
+        try:
+            for raw in complete:
+                ready.append(decode(raw))
+        except UserError as bad:  # the lines before it are still answered
+            error = bad
         while ready:  # everything complete is translated now: nothing waits for lines not yet written
             batch, ready = ready[:buffer], ready[buffer:]
             yield batch
-    if pending:
-        ready.append(decode(pending))
-    while ready:
-        batch, ready = ready[:buffer], ready[buffer:]
-        yield batch
+    if error is not None:
+        raise error
