@@ -5,7 +5,9 @@ gives, per target position t, a distribution over the source tokens:
 
 - ``prior``: p(z_t | x, y<t), the attention the decoder computes (a latent model's prior);
 - ``posterior``: q(z_t | x, y), the inference network's, for ``vae-*`` models;
-- ``attention``: a ``soft`` model's attention (the same network as a prior, named as it is used).
+- ``attention``: a ``soft`` model's attention (the same network as a prior, named as it is used);
+- ``cross``: a Transformer's soft cross-attention (``model.select_heads(layer, head)``; default the
+  average over decoder layers and heads), the baseline a latent alignment is compared with.
 
 For ``vae-dirichlet`` the prior and posterior are Dirichlets; the matrices hold their means (the
 softmax of the scores). Matrices have one row per target token **and one for** ``</s>`` (the model
@@ -38,7 +40,7 @@ from varattn.data.text.batching import TokenBatcher, collate
 from varattn.data.text.pharaoh import format_links
 from varattn.data.text.prepared import PreparedData
 from varattn.errors import UserError
-from varattn.training.runs import LoadedRun
+from varattn.training.runs import LoadedRun, check_vocabularies
 
 END = "</s>"
 DIGITS = 6
@@ -136,6 +138,10 @@ def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[
         probs = {k: latent.masked_log_softmax(v.float(), fwd.mask).exp().cpu().numpy() for k, v in scores.items()}
         ents = {k: latent.entropy(v.float(), fwd.mask).masked_fill(~fwd.queries, 0.0).sum(-1).cpu()
                 for k, v in scores.items()}
+        cross = model.cross_alignment(batch.src, batch.src_lengths, batch.tgt_in) if hasattr(model, "cross_alignment") else None
+        if cross is not None:  # a Transformer's soft cross-attention: its chosen layer/head, or their average
+            probs["cross"] = cross.float().cpu().numpy()
+            ents["cross"] = -(cross * cross.clamp_min(1e-30).log()).sum(-1).masked_fill(~fwd.queries, 0.0).sum(-1).cpu()
         for row, i in enumerate(rows.tolist()):
             S, T = len(src_ids[i]), len(tgt_ids[i]) + 1
             results[i] = PairAlignment(
@@ -148,9 +154,7 @@ def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[
 
 
 def _check_vocab(run: LoadedRun, data: PreparedData) -> None:
-    if data.src_vocab != run.data.src_vocab or data.tgt_vocab != run.data.tgt_vocab:
-        raise UserError(f"{data.path}: its vocabularies differ from the run's ({run.checkpoint.parent}/data) — "
-                        "align data prepared together with the training data")
+    check_vocabularies(run, data, "align")
 
 
 def _tokens(lines: list[str], ids: list[np.ndarray], vocab) -> list[list[str]]:

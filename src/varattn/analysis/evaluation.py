@@ -12,7 +12,7 @@ from varattn.errors import UserError
 from varattn.tasks.translation_scores import score_split
 from varattn.tasks import task_for
 from varattn.tasks.vqa import score_vqa
-from varattn.training.runs import LoadedRun
+from varattn.training.runs import LoadedRun, check_vocabularies
 from varattn.decoding.translate import decode_ids
 
 
@@ -31,9 +31,7 @@ def evaluate_run(run: LoadedRun, data: PreparedData, split_name: str, *, kmax: t
     the raw reference (or the detokenised reference) with 13a, lowercased when the data pipeline
     lowercases.
     """
-    if data.src_vocab != run.data.src_vocab or data.tgt_vocab != run.data.tgt_vocab:
-        raise UserError(f"{data.path}: its vocabularies differ from the run's ({run.checkpoint.parent}/data) — "
-                        "evaluate on data prepared together with the training data")
+    check_vocabularies(run, data, "evaluate on")
     split = data.split(split_name)
     config = run.config
     results = {"split": split_name, "checkpoint": str(run.checkpoint), "mode": config.model.mode}

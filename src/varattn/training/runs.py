@@ -25,6 +25,14 @@ class LoadedRun:
     task: object
 
 
+def check_vocabularies(run: LoadedRun, data, purpose: str) -> None:
+    """UserError unless translation ``data`` has the run's vocabularies (``purpose``: what the data is
+    for, e.g. "evaluate on")."""
+    if data.src_vocab != run.data.src_vocab or data.tgt_vocab != run.data.tgt_vocab:
+        raise UserError(f"{data.path}: its vocabularies differ from the run's ({run.checkpoint.parent}/data) — "
+                        f"{purpose} data prepared together with the training data")
+
+
 def load_run(path: str | Path, device: torch.device, prefer: str = "checkpoint_best") -> LoadedRun:
     """A run directory or checkpoint JSON -> the model in eval mode on ``device``, with its data files."""
     json_path = checkpoint.resolve(path, prefer)
