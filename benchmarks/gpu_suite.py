@@ -266,7 +266,7 @@ def report(args) -> None:
     transformer = load(out / "speed_transformer.json")
     record = {"what": "benchmarks/gpu_suite.sh: speed of every mode, fixed-budget training on Multi30k, "
                       "evaluation and exact-marginal beam decoding",
-              "command": args.command_line, "machine": load(work / "machine.json") or machine(),
+              "command": args.command_line, "machine": machine(),
               "stages": stages, "prepare": load(work / "prepare.json"), "modes": modes,
               "speed_summary": speed_summary(speed), "transformer_speed_summary": speed_summary(transformer)}
     write_json(out / "gpu_suite.json", record)
@@ -332,8 +332,6 @@ def markdown(record: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="stage", required=True)
-    p = sub.add_parser("machine")
-    p.add_argument("--work", required=True)
     p = sub.add_parser("prepare")
     p.add_argument("--data", required=True, help="raw Multi30k folder (tok/, raw/) or a prepared folder")
     p.add_argument("--work", required=True)
@@ -357,11 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--command-line", default="benchmarks/gpu_suite.sh")
     args = parser.parse_args(argv)
-    if args.stage == "machine":
-        write_json(Path(args.work) / "machine.json", machine())
-        print(json.dumps(machine()), flush=True)
-    else:
-        {"prepare": prepare, "mode": mode, "report": report}[args.stage](args)
+    {"prepare": prepare, "mode": mode, "report": report}[args.stage](args)
 
 
 if __name__ == "__main__":

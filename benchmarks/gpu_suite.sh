@@ -13,11 +13,11 @@
 #   --wheels  wheels to install when sacremoses / subword-nmt are missing (default .gpu_wheels)
 #
 # Stages, each in its own process under its own time limit (and never past the overall --budget; the
-# report keeps 15 s): install (wheels, pip install -e . --no-deps), machine, speed (speed.py, paper sizes,
+# report keeps 15 s): install (wheels, pip install -e . --no-deps), speed (speed.py, paper sizes,
 # every mode, naive 2018 path, largest vae-enum batch), prepare (Multi30k, the recipe's 10k BPE merges),
 # one stage per mode (train for a fixed wall budget in bf16, evaluate on test, beam-10 decoding over the
-# exact marginal), transformer speed (only when model.arch=transformer exists), report. A stage that
-# fails or runs out of time is recorded as such; the later stages still run.
+# exact marginal), transformer speed (only when model.arch=transformer exists), report (with the machine).
+# A stage that fails or runs out of time is recorded as such; the later stages still run.
 set -u
 export PYTHONUNBUFFERED=1
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -52,16 +52,16 @@ exec > >(tee -a "$OUTDIR/gpu_suite.log") 2>&1
 
 if [ "$TINY" = 1 ]; then
   BUDGET="${BUDGET:-120}"; TRAIN_S="${TRAIN_S:-4}"; DECODE_S="${DECODE_S:-2}"
-  L_INSTALL=60 L_MACHINE=30 L_SPEED=40 L_PREPARE=40 L_MODE_EXTRA=40 L_TRANSFORMER=30
+  L_INSTALL=60 L_SPEED=40 L_PREPARE=40 L_MODE_EXTRA=40 L_TRANSFORMER=30
   SPEED_ARGS=(--setting tiny --steps 1 --warmup 1 --no-memory)
   MODE_ARGS=(--tiny --batch-tokens 1000 --eval-tokens 4000 --decode-chunk 10 --lr 3e-3)
-  TRANSFORMER_ARGS=(--setting tiny --steps 1 --warmup 1 --no-memory --no-naive)
+  TRANSFORMER_ARGS=(--setting tiny --steps 1 --warmup 1 --no-memory)
 else
   BUDGET="${BUDGET:-470}"; TRAIN_S="${TRAIN_S:-40}"; DECODE_S="${DECODE_S:-15}"
-  L_INSTALL=60 L_MACHINE=30 L_SPEED=140 L_PREPARE=60 L_MODE_EXTRA=40 L_TRANSFORMER=45
+  L_INSTALL=60 L_SPEED=140 L_PREPARE=60 L_MODE_EXTRA=40 L_TRANSFORMER=45
   SPEED_ARGS=(--setting paper --find-max-batch 65536)
   MODE_ARGS=(--batch-tokens 8192 --eval-tokens 16384 --decode-chunk 100)
-  TRANSFORMER_ARGS=(--setting iwslt-transformer --no-naive --steps 3 --warmup 1)
+  TRANSFORMER_ARGS=(--setting paper --steps 3 --warmup 1)  # the transformer section's defaults: IWSLT sizes
 fi
 if [ -n "$IWSLT" ]; then SPEED_ARGS+=(--data "$IWSLT"); fi
 STARTED=$(date +%s)
@@ -108,7 +108,6 @@ export PY WHEELS ROOT
 export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"  # works whether or not the editable install does
 
 stage install "$L_INSTALL" bash -c install
-stage machine "$L_MACHINE" "$PY" benchmarks/gpu_suite.py machine --work "$WORK"
 stage speed "$L_SPEED" "$PY" benchmarks/speed.py --device "$DEVICE" "${SPEED_ARGS[@]}" --out "$OUTDIR/speed"
 PREP_ARGS=(); [ "$TINY" = 1 ] && PREP_ARGS=(--tiny)
 stage prepare "$L_PREPARE" "$PY" benchmarks/gpu_suite.py prepare --data "$DATA" --work "$WORK" "${PREP_ARGS[@]}"
@@ -118,8 +117,7 @@ for mode in $MODES; do
     --train-seconds "$TRAIN_S" --decode-seconds "$DECODE_S" "${MODE_ARGS[@]}"
 done
 # optional: the Transformer (issue 12), only when the config knows model.arch=transformer
-if "$PY" -c "from varattn.config import ModelConfig; assert 'arch' in ModelConfig.__dataclass_fields__" 2>/dev/null \
-   && "$PY" benchmarks/speed.py --help 2>/dev/null | grep -q -- "--arch"; then
+if "$PY" -c "from varattn.models.registry import architecture; architecture('transformer')" 2>/dev/null; then
   stage "transformer speed" "$L_TRANSFORMER" "$PY" benchmarks/speed.py --device "$DEVICE" --arch transformer \
     --modes soft vae-enum "${TRANSFORMER_ARGS[@]}" --out "$OUTDIR/speed_transformer"
 else

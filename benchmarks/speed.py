@@ -81,7 +81,9 @@ SETTINGS = {
     # a toy model for smoke tests of the harness (benchmarks/gpu_suite.sh --tiny): seconds on one CPU thread
     "tiny": {"model": {"emb_size": 16, "enc_hidden": 16, "enc_layers": 1, "dec_hidden": 32, "dec_layers": 1,
                        "attn_size": 16, "inf_hidden": 16, "inf_layers": 1},
-             "vocab": 200, "batch_tokens": 200, "steps": 1, "warmup": 1},
+             "vocab": 200, "batch_tokens": 200, "steps": 1, "warmup": 1,
+             "transformer": {"encoder_layers": 1, "decoder_layers": 1, "width": 16, "heads": 2, "ffn": 32,
+                             "inf_layers": 1}},
 }
 
 
@@ -235,7 +237,7 @@ def peak_matmul(dev: Device, size: int, seconds: float = 1.0) -> float:
 
 
 def model_config(setting: dict, mode: str, block: int | None) -> ModelConfig:
-    cfg = ModelConfig(mode=mode, **setting["model"])
+    cfg = ModelConfig(mode=mode, arch=setting.get("arch", "rnn"), **setting["model"])
     if block:
         cfg.enum_block = block
     return cfg
@@ -248,14 +250,22 @@ class Runner:
                  block: int | None):
         torch.manual_seed(seed)
         self.mode, self.naive, self.dev = mode, naive, dev
-        self.model = Seq2Seq(model_config(setting, mode, block), pairs.src_vocab, pairs.tgt_vocab).to(dev.device)
+        self.cfg = model_config(setting, mode, block)
+        if self.cfg.arch == "rnn":
+            self.model = Seq2Seq(self.cfg, pairs.src_vocab, pairs.tgt_vocab).to(dev.device)
+        else:  # another architecture of the registry, with its section's sizes (the setting's, else its defaults)
+            from varattn.config import Config, TransformerConfig
+            from varattn.models.registry import build_translation_model
+
+            whole = Config(model=self.cfg, transformer=TransformerConfig(**setting.get("transformer", {})))
+            self.model = build_translation_model(whole, pairs.src_vocab, pairs.tgt_vocab).to(dev.device)
         self.model.train()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=3e-4, eps=1e-8)
         self.generator = torch.Generator(dev.device).manual_seed(seed)
         self.state_bytes = 3 * sum(p.numel() * p.element_size() for p in self.model.parameters())  # w + Adam
 
     def loss(self, batch):
-        cfg = self.model.config
+        cfg = self.cfg
         fwd = naive_forward(self.model, batch) if self.naive else self.model(
             batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
         loss, _ = latent.batch_objective(latent.get_mode(cfg.mode), fwd, samples=cfg.samples,
@@ -384,7 +394,7 @@ def cpu_peak_memory(args, mode: str, naive: bool) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--probe", mode, "--setting", args.setting,
                "--device", "cpu", "--batch-tokens", str(args.batch_tokens), "--naive-tokens", str(args.naive_tokens),
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed),
-               "--data", args.data, "--threads", str(torch.get_num_threads())]
+               "--data", args.data, "--threads", str(torch.get_num_threads()), "--arch", args.arch]
     if args.block:
         command += ["--block", str(args.block)]
     if naive:
@@ -404,7 +414,12 @@ def run(args) -> dict:
     setting = SETTINGS[args.setting]
     pairs = load_pairs(Path(args.data), setting["vocab"], args.seed)
     cfg = model_config(setting, "soft", args.block)
-    output_size = cfg.output_size or cfg.dec_hidden
+    if cfg.arch == "rnn":
+        output_size = cfg.output_size or cfg.dec_hidden
+    else:  # the Transformer's output layer reads o = tanh(W [h; c]) of its width by default
+        from varattn.config import TransformerConfig
+
+        output_size = cfg.output_size or TransformerConfig(**setting.get("transformer", {})).width
     modes = args.modes
     count = args.warmup + args.steps
     batches = [b.to(dev.device) for b in make_batches(pairs, args.batch_tokens, count, args.seed)]
@@ -446,7 +461,7 @@ def run(args) -> dict:
         print(f"  step {step + 1}/{count} done", flush=True)
 
     # enumerate() + backward alone, ours and naive, on the same batches
-    enum_model = next((built[(m, False)].model for m in modes if m in ENUMERATING), None)
+    enum_model = next((built[(m, False)].model for m in modes if m in ENUMERATING and cfg.arch == "rnn"), None)
     enumeration = None
     if enum_model is not None:
         timed = batches[args.warmup:]
@@ -573,6 +588,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per mode")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps per mode first")
     parser.add_argument("--block", type=int, default=None, help="model.enum_block (cells per enumeration block)")
+    parser.add_argument("--arch", default="rnn", help="model.arch (another than rnn: no naive path, no "
+                        "enumerate()-alone timing; sizes from the setting's transformer section, else its defaults)")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="float32 on CUDA too")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU intra-op threads (default 1: on a shared machine, threads of one process stall "
@@ -598,6 +615,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads or 1)
     default_setting = "paper" if device_type == "cuda" else "small"
     args.setting = args.setting or default_setting
+    if args.arch != "rnn":  # the naive reference and the FLOP counts are the RNN's
+        SETTINGS[args.setting] = {**SETTINGS[args.setting], "arch": args.arch}
+        args.no_naive = True
     setting = SETTINGS[args.setting]
     args.batch_tokens = args.batch_tokens or setting["batch_tokens"]
     args.steps = args.steps or setting["steps"]
