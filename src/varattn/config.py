@@ -368,8 +368,13 @@ def save(config: Config, path: str | Path) -> None:
     try:
         tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as error:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(error, OSError):  # name the file meant, not its temporary twin (or none)
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
 
 

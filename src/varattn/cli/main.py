@@ -283,18 +283,23 @@ def cmd_translate(args) -> None:
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     done = 0
     try:
-        for lines in batches:
-            translations = translate_lines(run, lines, decode, detokenize=args.detokenize,
-                                           progress=args.input is not None, n_best=args.n_best,
-                                           pretokenized=args.pretokenized)
-            for line in output_lines(translations, n_best=args.n_best, scores=args.scores,
-                                     alignments=args.alignments, start=done):
-                out.write(line + "\n")
-            out.flush()
-            done += len(lines)
-    finally:
-        if args.output:
-            out.close()
+        try:
+            for lines in batches:
+                translations = translate_lines(run, lines, decode, detokenize=args.detokenize,
+                                               progress=args.input is not None, n_best=args.n_best,
+                                               pretokenized=args.pretokenized)
+                for line in output_lines(translations, n_best=args.n_best, scores=args.scores,
+                                         alignments=args.alignments, start=done):
+                    out.write(line + "\n")
+                out.flush()
+                done += len(lines)
+        finally:
+            if args.output:
+                out.close()
+    except OSError as error:  # a full disk shows when writing, where the error names no file
+        if args.output and not error.filename and not isinstance(error, BrokenPipeError):
+            raise OSError(error.errno, error.strerror, args.output) from None
+        raise
 
 
 def cmd_align(args) -> None:
@@ -407,7 +412,7 @@ def _os_error_line(error: OSError) -> str:
     """One line for a failed read or write: the path, the cause and what to do."""
     import errno
 
-    where = error.filename or "(no file named)"
+    where = f"{error.filename}: " if error.filename else ""
     cause = error.strerror or str(error)
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         fix = "free some disk space or write to another disk"
@@ -415,7 +420,7 @@ def _os_error_line(error: OSError) -> str:
         fix = "make the folder writable (or readable) or choose another folder"
     else:
         fix = "check the path and the disk"
-    return f"{where}: {cause} — {fix}"
+    return f"{where}{cause} — {fix}"
 
 
 if __name__ == "__main__":

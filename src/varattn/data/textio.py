@@ -134,13 +134,18 @@ def staged_folder(out: str | os.PathLike) -> Iterator[Path]:
     ``out`` is left as it was."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(out)) from None
     tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes 0700; give the folder the usual permissions
     try:
         yield tmp
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(error, OSError) and (not error.filename or str(tmp) in str(error.filename)):
+            raise OSError(error.errno, error.strerror, str(out)) from None  # name the folder meant
         raise

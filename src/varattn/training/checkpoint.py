@@ -140,7 +140,7 @@ def save(run_dir: Path, name: str, model: nn.Module, meta: dict,
             except OSError:
                 pass
         if isinstance(error, OSError):
-            raise UserError(f"{error.filename or run_dir}: cannot write checkpoint {name} "
+            raise UserError(f"{run_dir}: cannot write checkpoint {name} "
                             f"({error.strerror or error}) — {advice(error)}; the previous {name} "
                             "is unchanged") from None
         raise
