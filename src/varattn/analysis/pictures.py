@@ -4,7 +4,8 @@
   the side, ``</s>`` as the last row), side by side, and — when there is a prior and a posterior — an
   overlay in two colours as in Deng et al. (2018): prior in red, posterior in blue, so cells where they
   agree turn pink to white. Heat maps use ``magma``: the larger the probability, the brighter the cell.
-  Gold links, when known, are outlined in cyan.
+  Each picture's colours run from 0 to *its own* largest probability (so a flat prior is not a black
+  square), and the colour bar says that maximum. Gold links, when known, are outlined in cyan.
 - :func:`grid_figure`: several pairs on one page (the overlay, or the single heat map).
 - :func:`save`: PNG and/or SVG; :func:`png_base64` for inline images.
 
@@ -75,13 +76,23 @@ def _draw(ax, pair: PairAlignment, image: np.ndarray, title: str, **imshow) -> o
     return shown
 
 
-def draw_heatmap(ax, pair: PairAlignment, name: str):
-    """One distribution of ``pair`` as a heat map on ``ax`` (probabilities 0..1, linear)."""
-    return _draw(ax, pair, pair.matrices[name], name, cmap=CMAP, vmin=0.0, vmax=1.0)
+def peak(pair: PairAlignment, names: Sequence[str] | None = None) -> float:
+    """The largest probability of the named matrices (default all): the top of a picture's colour scale."""
+    names = list(pair.matrices) if names is None else names
+    return max(float(pair.matrices[name].max()) for name in names) or 1.0
 
 
-def draw_overlay(ax, pair: PairAlignment, first: str = "prior", second: str = "posterior"):
-    return _draw(ax, pair, overlay_rgb(pair.matrices[first], pair.matrices[second]),
+def draw_heatmap(ax, pair: PairAlignment, name: str, vmax: float | None = None):
+    """One distribution of ``pair`` as a heat map on ``ax`` (linear, 0 to ``vmax``: default its maximum)."""
+    vmax = peak(pair, [name]) if vmax is None else vmax
+    return _draw(ax, pair, pair.matrices[name], name, cmap=CMAP, vmin=0.0, vmax=vmax)
+
+
+def draw_overlay(ax, pair: PairAlignment, first: str = "prior", second: str = "posterior",
+                 vmax: float | None = None):
+    """Two distributions in red and blue, each scaled by ``vmax`` (default: their common maximum)."""
+    vmax = peak(pair, [first, second]) if vmax is None else vmax
+    return _draw(ax, pair, overlay_rgb(pair.matrices[first] / vmax, pair.matrices[second] / vmax),
                  f"{first} (red) + {second} (blue)")
 
 
@@ -105,11 +116,13 @@ def pair_figure(pair: PairAlignment, title: str | None = None) -> Figure:
     figure = new_figure(*_size(pair, panels))
     axes = np.atleast_1d(figure.subplots(1, panels))
     shown = None
+    top = peak(pair)
     for ax, name in zip(axes, names):
-        shown = draw_heatmap(ax, pair, name)
+        shown = draw_heatmap(ax, pair, name, vmax=top)
     if overlay:
-        draw_overlay(axes[-1], pair)
-    figure.colorbar(shown, ax=list(axes[: len(names)]), shrink=0.6, label="p(z = source | target)")
+        draw_overlay(axes[-1], pair, vmax=top)
+    figure.colorbar(shown, ax=list(axes[: len(names)]), shrink=0.6,
+                    label=f"p(z = source | target), scaled to this picture's maximum {top:.2f}")
     if pair.gold is not None:
         title = f"{title}  (cyan boxes: gold links)" if title else "cyan boxes: gold links"
     if title:
@@ -132,7 +145,7 @@ def grid_figure(pairs: Sequence[PairAlignment], columns: int = 2) -> Figure:
             draw_overlay(ax, pair)
         else:
             draw_heatmap(ax, pair, names[0])
-        sub.suptitle(f"pair {pair.index}", fontsize=FONT + 1)
+        sub.suptitle(f"pair {pair.index} (colours scaled to its maximum {peak(pair):.2f})", fontsize=FONT + 1)
     for sub in subfigures[len(pairs):]:
         sub.set_visible(False)
     return figure

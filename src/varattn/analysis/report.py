@@ -5,7 +5,10 @@ style from anywhere else — a Content-Security-Policy forbids every network req
 Output folder (see :mod:`varattn.analysis.align` for the exports): ``alignments.json``, ``{name}.align``,
 ``{name}.words.align``, ``pictures/pair-NNNNN.{png,svg}`` for the first pairs, ``grid.{png,svg}``
 (several pairs on one page), ``summary.json`` (files, AER per distribution when gold links are known,
-mean entropies), and the HTML report where asked.
+mean entropies), and the HTML report where asked. The word aligner's outputs (see
+:mod:`varattn.analysis.wordlinks`): ``links.align`` (the chosen word links, one direction or symmetrised,
+indexing the words of ``tokens.txt``), ``scores.tsv`` (per sentence), the probability and word-pair files
+where asked, and with a reverse run its own exports in ``reverse/``.
 """
 
 from __future__ import annotations
@@ -25,41 +28,122 @@ from varattn.errors import UserError
 from varattn.training.runs import LoadedRun
 
 
+def read_inputs(run: LoadedRun, *, pairs: str | None = None, src: str | None = None, tgt: str | None = None,
+                pretokenized: bool = False, limit: int | None = None) -> tuple[list[list[str]], list[list[str]]]:
+    """The words of every pair of a ``source ||| target`` file or of two parallel files: split on spaces
+    when ``pretokenized``, else tokenised with the run's pipeline (then shown without Moses escapes)."""
+    from varattn.data.text.tokenize import moses_unescape
+    from varattn.data.textio import read_parallel
+
+    if pairs:
+        from varattn.data.text.pairs import read_pairs
+
+        src_lines, tgt_lines = read_pairs(pairs)
+    elif src and tgt:
+        src_lines, tgt_lines = read_parallel(src, tgt)
+    else:
+        raise UserError("give a prepared split (data), a pairs file, or both a source and a target file")
+    src_lines, tgt_lines = src_lines[:limit], tgt_lines[:limit]
+    if pretokenized:
+        return [line.split() for line in src_lines], [line.split() for line in tgt_lines]
+    pipeline = run.data.pipeline
+    tokenised = []
+    for side, lines in (("src", src_lines), ("tgt", tgt_lines)):
+        tokenised.append([[moses_unescape(w) for w in pipeline.pretokenize(line, side).split()] for line in lines])
+    return tokenised[0], tokenised[1]
+
+
 def run_align(run: LoadedRun, out: str | Path, *, data: PreparedData | None = None, split: str = "test",
-              src: str | None = None, tgt: str | None = None, gold: str | None = None, one_based: bool = False,
+              src: str | None = None, tgt: str | None = None, pairs_file: str | None = None,
+              pretokenized: bool = False, reverse_run: LoadedRun | None = None, symmetrize: str | None = None,
+              distribution: str | None = None, links: str = "argmax", soft_threshold: float = 0.25,
+              output_probs: str | None = None, output_words: str | None = None, separator: str = "<sep>",
+              gold: str | None = None, one_based: bool = False,
               limit: int | None = None, threshold: float = 0.0, pictures: int = 10,
               formats: Sequence[str] = ("png", "svg"), grid: int = 6, html_path: str | None = None,
               translate: bool = True, progress: bool = False,
               echo: Callable[[str], None] = lambda _: None) -> dict:
-    """Everything `varattn align` does; returns (and writes to ``out/summary.json``) a summary."""
-    from varattn.analysis import pictures as drawing
+    """Everything `varattn align` does; returns (and writes to ``out/summary.json``) a summary.
 
-    if not 0.0 <= threshold <= 1.0:
-        raise UserError(f"--threshold {threshold}: give a probability between 0 and 1")
-    task = getattr(run, "task", None)
-    if task is not None and getattr(task, "name", "translation") != "translation":
-        raise UserError(f"{run.checkpoint}: a {task.name} model — varattn align works on translation models")
+    Input: a prepared split (``data``, ``split``), a ``source ||| target`` file (``pairs_file``) or two
+    parallel files (``src``, ``tgt``), raw or ``pretokenized``. With ``reverse_run`` (a run trained the
+    other way) the pairs are aligned both ways and symmetrised by ``symmetrize`` (default
+    grow-diag-final-and). Word links of ``distribution`` (default: the posterior where there is one) go to
+    ``out/links.align``, with ``out/scores.tsv`` per sentence and, where asked, probabilities
+    (``output_probs``) and word pairs (``output_words``).
+    """
+    from varattn.analysis import pictures as drawing
+    from varattn.analysis import symmetrize as sym
+    from varattn.analysis import wordlinks
+
+    for option, value in (("threshold", threshold), ("soft_threshold", soft_threshold)):
+        if not 0.0 <= value <= 1.0:
+            raise UserError(f"{option} {value}: give a probability between 0 and 1")
+    if links not in wordlinks.METHODS:
+        raise UserError(f"links {links!r}: choose one of {', '.join(wordlinks.METHODS)}")
+    if symmetrize is not None and symmetrize not in sym.HEURISTICS:
+        raise UserError(f"symmetrize {symmetrize!r}: choose one of {', '.join(sym.HEURISTICS)}")
+    if symmetrize is not None and reverse_run is None:
+        raise UserError(f"symmetrize {symmetrize}: needs a run trained the other way (reverse_run)")
+    for loaded in (run, reverse_run):
+        task = getattr(loaded, "task", None)
+        if task is not None and getattr(task, "name", "translation") != "translation":
+            raise UserError(f"{loaded.checkpoint}: a {task.name} model — varattn align works on translation models")
+    if reverse_run is not None:
+        align.check_reverse(run, reverse_run)
+        symmetrize = symmetrize or "grow-diag-final-and"
     out = Path(out)
+    reverse_pairs = None
     if data is not None:
         pairs = align.align_split(run, data, split, limit=limit, progress=progress)
+        if reverse_run is not None:
+            from varattn.data.text.prepared import load_prepared
+
+            other = load_prepared(data.path, reverse=not data.reverse)
+            reverse_pairs = align.align_split(reverse_run, other, split, limit=limit, progress=progress)
         source = {"data": str(data.path), "split": split}
     else:
-        if not (src and tgt):
-            raise UserError("give --data DIR (with --split) or both --src FILE and --tgt FILE")
-        from varattn.data.textio import read_parallel
-
-        src_lines, tgt_lines = read_parallel(src, tgt)
-        pairs = align.align_lines(run, src_lines[:limit], tgt_lines[:limit], progress=progress)
-        source = {"src": src, "tgt": tgt}
+        src_words, tgt_words = read_inputs(run, pairs=pairs_file, src=src, tgt=tgt, pretokenized=pretokenized,
+                                           limit=limit)
+        if gold:  # a bad gold file stops before the slow part
+            for n, (s, t, known) in enumerate(zip(src_words, tgt_words, aer.read_gold(gold, one_based=one_based)), 1):
+                aer.check_bounds(known, len(s), len(t), f"{gold}:{n}")
+        pairs = align.align_words(run, src_words, tgt_words, progress=progress)
+        if reverse_run is not None:
+            reverse_pairs = align.align_words(reverse_run, tgt_words, src_words, progress=progress)
+        source = {"pairs": pairs_file} if pairs_file else {"src": src, "tgt": tgt}
+        source["pretokenized"] = pretokenized
     if gold:
-        align.attach_gold(pairs, aer.read_gold(gold, one_based=one_based), gold)
+        golds = aer.read_gold(gold, one_based=one_based)
+        align.attach_gold(pairs, golds, gold)
+        if reverse_pairs is not None:
+            align.attach_gold(reverse_pairs, [aer.GoldLinks(frozenset(sym.transpose(g.sure)),
+                                                            frozenset(sym.transpose(g.possible))) for g in golds], gold)
     if translate and html_path:
         echo(f"translating {len(pairs)} sources")
         align.translate(run, pairs, progress=progress)
     meta = {"checkpoint": str(run.checkpoint), "mode": run.config.model.mode, **source}
     files = align.write_exports(pairs, out, threshold=threshold, meta=meta)
     found = align.scores(pairs, threshold)
-    for pair in pairs[:pictures]:
+    if reverse_pairs is not None:
+        chosen = wordlinks.two_directions(pairs, reverse_pairs, symmetrize, name=distribution,
+                                          reverse_name=distribution, method=links, threshold=threshold,
+                                          soft_threshold=soft_threshold)
+        files += align.write_exports(reverse_pairs, out / "reverse", threshold=threshold,
+                                     meta={"checkpoint": str(reverse_run.checkpoint),
+                                           "mode": reverse_run.config.model.mode, **source})
+    else:
+        chosen = wordlinks.one_direction(pairs, distribution, method=links, threshold=threshold)
+    files += wordlinks.write(chosen, out / "links.align", probs_path=output_probs, words_path=output_words,
+                             scores_path=out / "scores.tsv", separator=separator)
+    (out / "tokens.txt").write_text("".join(line + "\n" for line in wordlinks.tokens_lines(chosen)), encoding="utf-8")
+    files.append(out / "tokens.txt")
+    items = pairs[:pictures]
+    if progress and items:
+        from tqdm import tqdm
+
+        items = tqdm(items, desc="drawing", unit="picture", leave=False)
+    for pair in items:
         figure = drawing.pair_figure(pair, f"pair {pair.index}")
         files += drawing.save(figure, out / "pictures" / f"pair-{pair.index:05d}", formats)
     if grid and pairs:
@@ -67,7 +151,15 @@ def run_align(run: LoadedRun, out: str | Path, *, data: PreparedData | None = No
     summary = {**meta, "pairs": len(pairs), "threshold": threshold,
                "entropy": {name: mean([p.entropy[name] for p in pairs])
                            for name in (pairs[0].matrices if pairs else [])},
-               "scores": {name: counts.as_dict() for name, counts in found.items()}}
+               "scores": {name: counts.as_dict() for name, counts in found.items()},
+               "links": {"distribution": wordlinks.pick(pairs[0], distribution) if pairs else distribution,
+                         "method": links, "symmetrize": symmetrize,
+                         "mean_log_prob": mean([a.score for a in chosen if a.links])}}
+    if reverse_pairs is not None:
+        summary["reverse"] = {"checkpoint": str(reverse_run.checkpoint),
+                              "scores": {k: c.as_dict() for k, c in align.scores(reverse_pairs, threshold).items()}}
+    if pairs and pairs[0].gold is not None:
+        summary["links"]["score"] = wordlinks.score(chosen, [p.gold for p in pairs]).as_dict()
     if html_path:
         echo(f"drawing {len(pairs)} pairs into {html_path}")
         write_html(pairs, html_path, title=f"{Path(run.checkpoint).parent.name}: {source.get('split', src)}",

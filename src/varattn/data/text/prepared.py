@@ -3,6 +3,11 @@
 ``load_prepared(dir)`` reads ``meta.json``, both vocabularies and the pipeline at once and the split arrays
 lazily. It also accepts a folder that holds only ``meta.json``, ``vocab.*.json`` and ``bpe.codes`` (a run
 directory keeps such a copy, made by :meth:`PreparedData.copy_essentials`, for translation).
+
+``load_prepared(dir, reverse=True)`` reads the same folder in the other direction (the target side becomes
+the source: vocabularies, pipeline languages, token ids, text lines and gold links swap), so one
+``varattn prepare`` serves a model of each direction (``data.reverse: true``). The essentials it copies into
+a run describe the reversed direction, so the run loads on its own without knowing it was reversed.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 from varattn.data.text.build import FORMAT
 from varattn.data.text.pharaoh import read_alignments
 from varattn.data.textio import read_lines
-from varattn.data.text.tokenize import Pipeline
+from varattn.data.text.tokenize import Pipeline, remove_bpe
 from varattn.data.vocab import Vocabulary
 from varattn.errors import UserError
 
@@ -35,11 +40,16 @@ class ParallelSplit:
     Attributes:
         name: the split name; ``folder``: where its files are.
         src_lengths, tgt_lengths: int64 [n] token counts (no BOS/EOS).
+        reverse: the folder's target side is read as the source and its source side as the target.
     """
 
-    def __init__(self, folder: Path, name: str, arrays: dict[str, np.ndarray]) -> None:
+    def __init__(self, folder: Path, name: str, arrays: dict[str, np.ndarray], reverse: bool = False) -> None:
         self.folder = folder
         self.name = name
+        self.reverse = reverse
+        if reverse:
+            arrays = {"src": arrays["tgt"], "src_offsets": arrays["tgt_offsets"],
+                      "tgt": arrays["src"], "tgt_offsets": arrays["src_offsets"]}
         self._src = arrays["src"]
         self._tgt = arrays["tgt"]
         self._src_off = arrays["src_offsets"]
@@ -73,20 +83,24 @@ class ParallelSplit:
         return lines
 
     def references(self) -> list[str]:
-        """Tokenised target references before BPE (``{name}.ref.tgt``), one per pair."""
+        """Tokenised target references before BPE (``{name}.ref.tgt``; reversed: the source tokens with
+        BPE removed), one per pair."""
+        if self.reverse:
+            return [remove_bpe(line) for line in self._lines("src.txt", required=True)]  # type: ignore[union-attr]
         return self._lines("ref.tgt", required=True)  # type: ignore[return-value]
 
     def raw_references(self) -> list[str] | None:
-        """Untokenised target references (``{name}.raw.tgt``), or None when the corpus has none."""
-        return self._lines("raw.tgt", required=False)
+        """Untokenised target references (``{name}.raw.tgt``), or None when the corpus has none (nor
+        when reversed: the untokenised source is not kept)."""
+        return None if self.reverse else self._lines("raw.tgt", required=False)
 
     def source_lines(self) -> list[str]:
         """The final source tokens as text (``{name}.src.txt``)."""
-        return self._lines("src.txt", required=True)  # type: ignore[return-value]
+        return self._lines("tgt.txt" if self.reverse else "src.txt", required=True)  # type: ignore[return-value]
 
     def target_lines(self) -> list[str]:
         """The final target tokens as text (``{name}.tgt.txt``)."""
-        return self._lines("tgt.txt", required=True)  # type: ignore[return-value]
+        return self._lines("src.txt" if self.reverse else "tgt.txt", required=True)  # type: ignore[return-value]
 
     def gold_alignments(self) -> list[set[tuple[int, int]]] | None:
         """Gold word links per pair (source i, target j over the ``.ref`` words), or None."""
@@ -96,7 +110,7 @@ class ParallelSplit:
         links = read_alignments(p)
         if len(links) != len(self):
             raise UserError(f"{p}: has {len(links)} lines but the split has {len(self)} pairs — {_AGAIN}")
-        return links
+        return [{(j, i) for i, j in pair} for pair in links] if self.reverse else links
 
 
 @dataclass
@@ -108,6 +122,7 @@ class PreparedData:
     src_vocab: Vocabulary
     tgt_vocab: Vocabulary
     pipeline: Pipeline
+    reverse: bool = False  # the folder read target -> source (see the module docstring)
     _splits: dict[str, ParallelSplit] = field(default_factory=dict, repr=False)
 
     @property
@@ -132,7 +147,9 @@ class PreparedData:
                 f"{p}: split file missing (this folder may hold only the vocabularies) — point to the "
                 f"prepared data folder, or {_AGAIN}"
             )
-        sp = ParallelSplit(self.path, name, _load_arrays(p, len(self.src_vocab), len(self.tgt_vocab)))
+        sizes = (len(self.src_vocab), len(self.tgt_vocab))
+        sizes = sizes[::-1] if self.reverse else sizes  # the arrays on disk are in the folder's order
+        sp = ParallelSplit(self.path, name, _load_arrays(p, *sizes), reverse=self.reverse)
         expected = self.meta["splits"][name].get("pairs")
         if expected is not None and expected != len(sp):
             raise UserError(f"{p}: holds {len(sp)} pairs but meta.json says {expected} — {_AGAIN}")
@@ -149,6 +166,11 @@ class PreparedData:
             src = self.path / name
             if src.is_file():
                 copied.append(Path(shutil.copy2(src, dst / name)))
+        if self.reverse:  # the copy describes the reversed direction as a folder of its own
+            self.src_vocab.save(dst / "vocab.src.json")
+            self.tgt_vocab.save(dst / "vocab.tgt.json")
+            (dst / "meta.json").write_text(json.dumps(self.meta, indent=2, ensure_ascii=False) + "\n",
+                                           encoding="utf-8")
         return copied
 
 
@@ -180,15 +202,33 @@ def _load_arrays(p: Path, src_v: int, tgt_v: int) -> dict[str, np.ndarray]:
     return arrays
 
 
-def load_prepared(path: str | os.PathLike) -> PreparedData:
-    """Open a prepared data folder (or a run directory's copy of its essentials)."""
+def _reversed_meta(meta: dict, root: Path) -> dict:
+    """meta.json as it reads target -> source: languages, vocabulary sizes and token counts swapped."""
+    out = json.loads(json.dumps(meta))
+    pipeline = out["pipeline"]
+    if isinstance(pipeline, dict):
+        pipeline["src_lang"], pipeline["tgt_lang"] = pipeline.get("tgt_lang", "tgt"), pipeline.get("src_lang", "src")
+    if isinstance(out.get("vocab"), dict):
+        out["vocab"] = {"src": out["vocab"].get("tgt"), "tgt": out["vocab"].get("src")}
+    for stats in out["splits"].values():
+        if isinstance(stats, dict):
+            for a, b in (("src_tokens", "tgt_tokens"), ("src_unk", "tgt_unk")):
+                if a in stats and b in stats:
+                    stats[a], stats[b] = stats[b], stats[a]
+    out["reversed_from"] = str(root.resolve())
+    return out
+
+
+def load_prepared(path: str | os.PathLike, reverse: bool = False) -> PreparedData:
+    """Open a prepared data folder (or a run directory's copy of its essentials); ``reverse`` reads it
+    target -> source."""
     root = Path(path)
     if not root.is_dir():
         raise UserError(f"{root}: no such folder — run varattn prepare first, or check the path")
     mp = root / "meta.json"
     if not mp.is_file():
         raise UserError(
-            f"{mp}: not found — {root} is not a prepared data folder; run varattn prepare --out {root}"
+            f"{mp}: not found — {root} is not a prepared data folder; prepare the data into {root} first"
         )
     try:
         meta = json.loads(mp.read_bytes().decode("utf-8"))
@@ -201,10 +241,15 @@ def load_prepared(path: str | os.PathLike) -> PreparedData:
         raise UserError(f"{mp}: unsupported format {got!r} (expected {FORMAT}) — {_AGAIN}")
     if not isinstance(meta.get("splits"), dict) or "pipeline" not in meta:
         raise UserError(f"{mp}: 'splits' or 'pipeline' missing — {_AGAIN}")
+    vocabs = (Vocabulary.load(root / "vocab.src.json"), Vocabulary.load(root / "vocab.tgt.json"))
+    if reverse:
+        meta = _reversed_meta(meta, root)
+        vocabs = vocabs[::-1]
     return PreparedData(
         path=root,
         meta=meta,
-        src_vocab=Vocabulary.load(root / "vocab.src.json"),
-        tgt_vocab=Vocabulary.load(root / "vocab.tgt.json"),
+        src_vocab=vocabs[0],
+        tgt_vocab=vocabs[1],
         pipeline=Pipeline.from_dict(meta["pipeline"], root),
+        reverse=reverse,
     )

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BPE_SEPARATOR",
+    "is_escaped",
+    "moses_escape",
+    "moses_unescape",
     "moses_tokenize",
     "moses_detokenize",
     "learn_bpe",
@@ -52,13 +55,45 @@ def _moses_detokenizer(lang: str):
     return MosesDetokenizer(lang=lang)
 
 
+_ENTITY = re.compile(r"&(?:amp|lt|gt|apos|quot|#124|#91|#93);")
+
+
+def is_escaped(text: str) -> bool:
+    """True when ``text`` holds one of the entities Moses' escaping writes (``&apos;``, ``&amp;``, ...)."""
+    return _ENTITY.search(text) is not None
+
+
+def moses_unescape(text: str) -> str:
+    """Undo one level of Moses escaping (``&apos;s`` -> ``'s``, ``&amp;apos;`` -> ``&apos;``)."""
+    from sacremoses.util import xml_unescape
+
+    return xml_unescape(text) if is_escaped(text) else text
+
+
+def moses_escape(text: str) -> str:
+    """Moses escaping of ``& < > ' " | [ ]`` (``'s`` -> ``&apos;s``); text already escaped is unescaped
+    first, so it is never escaped twice."""
+    from sacremoses.util import xml_escape
+
+    return xml_escape(moses_unescape(text))
+
+
+def match_escaping(token: str, escape: bool) -> str:
+    """One token (or line) in a model's convention: escaped when ``escape``, plain otherwise, whichever
+    convention it came in."""
+    return moses_escape(token) if escape else moses_unescape(token)
+
+
 def moses_tokenize(line: str, lang: str, *, escape: bool = False) -> str:
     """Moses-tokenise one line (sacremoses, no aggressive dash splitting); returns space-joined tokens.
 
     ``escape=True`` writes ``&apos;``, ``&quot;``, ``&amp;`` … as Moses' ``tokenizer.perl`` does by
-    default (the convention of the Multi30k and IWSLT'14 reference files).
+    default (the convention of the Multi30k and IWSLT'14 reference files); the default is off (``-no-escape``,
+    as fairseq and most recipes). Input that is already escaped is recognised and unescaped first, so
+    ``&apos;`` is neither escaped twice nor split into ``& apos ;``.
     """
-    return _moses_tokenizer(lang).tokenize(line, aggressive_dash_splits=False, return_str=True, escape=escape)
+    return _moses_tokenizer(lang).tokenize(moses_unescape(line), aggressive_dash_splits=False, return_str=True,
+                                           escape=escape)
 
 
 def moses_detokenize(tokens: Sequence[str], lang: str) -> str:
@@ -128,7 +163,9 @@ class Pipeline:
         tokenize: apply the Moses tokeniser.
         lowercase: lowercase after tokenising.
         bpe_codes: path of the subword-nmt codes file, or None for no BPE.
-        escape: Moses HTML escaping (``'`` -> ``&apos;``), as in the Multi30k / IWSLT'14 files.
+        escape: Moses HTML escaping (``'`` -> ``&apos;``); off by default, on only where a corpus's own
+            tokenised files are escaped (Multi30k, IWSLT'14 as fairseq prepares it) so raw input matches
+            them. Recorded in ``meta.json``; folders written before the key existed read as off.
     """
 
     src_lang: str = "src"
@@ -171,6 +208,19 @@ class Pipeline:
     def encode_target(self, line: str) -> list[str]:
         """Raw target sentence -> model tokens."""
         return self.apply_bpe(self.pretokenize(line, "tgt")).split()
+
+    def encode_words(self, words: Sequence[str]) -> list[list[str]]:
+        """Words tokenised already (by the user, or by :meth:`pretokenize`) -> the model's pieces of each
+        word, one list per word: no tokenisation, each word brought to this pipeline's escaping (without
+        escaping twice), lowercased as the pipeline does, then BPE-segmented. Word k of the input is
+        exactly the pieces of list k, so links over pieces map back onto the given words."""
+        out = []
+        for word in words:
+            word = match_escaping(word, self.escape)
+            if self.lowercase:
+                word = word.lower()
+            out.append(self.apply_bpe(word).split() or [word])
+        return out
 
     def decode_target(self, tokens: Sequence[str], detokenize: bool = False) -> str:
         """Model target tokens -> text: BPE removed, then Moses-detokenised when ``detokenize`` (and

@@ -1,0 +1,124 @@
+"""Symmetrisation heuristics (Koehn et al. 2003) against hand-worked examples, soft symmetrisation, and word
+matrices / link extraction from piece matrices."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+
+from varattn.analysis import symmetrize as sym
+from varattn.analysis import wordlinks
+from varattn.analysis.align import END, PairAlignment
+
+# Five source and five target words. Links are (source i, target j).
+# forward (each target word's source word):  j0->0, j1->1, j2->3, j3->0, j4->4
+FORWARD = {(0, 0), (1, 1), (3, 2), (0, 3), (4, 4)}
+# reverse, transposed (each source word's target word): i0->0, i1->1, i2->1, i3->2, i4->0
+REVERSE = {(0, 0), (1, 1), (2, 1), (3, 2), (4, 0)}
+
+
+def test_intersect_and_union():
+    assert sym.symmetrize(FORWARD, REVERSE, "intersect") == {(0, 0), (1, 1), (3, 2)}
+    assert sym.symmetrize(FORWARD, REVERSE, "union") == {(0, 0), (1, 1), (3, 2), (0, 3), (4, 4), (2, 1), (4, 0)}
+
+
+def test_grow_diag_worked_by_hand():
+    # Start from the intersection {0-0, 1-1, 3-2}; aligned source words {0, 1, 3}, target words {0, 1, 2}.
+    # 1-1's neighbour 2-1 is in the union and source word 2 is unaligned: added.
+    # 3-2's union neighbours: 2-1 (already in). 0-3, 4-4 and 4-0 neighbour no alignment point: left out.
+    assert sym.symmetrize(FORWARD, REVERSE, "grow-diag", 5, 5) == {(0, 0), (1, 1), (2, 1), (3, 2)}
+
+
+def test_final_steps_worked_by_hand():
+    # final (or): forward in order: 0-3 (target 3 unaligned) added, 4-4 (both unaligned) added; then reverse:
+    # 4-0 — source 4 is now aligned and target 0 was — left out.
+    assert sym.symmetrize(FORWARD, REVERSE, "grow-diag-final", 5, 5) == {(0, 0), (0, 3), (1, 1), (2, 1), (3, 2),
+                                                                         (4, 4)}
+    # final-and: 0-3 has source 0 aligned: left out; 4-4 has both unaligned: added; 4-0 then has source 4
+    # aligned: left out.
+    assert sym.symmetrize(FORWARD, REVERSE, "grow-diag-final-and", 5, 5) == {(0, 0), (1, 1), (2, 1), (3, 2), (4, 4)}
+
+
+def test_grow_diag_needs_an_unaligned_word_and_follows_chains():
+    # 0-1 neighbours both intersection points but its words are both aligned: never added.
+    forward, reverse = {(0, 0), (1, 1), (0, 1)}, {(0, 0), (1, 1)}
+    for heuristic in ("grow-diag", "grow-diag-final", "grow-diag-final-and"):
+        assert sym.symmetrize(forward, reverse, heuristic) == {(0, 0), (1, 1)}
+    # a diagonal chain grows from its one intersection point, link by link (diagonals are neighbours)
+    forward, reverse = {(0, 0), (1, 1), (2, 2), (3, 3)}, {(0, 0), (3, 0)}
+    assert sym.symmetrize(forward, reverse, "grow-diag") == {(0, 0), (1, 1), (2, 2), (3, 3)}
+    # 3-0 is reachable from nothing; only the "or" final step can add it (target 0 aligned, source 3 too): no
+    assert sym.symmetrize(forward, reverse, "grow-diag-final") == {(0, 0), (1, 1), (2, 2), (3, 3)}
+
+
+def test_heuristics_nest_on_random_alignments():
+    rng = random.Random(0)
+    for _ in range(200):
+        S, T = rng.randint(1, 7), rng.randint(1, 7)
+        forward = {(rng.randrange(S), j) for j in range(T)}
+        reverse = {(i, rng.randrange(T)) for i in range(S)}
+        found = {h: sym.symmetrize(forward, reverse, h, S, T) for h in sym.HARD}
+        assert found["intersect"] <= found["grow-diag"] <= found["grow-diag-final-and"] <= found["union"]
+        assert found["grow-diag"] <= found["grow-diag-final"] <= found["union"] == forward | reverse
+        # (final and final-and do not nest: an "or" link taken early can block a later "and" link)
+        # every word the union aligns is aligned by grow-diag-final (its final step adds one link for it)
+        for side in (0, 1):
+            assert {link[side] for link in found["grow-diag-final"]} == {link[side] for link in found["union"]}
+
+
+def test_soft_symmetrisation():
+    forward = np.array([[0.9, 0.2], [0.1, 0.8]])  # [S, T]
+    reverse = np.array([[0.6, 0.5], [0.4, 0.5]])
+    np.testing.assert_allclose(sym.combine(forward, reverse, "soft-product"), [[0.54, 0.1], [0.04, 0.4]])
+    np.testing.assert_allclose(sym.combine(forward, reverse, "soft-mean"), [[0.75, 0.35], [0.25, 0.65]])
+    assert sym.soft_links(sym.combine(forward, reverse, "soft-product"), 0.3) == {(0, 0), (1, 1)}
+    assert sym.soft_links(sym.combine(forward, reverse, "soft-mean"), 0.3) == {(0, 0), (0, 1), (1, 1)}
+    assert sym.transpose({(0, 2), (1, 0)}) == {(2, 0), (0, 1)}
+    with pytest.raises(ValueError):
+        sym.symmetrize(FORWARD, REVERSE, "grow")
+
+
+def _pair(src, tgt, matrix) -> PairAlignment:
+    return PairAlignment(0, src, tgt + [END], {"posterior": np.asarray(matrix, dtype=float)}, {"posterior": 0.0})
+
+
+def test_word_matrix_and_link_extraction_by_hand():
+    # source words: "un@@ able" = word 0, "x" = word 1; target words: "a" = 0, "b@@ c" = 1
+    rows = [[0.5, 0.3, 0.2],   # a
+            [0.1, 0.1, 0.8],   # b@@
+            [0.2, 0.2, 0.6],   # c
+            [0.3, 0.3, 0.4]]   # </s>: left out
+    pair = _pair(["un@@", "able", "x"], ["a", "b@@", "c"], rows)
+    W = wordlinks.word_matrix(pair, "posterior")
+    # W[i, j] = mean over j's pieces of the sum over i's pieces
+    np.testing.assert_allclose(W, [[0.8, (0.2 + 0.4) / 2], [0.2, (0.8 + 0.6) / 2]])
+    np.testing.assert_allclose(W.sum(0), 1.0)
+    assert wordlinks.extract(W) == {(0, 0), (1, 1)}
+    assert wordlinks.extract(W, threshold=0.75) == {(0, 0)}  # target word 1 (best 0.7) gets no link: NULL
+    assert wordlinks.extract(W, "threshold", 0.25) == {(0, 0), (0, 1), (1, 1)}  # two source words for word 1
+    found = wordlinks.one_direction([pair])
+    assert found[0].links == [(0, 0), (1, 1)] and found[0].probs == pytest.approx([0.8, 0.7])
+    assert found[0].src == ["unable", "x"] and found[0].tgt == ["a", "bc"]
+    assert found[0].score == pytest.approx((np.log(0.8) + np.log(0.7)) / 2)
+
+
+def test_two_directions_equal_symmetrising_each_direction_by_hand():
+    rng = np.random.default_rng(1)
+    S, T = 4, 3
+    fw_rows = rng.dirichlet(np.ones(S), T + 1)          # [T + 1, S]: forward, target rows
+    rv_rows = rng.dirichlet(np.ones(T), S + 1)          # [S + 1, T]: reverse, source rows
+    src, tgt = [f"s{i}" for i in range(S)], [f"t{j}" for j in range(T)]
+    fw, rv = _pair(src, tgt, fw_rows), _pair(tgt, src, rv_rows)
+    forward = {(int(fw_rows[j].argmax()), j) for j in range(T)}
+    reverse = {(i, int(rv_rows[i].argmax())) for i in range(S)}
+    for heuristic in sym.HARD:
+        found = wordlinks.two_directions([fw], [rv], heuristic)[0]
+        assert set(found.links) == sym.symmetrize(forward, reverse, heuristic, S, T)
+        mean = (fw_rows[:T].T + rv_rows[:S]) / 2  # [S, T]
+        assert found.probs == pytest.approx([mean[i, j] for i, j in found.links])
+    product = fw_rows[:T].T * rv_rows[:S]
+    found = wordlinks.two_directions([fw], [rv], "soft-product", soft_threshold=0.1)[0]
+    assert found.links == sorted((i, j) for i, j in itertools.product(range(S), range(T)) if product[i, j] >= 0.1)
