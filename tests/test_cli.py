@@ -46,3 +46,16 @@ def test_user_errors_are_one_line_with_exit_code_2(argv, needle, capsys, tmp_pat
     assert main(argv + ([] if argv[0] != "train" or "--out" in argv else ["--out", str(tmp_path / "r")])) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_library_parameters_become_flags_on_the_command_line(tmp_path, capsys):
+    """Library errors name parameters (bpe_merges=-1); the CLI's one line names the flag that sets them."""
+    from varattn.cli.main import main
+    from varattn.data.corpora.recipes import prepare
+    from varattn.errors import UserError
+
+    with pytest.raises(UserError, match=r"^bpe_merges=-1: must be 0"):
+        prepare("synthetic", tmp_path / "lib", pairs=50, bpe_merges=-1, progress=False)
+    assert main(["prepare", "synthetic", "--out", str(tmp_path / "cli"), "--pairs", "50", "--bpe-merges", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["varattn prepare: error: --bpe-merges -1: must be 0 (no BPE) or positive"]

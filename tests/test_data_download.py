@@ -70,13 +70,13 @@ def test_fetch_failure_is_a_user_error(server, tmp_path):
     assert isinstance(e.value, UserError) and e.value.status == 404 and "\n" not in msg
     assert (
         msg.startswith(url + "missing.gz: download failed (HTTP 404")
-        and "use --from DIR with the files" in msg
+        and "use from_dir=DIR with the files" in msg
     )
     assert not list(tmp_path.glob("*.part")) and not (tmp_path / "m.gz").exists()
 
 
 def test_fetch_unreachable_host(tmp_path):
-    with pytest.raises(UserError, match=r"http://127\.0\.0\.1:9/x: download failed .*--from DIR"):
+    with pytest.raises(UserError, match=r"http://127\.0\.0\.1:9/x: download failed .*from_dir=DIR"):
         fetch("http://127.0.0.1:9/x", tmp_path / "x", retries=1, backoff=0.01, timeout=2, progress=False)
 
 
@@ -129,5 +129,5 @@ def test_prepare_multi30k_by_download(server, tmp_path):
 
 def test_prepare_multi30k_download_failure(server, tmp_path):
     _, url = server
-    with pytest.raises(UserError, match=r"train\.lc\.norm\.tok\.de: download failed .*--from DIR"):
+    with pytest.raises(UserError, match=r"train\.lc\.norm\.tok\.de: download failed .*from_dir=DIR"):
         prepare("multi30k", tmp_path / "o", url=url, cache_dir=tmp_path / "cache", progress=False)

@@ -199,7 +199,7 @@ def test_bad_inputs_through_prepare(tmp_path, problem):
         match = rf"{tmp_path / 'tr.en'}:2: invalid UTF-8"
     else:
         del files["valid_tgt"]
-        match = "--valid-tgt is missing"
+        match = "valid_tgt is missing"
     with pytest.raises(UserError, match=match) as e:
         prepare("files", tmp_path / "o", **files, progress=False)
     assert "\n" not in str(e.value)
@@ -239,7 +239,7 @@ def test_out_dir_guard(tmp_path):
 def test_option_errors(tmp_path):
     with pytest.raises(UserError, match="unknown source 'wmt'"):
         prepare("wmt", tmp_path / "o")
-    with pytest.raises(UserError, match="--bpe-merges -1"):
+    with pytest.raises(UserError, match="bpe_merges=-1"):
         prepare("synthetic", tmp_path / "o", pairs=50, bpe_merges=-1, progress=False)
     with pytest.raises(UserError, match="cannot be turned off"):
         prepare("multi30k", tmp_path / "o", from_dir=tmp_path, tokenize=False)

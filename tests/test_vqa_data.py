@@ -130,7 +130,7 @@ def test_question_whose_image_has_no_features(tmp_path):
 
 def test_wrong_feature_width(tmp_path):
     raw = write_layout(tmp_path / "raw")
-    _error(tmp_path, r"trainval_36.npz: region features are 16 wide but --feature-dim says 2048", feature_dim=2048)
+    _error(tmp_path, r"trainval_36.npz: region features are 16 wide but feature_dim says 2048", feature_dim=2048)
     np.savez(raw / "val_36.npz", image_ids=np.array([40]), features=np.zeros((1, 4, 8), np.float32))
     _error(tmp_path, r"val_36.npz: region features are 8 wide but .*trainval_36.npz says 16")
 

@@ -59,7 +59,7 @@ def parse_gold(line: str, *, one_based: bool = False, where: str = "gold") -> Go
         i, j = int(match.group(1)) - shift, int(match.group(3)) - shift
         if i < 0 or j < 0:
             raise UserError(f"{where}: link {item!r} has index 0 but the file is read as 1-based — "
-                            "drop --one-based")
+                            "set one_based=False")
         (sure if match.group(2) == "-" else possible).add((i, j))
     return GoldLinks.of(sure, possible)
 
@@ -142,4 +142,4 @@ def check_bounds(gold: GoldLinks, src_words: int, tgt_words: int, where: str) ->
     for i, j in sorted(gold.possible):
         if i >= src_words or j >= tgt_words:
             raise UserError(f"{where}: gold link {i}-{j} (0-based) is outside the pair of {src_words} source and "
-                            f"{tgt_words} target words — check the file's line order and --one-based")
+                            f"{tgt_words} target words — check the file's line order and one_based")

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -393,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[args.command](args)
     except UserError as error:
-        print(f"varattn {args.command}: error: {error}", file=sys.stderr)
+        print(f"varattn {args.command}: error: {in_cli_terms(str(error))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `varattn translate ... | head`: the reader has gone
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -406,6 +407,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"varattn {args.command}: {error}" if str(error) else "interrupted", file=sys.stderr)
         return 128 + signum
     return 0
+
+
+# Library messages name parameters (``max_len=3``, ``from_dir``); the command line calls them flags.
+PARAMETER_FLAGS = {
+    "from_dir": "--from", "out_dir": "--out", "run_dir": "--out", "data_dir": "--data",
+    "bpe_merges": "--bpe-merges", "max_len": "--max-len", "min_freq": "--min-freq", "feature_dim": "--feature-dim",
+    "one_based": "--one-based", "train_src": "--train-src", "train_tgt": "--train-tgt",
+    "valid_src": "--valid-src", "valid_tgt": "--valid-tgt", "test_src": "--test-src", "test_tgt": "--test-tgt",
+}
+VALUED_FLAGS = {"pairs": "--pairs", "questions": "--questions", "answers": "--answers", "split": "--split"}
+
+
+def in_cli_terms(message: str) -> str:
+    """A library message with its parameter names replaced by the flags that set them: ``max_len=3`` ->
+    ``--max-len 3``, ``from_dir`` -> ``--from``, ``resume=True`` -> ``--resume``, ``one_based=False`` -> no
+    ``--one-based``."""
+    message = message.replace("resume=True", "--resume").replace("pretokenized=True", "--pretokenized")
+    message = re.sub(r"\bset one_based=False\b", "drop --one-based", message)
+    names = {**PARAMETER_FLAGS, **VALUED_FLAGS}
+    message = re.sub(r"\b(" + "|".join(names) + r")=(?=\S)", lambda m: names[m.group(1)] + " ", message)
+    return re.sub(r"\b(" + "|".join(PARAMETER_FLAGS) + r")\b", lambda m: PARAMETER_FLAGS[m.group(1)], message)
 
 
 def _os_error_line(error: OSError) -> str:

@@ -95,8 +95,7 @@ def encode_sources(pipeline, lines: Iterable[str], *, pretokenized: bool = False
         escaped = sum(1 for line in lines if _ESCAPED.search(line))
         if escaped:
             log.warning("%d of %d input lines look already tokenised and escaped (e.g. &apos;); if the input "
-                        "is tokenised like the training data, pass pretokenized=True (varattn translate "
-                        "--pretokenized)", escaped, len(lines))
+                        "is tokenised like the training data, pass pretokenized=True", escaped, len(lines))
     out = []
     for line in lines:
         if not line.strip():

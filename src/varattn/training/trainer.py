@@ -83,8 +83,8 @@ class Trainer:
             raise UserError(f"{self.run_dir}: nothing to resume (no checkpoint_last.json and no config.yaml "
                             "there) — start the run without resuming, or give the folder of an existing run")
         if not resume and last.is_file():
-            raise UserError(f"{self.run_dir}: already holds a run — add --resume to continue it, or "
-                            "choose another --out")
+            raise UserError(f"{self.run_dir}: already holds a run — add resume=True to continue it, or "
+                            "choose another run_dir")
         self.changes: dict[str, list] = {}
         if resume and last.is_file():
             self.changes = self._check_changes(checkpoint.read_meta(last))

@@ -91,7 +91,7 @@ def fetch(
         reason = getattr(last, "reason", None) or last
     raise DownloadError(
         f"{url}: download failed ({reason}) — check the network, or download the files yourself "
-        f"and use --from DIR with the files",
+        f"and use from_dir=DIR with the files",
         status,
     )
 

@@ -120,7 +120,7 @@ def _extract_archive(tgz: Path, dest: Path) -> Path:
                     found += 1
     except (tarfile.TarError, OSError, EOFError) as e:
         raise UserError(
-            f"{tgz}: not a valid .tgz archive ({e}) — delete it and retry, or use --from DIR"
+            f"{tgz}: not a valid .tgz archive ({e}) — delete it and retry, or use from_dir=DIR"
         ) from None
     if not found:
         raise UserError(
@@ -138,7 +138,7 @@ def _locate(from_dir: Path | None, url: str | None, cache: Path, progress: bool)
         return "raw", _extract_archive(tgz, sub / "de-en")
     root = Path(from_dir)
     if not root.is_dir():
-        raise UserError(f"{root}: no such folder — check --from")
+        raise UserError(f"{root}: no such folder — check from_dir")
     if (root / "train.de").is_file() or (root / "train.en").is_file():
         return "fairseq", root
     tags = _find_file(root, "train.tags.de-en.de") or _find_file(root, "train.tags.de-en.en")
@@ -152,8 +152,8 @@ def _locate(from_dir: Path | None, url: str | None, cache: Path, progress: bool)
     what = "only valid/test files" if has_eval else "no IWSLT'14 files"
     raise UserError(
         f"{root}: no training data (train.de/train.en, train.tags.de-en.*, or de-en.tgz), it has {what} — "
-        f"run without --from to download IWSLT'14, or use `varattn prepare files --train-src … --valid-src "
-        f"{root / 'valid.de'} …` with a training set of your own"
+        f"run without from_dir to download IWSLT'14, or prepare files of a training set of your own "
+        f"with valid_src={root / 'valid.de'}"
     )
 
 

@@ -196,7 +196,7 @@ def prepare_synthetic(
     """The embedded corpus: ``pairs`` pairs in all; valid and test get 5 % each (at most 500, at least
     1), train the rest. Gold alignments are written as ``{split}.align``."""
     if pairs < 10:
-        raise UserError(f"--pairs {pairs}: too few — use at least 10")
+        raise UserError(f"pairs={pairs}: too few — use at least 10")
     options = options or BuildOptions()
     n_eval = max(1, min(500, round(0.05 * pairs)))
     _, data = generate(pairs, seed)
@@ -247,9 +247,9 @@ def prepare_files(
     """Your own parallel files (plain or .gz): train and valid required, test optional."""
     options = options or BuildOptions()
     flags = {
-        "train": ("--train-src", "--train-tgt"),
-        "valid": ("--valid-src", "--valid-tgt"),
-        "test": ("--test-src", "--test-tgt"),
+        "train": ("train_src", "train_tgt"),
+        "valid": ("valid_src", "valid_tgt"),
+        "test": ("test_src", "test_tgt"),
     }
     splits, inputs = [], []
     for name, (s, t) in (("train", train), ("valid", valid), ("test", test)):
@@ -328,7 +328,7 @@ def prepare_multi30k(
     if from_dir is not None:
         root = Path(from_dir)
         if not root.is_dir():
-            raise UserError(f"{root}: no such folder — give --from a copy of data/task1 of multi30k/dataset")
+            raise UserError(f"{root}: no such folder — give from_dir a copy of data/task1 of multi30k/dataset")
     else:
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         root = _download_multi30k(
@@ -342,7 +342,7 @@ def prepare_multi30k(
             if name in _MULTI30K_REQUIRED:
                 missing = _m30k_paths(root, stem, src_lang if src_p is None else tgt_lang)[0][0]
                 raise UserError(
-                    f"{missing}: file not found — point --from at a copy of data/task1 of "
+                    f"{missing}: file not found — point from_dir at a copy of data/task1 of "
                     f"github.com/multi30k/dataset (with tok/ and raw/)"
                 )
             continue

@@ -140,9 +140,9 @@ def build_prepared(
     if "train" not in names or len(set(names)) != len(names):
         raise ValueError(f"splits must be distinct and include train, got {names}")
     if options.bpe_merges < 0:
-        raise UserError(f"--bpe-merges {options.bpe_merges}: must be 0 (no BPE) or positive")
+        raise UserError(f"bpe_merges={options.bpe_merges}: must be 0 (no BPE) or positive")
     if options.max_len is not None and options.max_len < 1:
-        raise UserError(f"--max-len {options.max_len}: must be at least 1 — or leave it out for the default "
+        raise UserError(f"max_len={options.max_len}: must be at least 1 — or leave it out for the default "
                         f"({DEFAULT_MAX_LEN})")
     if options.max_len is None:
         options = dataclasses.replace(options, max_len=DEFAULT_MAX_LEN)
@@ -164,14 +164,14 @@ def _check_out_dir(out: Path) -> None:
     if not out.exists():
         return
     if not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder — choose another --out")
+        raise UserError(f"{out}: exists and is not a folder — choose another out_dir")
     entries = list(out.iterdir())
     if entries and not (out / "meta.json").is_file():
-        raise UserError(f"{out}: folder is not empty and is not a prepared data folder — choose a new --out")
+        raise UserError(f"{out}: folder is not empty and is not a prepared data folder — choose a new out_dir")
     foreign = [e.name for e in entries if not (e.is_file() and _OWN_FILE.fullmatch(e.name))]
     if foreign:
         raise UserError(
-            f"{out}: holds files that prepare did not write (e.g. {foreign[0]}) — choose a new --out"
+            f"{out}: holds files that prepare did not write (e.g. {foreign[0]}) — choose a new out_dir"
         )
 
 
@@ -242,7 +242,7 @@ def _build(tmp, source, splits, pipeline, options, inputs, settings, extra_meta)
             keep_idx[sp.name] = [keep_idx[sp.name][i] for i in keep]
         if not keep and sp.name == "train":
             raise UserError(
-                f"training data: no pair is within --max-len {options.max_len} tokens — raise --max-len"
+                f"training data: no pair is within max_len={options.max_len} tokens — raise max_len"
             )
 
     # 5: vocabularies

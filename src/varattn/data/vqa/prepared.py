@@ -163,7 +163,7 @@ class VQAData:
         path = self.path / "features.npy"
         if not path.is_file():
             raise UserError(f"{path}: region features missing (a run directory holds only the vocabularies) "
-                            f"— point --data at the prepared data folder, or {_AGAIN}")
+                            f"— point data_dir at the prepared data folder, or {_AGAIN}")
         try:
             feats = np.load(path, mmap_mode="r", allow_pickle=False)
             with np.load(self.path / "images.npz", allow_pickle=False) as z:
@@ -180,12 +180,12 @@ class VQAData:
             return self._splits[name]
         if name not in self.meta.get("splits", {}):
             raise UserError(f"{self.path}: no split {name!r} — available splits: {', '.join(self.split_names)}"
-                            + (" (real VQA v2 has no public test answers: use --split valid)"
+                            + (" (real VQA v2 has no public test answers: use split=valid)"
                                if name == "test" else ""))
         p = self.path / f"{name}.npz"
         if not p.is_file():
             raise UserError(f"{p}: split file missing (a run directory holds only the vocabularies) — point "
-                            f"--data at the prepared data folder, or {_AGAIN}")
+                            f"data_dir at the prepared data folder, or {_AGAIN}")
         try:
             with np.load(p, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in ("questions", "lengths", "image", "answers", "question_id",

@@ -159,7 +159,7 @@ def find_raw(folder: Path) -> tuple[dict[str, tuple[Path, Path]], list[str], lis
     """``{split: (questions, annotations)}``, the question files skipped (no annotations), and the
     feature files (in ``folder`` or its ``features/`` subfolder)."""
     if not folder.is_dir():
-        raise UserError(f"{folder}: not a folder — give --from the folder holding the VQA v2 files")
+        raise UserError(f"{folder}: not a folder — give from_dir the folder holding the VQA v2 files")
     questions, annotations = {}, {}
     for p in sorted(folder.iterdir()):
         if m := _QUESTIONS.fullmatch(p.name):
@@ -297,7 +297,7 @@ def open_features(paths: Sequence[Path], expected_width: int | None = None) -> l
     width = expected_width or files[0].width
     for f in files:
         if f.width != width:
-            other = "--feature-dim" if expected_width else str(files[0].path)
+            other = "feature_dim" if expected_width else str(files[0].path)
             raise UserError(f"{f.path}: region features are {f.width} wide but {other} says {width} — use "
                             "features of one extractor (bottom-up attention: 2048)")
     seen: dict[int, Path] = {}
@@ -322,7 +322,7 @@ def _answer_vocab(questions: Iterable[RawQuestion], size: int) -> tuple[list[str
 
 def _check_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "meta.json").is_file())):
-        raise UserError(f"{out}: exists and is not an empty folder or a prepared data folder — choose a new --out")
+        raise UserError(f"{out}: exists and is not an empty folder or a prepared data folder — choose a new out_dir")
 
 
 def prepare_vqa(from_dir: str | os.PathLike, out_dir: str | os.PathLike, *, answers: int = 3000,
@@ -338,9 +338,9 @@ def prepare_vqa(from_dir: str | os.PathLike, out_dir: str | os.PathLike, *, answ
     """
     src, out = Path(from_dir), Path(out_dir)
     if answers < 1:
-        raise UserError(f"--answers {answers}: the answer vocabulary needs at least one entry")
+        raise UserError(f"answers={answers}: the answer vocabulary needs at least one entry")
     if min_freq < 1:
-        raise UserError(f"--min-freq {min_freq}: must be at least 1")
+        raise UserError(f"min_freq={min_freq}: must be at least 1")
     _check_out(out)
     splits_raw, skipped, feature_paths = find_raw(src)
     data = {name: read_split(q, a) for name, (q, a) in sorted(splits_raw.items())}

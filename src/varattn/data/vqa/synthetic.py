@@ -96,9 +96,9 @@ def generate_vqa_synthetic(out_dir: str | os.PathLike, *, questions: int = 10000
     """Write the raw synthetic corpus into ``out_dir`` (``questions`` training questions; valid and test
     get a fifth as many each) and return its settings and counts."""
     if questions < 10:
-        raise UserError(f"--questions {questions}: the synthetic corpus needs at least 10 training questions")
+        raise UserError(f"questions={questions}: the synthetic corpus needs at least 10 training questions")
     if feature_dim < 8:
-        raise UserError(f"--feature-dim {feature_dim}: the synthetic features need at least 8 dimensions")
+        raise UserError(f"feature_dim={feature_dim}: the synthetic features need at least 8 dimensions")
     if not 2 <= min_regions <= max_regions:
         raise UserError(f"regions {min_regions}..{max_regions}: need 2 <= min_regions <= max_regions")
     out = Path(out_dir)
