@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -70,19 +70,21 @@ class PrepareRequest:
     tgt_lang: str | None = None
     tokenize: bool | None = None
     lowercase: bool | None = None
-    bpe_merges: int = 0
-    max_len: int | None = None
-    filter_eval: bool = False
-    min_freq: int = 1
-    max_vocab: int | None = None
-    progress: bool = True
     answers: int | None = None
     questions: int | None = None
     feature_dim: int | None = None
+    build: BuildOptions = field(default_factory=BuildOptions)  # bpe_merges, max_len, min_freq, ... progress
+
+    @property
+    def min_freq(self) -> int:
+        return self.build.min_freq
+
+    @property
+    def progress(self) -> bool:
+        return self.build.progress
 
     def build_options(self) -> BuildOptions:
-        return BuildOptions(bpe_merges=self.bpe_merges, max_len=self.max_len, filter_eval=self.filter_eval,
-                            min_freq=self.min_freq, max_vocab=self.max_vocab, progress=self.progress)
+        return self.build
 
     def cache(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()
@@ -125,7 +127,9 @@ def prepare(source: str, out_dir: str | os.PathLike, **options) -> dict:
     """
     if source not in RECIPES:
         raise UserError(f"unknown source {source!r} — choose one of: {', '.join(RECIPES)}")
-    request = PrepareRequest(**options)
+    build_fields = {f.name for f in fields(BuildOptions)}
+    build = BuildOptions(**{k: v for k, v in options.items() if k in build_fields})
+    request = PrepareRequest(**{k: v for k, v in options.items() if k not in build_fields}, build=build)
     if request.min_freq < 1:
         raise UserError(f"min_freq={request.min_freq}: must be at least 1")
     return RECIPES[source](out_dir, request)
