@@ -140,11 +140,12 @@ def test_nothing_below_the_cli_prints():
     assert not offenders, "print() below the CLI: " + ", ".join(offenders)
 
 
-def test_the_mode_lists_agree():
-    """The records (what a mode is) and the objectives (how it trains) name the same modes."""
-    from varattn.latent import MODE_RECORDS, objectives
+def test_every_mode_has_a_record_and_an_objective():
+    """One list of modes: each record carries its objective, and objective() runs each by its name."""
+    from varattn.latent import MODE_RECORDS, MODES, objectives
 
-    assert tuple(MODE_RECORDS) == objectives.MODES == tuple(objectives._OBJECTIVES)
+    assert tuple(MODE_RECORDS) == MODES == objectives.MODES
+    assert all(callable(record.loss) and record.name == name for name, record in MODE_RECORDS.items())
 
 
 def test_mode_names_live_in_the_core_only():

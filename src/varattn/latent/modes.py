@@ -2,15 +2,17 @@ r"""The mode record: every latent mode defined once, with what the rest of the p
 
 Config validation, models (build an inference network?), the trainer (a warm-up?), evaluation (which
 terms, which validation metric?), decoding (soft context or a marginal over positions?) and alignment
-extraction (is there a posterior?) ask a :class:`Mode`, never compare its name. Adding a mode means a
-record here and its objective in :mod:`varattn.latent.objectives` (a test keeps the two lists equal).
+extraction (is there a posterior?) ask a :class:`Mode`, never compare its name. The records themselves
+sit beside the objectives in :mod:`varattn.latent.objectives` (``MODE_RECORDS``), so that adding a mode
+is its objective function and its record line in that one file, plus its tests.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
-__all__ = ["Mode", "MODE_RECORDS", "MODES", "get_mode"]
+__all__ = ["Mode"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Mode:
     relaxed: the training objective uses a continuous relaxation (Gumbel-softmax or Dirichlet).
     warmup: has a warm-up objective for its first steps (``train.dirichlet_warmup_steps``).
     soft_context: the model predicts from the expected context (no latent variable at test time).
+    loss: the objective's function (private to :mod:`varattn.latent.objectives`).
     validation: the quantity that selects checkpoints: ``"nll"`` or ``"elbo"`` (the paper selects
         variational models by the bound they optimise).
     """
@@ -37,6 +40,7 @@ class Mode:
     relaxed: bool = False
     warmup: bool = False
     soft_context: bool = False
+    loss: Callable[[Any], Any] = field(default=None, compare=False, repr=False)  # the objective's function
 
     @property
     def validation(self) -> str:
@@ -46,27 +50,3 @@ class Mode:
     def latent(self) -> bool:
         """The model marginalises a latent alignment at test time (everything but ``soft``)."""
         return not self.soft_context
-
-
-MODE_RECORDS: dict[str, Mode] = {m.name: m for m in (
-    Mode("soft", enumerable=False, soft_context=True),
-    Mode("marginal"),
-    Mode("hard-enum"),
-    Mode("hard-sample", sampled=True),
-    Mode("vae-enum", posterior=True),
-    Mode("vae-sample", posterior=True, sampled=True),
-    Mode("vae-gumbel", posterior=True, relaxed=True),
-    Mode("vae-rws", posterior=True, sampled=True),
-    Mode("vae-dirichlet", posterior=True, enumerable=False, relaxed=True, warmup=True),
-)}
-
-#: every mode's name, in the paper's order
-MODES: tuple[str, ...] = tuple(MODE_RECORDS)
-
-
-def get_mode(name: str) -> Mode:
-    """The record of ``name``; ValueError naming the choices for an unknown name."""
-    try:
-        return MODE_RECORDS[name]
-    except KeyError:
-        raise ValueError(f"unknown latent mode {name!r}; choose one of {', '.join(MODES)}") from None

@@ -63,16 +63,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol, runtime_checkable
+from typing import Optional, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from varattn.latent.modes import MODES, get_mode
+from varattn.latent.modes import Mode
 
 __all__ = [
-    "MODES", "LOG_ALPHA_MIN", "LOG_ALPHA_MAX", "Likelihood", "Terms", "objective",
+    "MODES", "MODE_RECORDS", "get_mode", "LOG_ALPHA_MIN", "LOG_ALPHA_MAX", "Likelihood", "Terms", "objective",
     "masked_log_softmax", "categorical_kl", "entropy", "kmax_log_probs", "log_marginal",
     "sample_categorical", "dirichlet_kl", "dirichlet_rsample",
 ]
@@ -387,11 +387,30 @@ def _vae_dirichlet(pb: _Problem) -> _Out:
     return nll + kl, nll, kl
 
 
-_OBJECTIVES: dict[str, Callable[[_Problem], _Out]] = {
-    "soft": _soft, "marginal": _marginal, "hard-enum": _hard_enum, "hard-sample": _hard_sample,
-    "vae-enum": _vae_enum, "vae-sample": _vae_sample, "vae-gumbel": _vae_gumbel,
-    "vae-rws": _vae_rws, "vae-dirichlet": _vae_dirichlet,
-}
+#: every mode, once: its properties (see :class:`~varattn.latent.modes.Mode`) and its objective
+MODE_RECORDS: dict[str, Mode] = {m.name: m for m in (
+    Mode("soft", enumerable=False, soft_context=True, loss=_soft),
+    Mode("marginal", loss=_marginal),
+    Mode("hard-enum", loss=_hard_enum),
+    Mode("hard-sample", sampled=True, loss=_hard_sample),
+    Mode("vae-enum", posterior=True, loss=_vae_enum),
+    Mode("vae-sample", posterior=True, sampled=True, loss=_vae_sample),
+    Mode("vae-gumbel", posterior=True, relaxed=True, loss=_vae_gumbel),
+    Mode("vae-rws", posterior=True, sampled=True, loss=_vae_rws),
+    Mode("vae-dirichlet", posterior=True, enumerable=False, relaxed=True, warmup=True, loss=_vae_dirichlet),
+)}
+
+#: every mode's name, in the paper's order
+MODES: tuple[str, ...] = tuple(MODE_RECORDS)
+
+
+def get_mode(name: str) -> Mode:
+    """The record of ``name``; ValueError naming the choices for an unknown name."""
+    try:
+        return MODE_RECORDS[name]
+    except KeyError:
+        raise ValueError(f"unknown latent mode {name!r}; choose one of {', '.join(MODES)}") from None
+
 
 
 def objective(mode: str, likelihood: Likelihood, prior: Tensor, posterior: Optional[Tensor] = None,
@@ -429,6 +448,6 @@ def objective(mode: str, likelihood: Likelihood, prior: Tensor, posterior: Optio
     rows = _rows(mask, prior, posterior)
     pb = _Problem(likelihood, rows.scores(prior), None if posterior is None else rows.scores(posterior),
                   rows, int(samples), float(temperature), generator, warmup)
-    loss, nll, kl = _OBJECTIVES[mode](pb)
+    loss, nll, kl = record.loss(pb)
     kl = torch.zeros_like(nll) if kl is None else kl
     return Terms(rows.finish(loss), rows.finish(nll).detach(), rows.finish(kl).detach())
