@@ -57,7 +57,8 @@ def evaluate_run(run: LoadedRun, data: PreparedData, split_name: str, *, kmax: t
         detok = [pipeline.decode_target(h.split(), detokenize=True) for h in hypotheses]
         if raw is None:
             raw = [pipeline.decode_target(r.split(), detokenize=True) for r in references]
-        sacre = sacrebleu.metrics.BLEU(tokenize="13a", lowercase=pipeline.lowercase)
+        # force: this is the pipeline's own detokenisation (none for a corpus that was never tokenised)
+        sacre = sacrebleu.metrics.BLEU(tokenize="13a", lowercase=pipeline.lowercase, force=True)
         score = sacre.corpus_score(detok, [raw])
         results["sacrebleu"] = score.score
         results["sacrebleu_signature"] = str(sacre.get_signature())
