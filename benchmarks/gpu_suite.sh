@@ -65,7 +65,7 @@ else
 fi
 if [ -n "$IWSLT" ]; then SPEED_ARGS+=(--data "$IWSLT"); fi
 STARTED=$(date +%s)
-PY="${PYTHON:-python}"
+PY="${PYTHON:-$(command -v python || command -v python3)}"
 echo "# gpu_suite: device $DEVICE, tiny $TINY, budget ${BUDGET}s, modes: $MODES; out $OUTDIR; work $WORK"
 
 # stage NAME LIMIT COMMAND...: run under min(LIMIT, what is left of the budget less 15 s), record the outcome
@@ -94,12 +94,22 @@ stage() {
 }
 
 install() {
-  if ! "$PY" -c "import sacremoses, subword_nmt" 2>/dev/null; then
-    echo "installing sacremoses and subword-nmt from $WHEELS"
-    "$PY" -m pip install --no-index --no-deps --quiet "$WHEELS"/*.whl || return 1
+  # only what is missing (a wheel never replaces an installed package): import name -> wheel name
+  local wheels=() pair
+  for pair in sacremoses:sacremoses subword_nmt:subword_nmt click:click joblib:joblib cloudpickle:cloudpickle \
+              mock:mock regex:regex tqdm:tqdm packaging:packaging wheel:wheel; do
+    if ! "$PY" -c "import ${pair%%:*}" 2>/dev/null; then
+      local found=("$WHEELS/${pair#*:}"-*.whl)
+      if [ -f "${found[0]}" ]; then wheels+=("${found[0]}"); else echo "no wheel for ${pair#*:} in $WHEELS"; fi
+    fi
+  done
+  if [ "${#wheels[@]}" -gt 0 ]; then
+    echo "installing from $WHEELS: ${wheels[*]##*/}"
+    "$PY" -m pip install --no-index --no-deps --quiet "${wheels[@]}" || return 1
   fi
-  if ! (cd / && "$PY" -c "import varattn") 2>/dev/null; then
-    "$PY" -m pip install --no-deps --no-build-isolation --quiet -e "$ROOT" || echo "pip install -e failed; using PYTHONPATH"
+  if ! (cd / && env -u PYTHONPATH "$PY" -c "import varattn") 2>/dev/null; then
+    "$PY" -m pip install --no-index --no-deps --no-build-isolation --quiet -e "$ROOT" \
+      || echo "pip install -e failed; varattn comes from PYTHONPATH=$ROOT/src"
   fi
   (cd / && "$PY" -c "import sacremoses, subword_nmt, varattn; print('varattn from', varattn.__file__)")
 }

@@ -79,7 +79,7 @@ def test_modes_trained_scored_and_decoded(suite):
         assert decode["sentences"] > 0 and decode["sentences_per_s"] > 0 and 0.0 <= decode["bleu"] <= 100.0
     vae = modes["vae-enum"]["test_scores"]
     assert vae["kl"] >= 0.0 and vae["elbo_ppl"] >= vae["ppl"] * (1 - 1e-6)  # the ELBO bounds the likelihood
-    assert modes["marginal"]["test_scores"]["kmax_ppl"]["5"] >= modes["marginal"]["test_scores"]["ppl"] * (1 - 1e-6)
+    assert sorted(modes["marginal"]["test_scores"]["kmax_ppl"]) == ["1", "5"]  # renormalised: may fall either side
     assert "| vae-enum |" in (suite["out"] / "gpu_suite.md").read_text()
 
 
