@@ -156,6 +156,23 @@ def test_cached_decoding_equals_full_recomputation(mode):
             assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-9)
 
 
+def test_exported_cross_attention_maps_are_the_weights_the_decoder_uses():
+    model = model_of("soft")
+    src, lengths, tgt_in, _, _ = make_batch(random_sentences(3, torch.Generator().manual_seed(6)))
+    encoded = model.encode(src, lengths)
+    layer, (keys, values) = model.layers[0], encoded.cross[0]
+    h = torch.randn(3, tgt_in.size(1), TINY["width"], dtype=torch.float64)
+    mask = encoded.mask[:, None, None, :]
+    weights = layer.cross.weights(h, keys, mask)  # [B, H, T, S]
+    mixed = (weights.to(values.dtype) @ values).transpose(1, 2).reshape(h.shape)
+    torch.testing.assert_close(layer.cross.attend(h, keys, values, mask=mask), layer.cross.out(mixed))
+    maps = model.attention_maps(src, lengths, tgt_in)  # [L, H, B, T, S]: distributions, zero on padding
+    torch.testing.assert_close(maps.sum(-1), torch.ones_like(maps.sum(-1)))
+    assert bool((maps.masked_select(~encoded.mask[None, None, :, None, :].expand_as(maps)) == 0).all())
+    model.select_heads(1, None)
+    torch.testing.assert_close(model.cross_alignment(src, lengths, tgt_in), maps[1].mean(0))
+
+
 def test_no_cross_attention_means_the_source_reaches_only_through_z():
     model = model_of("marginal", cross_attention="none")
     src, lengths, tgt_in, _, _ = make_batch(random_sentences(3, torch.Generator().manual_seed(3)))
@@ -163,7 +180,7 @@ def test_no_cross_attention_means_the_source_reaches_only_through_z():
     a = model.decode(model.encode(src, lengths), tgt_in)
     b = model.decode(model.encode(other, lengths), tgt_in)
     torch.testing.assert_close(a, b)  # decoder states ignore the source
-    assert model.attention_maps is not None and model.cross_alignment(src, lengths, tgt_in) is None
+    assert model.cross_alignment(src, lengths, tgt_in) is None
 
 
 @pytest.mark.parametrize("cross, reaches", [("all", True), ("detached", False)])

@@ -159,14 +159,25 @@ class DecoderLayer(nn.Module):
         self.ffn = FeedForward(config.width, config.ffn, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor, self_kv: tuple[Tensor, Tensor], cross_kv: tuple[Tensor, Tensor] | None,
-                src_mask: Tensor, causal: bool) -> Tensor:
-        """x ``[B, Lq, D]``; self_kv: keys/values of every position x may see ``[B, H, Lk, d]``;
-        cross_kv: the source's ``[B, H, S, d]``; src_mask ``[B, 1, 1, S]``."""
-        x = x + self.dropout(self.self_attention.attend(self.norm1(x), *self_kv, causal=causal))
+    def forward(self, x: Tensor, past: tuple[Tensor, Tensor] | None, cross_kv: tuple[Tensor, Tensor] | None,
+                src_mask: Tensor, need_weights: bool = False):
+        """x ``[B, Lq, D]``: the whole target prefix (``past`` None, causal) or the newest position after a
+        cache ``past`` of keys/values ``[B, H, t, d]``; cross_kv: the source's ``[B, H, S, d]``; src_mask
+        ``[B, 1, 1, S]``. Returns ``(x, (keys, values))`` with every position's keys/values so far, and
+        with ``need_weights`` the cross-attention probabilities ``[B, H, Lq, S]`` third."""
+        h = self.norm1(x)
+        keys, values = self.self_attention.keys_values(h)
+        if past is not None:
+            keys, values = torch.cat([past[0], keys], dim=2), torch.cat([past[1], values], dim=2)
+        x = x + self.dropout(self.self_attention.attend(h, keys, values, causal=past is None))
+        weights = None
         if self.cross is not None:
-            x = x + self.dropout(self.cross.attend(self.norm_cross(x), *cross_kv, mask=src_mask))
-        return x + self.dropout(self.ffn(self.norm2(x)))
+            h = self.norm_cross(x)
+            if need_weights:
+                weights = self.cross.weights(h, cross_kv[0], src_mask)
+            x = x + self.dropout(self.cross.attend(h, *cross_kv, mask=src_mask))
+        x = x + self.dropout(self.ffn(self.norm2(x)))
+        return (x, (keys, values), weights) if need_weights else (x, (keys, values))
 
 
 @dataclass
@@ -324,7 +335,7 @@ class TransformerSeq2Seq(nn.Module):
         src_mask = encoded.mask[:, None, None, :]
         x = self.embed_target(tgt_in)
         for layer, cross_kv in zip(self.layers, encoded.cross):
-            x = layer(x, layer.self_attention.keys_values(layer.norm1(x)), cross_kv, src_mask, causal=True)
+            x, _ = layer(x, None, cross_kv, src_mask)
         return self.norm(x)
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor,
@@ -356,12 +367,9 @@ class TransformerSeq2Seq(nn.Module):
         x = self.embed_target(prev_tokens[:, None], offset=cache.length)
         keys, values = [], []
         for depth, (layer, cross_kv) in enumerate(zip(self.layers, encoded.cross)):
-            k, v = layer.self_attention.keys_values(layer.norm1(x))
-            k = torch.cat([cache.keys[depth], k], dim=2)
-            v = torch.cat([cache.values[depth], v], dim=2)
+            x, (k, v) = layer(x, (cache.keys[depth], cache.values[depth]), cross_kv, src_mask)
             keys.append(k)
             values.append(v)
-            x = layer(x, (k, v), cross_kv, src_mask, causal=False)
         return self.norm(x).squeeze(1), Cache(keys, values, cache.length + 1)
 
     def step(self, encoded: Encoded, state: Cache, prev_tokens: Tensor, kmax: int = 0) -> DecodeStep:
@@ -387,10 +395,8 @@ class TransformerSeq2Seq(nn.Module):
         x = self.embed_target(tgt_in)
         maps = []
         for layer, cross_kv in zip(self.layers, encoded.cross):
-            h = layer.norm1(x)
-            y = x + layer.dropout(layer.self_attention.attend(h, *layer.self_attention.keys_values(h), causal=True))
-            maps.append(layer.cross.weights(layer.norm_cross(y), cross_kv[0], src_mask).transpose(0, 1))
-            x = layer(x, layer.self_attention.keys_values(h), cross_kv, src_mask, causal=True)
+            x, _, weights = layer(x, None, cross_kv, src_mask, need_weights=True)
+            maps.append(weights.transpose(0, 1))
         return torch.stack(maps)
 
     # -- the soft baseline's alignment, for `varattn align` ---------------------------------------
