@@ -180,3 +180,17 @@ def test_the_page_in_headless_chromium_translates_and_draws(model, pair, tmp_pat
         assert re.search(rf'id="{figure}"[^>]*src="data:image/png;base64,[A-Za-z0-9+/=]{{100,}}"', dom) or \
             re.search(rf'src="data:image/png;base64,[A-Za-z0-9+/=]{{100,}}"[^>]*id="{figure}"', dom)
     assert 'id="alignment" class=""' in dom and "log p(reference | source)" in dom
+
+
+def test_a_port_in_use_is_one_line_naming_it(model):
+    import socket
+
+    from varattn.errors import UserError
+    from varattn.serve import make_server
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UserError, match=rf"127\.0\.0\.1:{port}: cannot listen .* choose another port"):
+            make_server(model, "127.0.0.1", port)

@@ -171,13 +171,15 @@ def model_card(document: dict, meta: dict) -> str:
         lines += ["| split | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]
         for split, results in evaluations.items():
             lines.append(f"| {split} | " + " | ".join(_figure(results.get(k)) for k in keys) + " |")
-        lines.append("")
+        lines += ["", "ppl: perplexity with the exact marginal over alignments under the prior (lower is better); "
+                      "elbo_ppl: the perplexity the variational bound gives with the inference network (an upper "
+                      "bound of ppl); kl: KL(q‖p) per token; entropy: the prior's entropy in nats per token; "
+                      "bleu: tokenised BLEU, sacrebleu: detokenised (signatures below).", ""]
         for split, results in evaluations.items():
             for key in ("bleu_signature", "sacrebleu_signature"):
                 if results.get(key):
                     lines.append(f"- {split} {key.replace('_', ' ')}: `{results[key]}`")
-        lines += ["", "ppl: exact perplexity under the prior (lower is better); elbo_ppl: the same bound with "
-                      "the inference network; kl: KL(q‖p) per token; entropy: the prior's entropy in nats.", ""]
+        lines.append("")
     else:
         history = document["checkpoint"]["validation"]
         if history:

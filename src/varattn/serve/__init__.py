@@ -178,8 +178,10 @@ def make_server(model, host: str = "127.0.0.1", port: int = 8080, **limits):
     runs it, ``.shutdown()`` stops it, ``.server_port`` is the port (useful with port 0)."""
     from werkzeug.serving import make_server as werkzeug_server
 
+    app = create_app(model, **limits)
     try:
-        return werkzeug_server(host, port, create_app(model, **limits), threaded=True)
-    except OSError as error:
-        raise UserError(f"{host}:{port}: cannot listen ({error.strerror or error}) — choose another port "
-                        "(port=0 picks a free one)") from None
+        return werkzeug_server(host, port, app, threaded=True)
+    except (OSError, SystemExit) as error:  # werkzeug prints its own advice and exits when the port is taken
+        cause = getattr(error, "strerror", None) or "address in use or not available"
+        raise UserError(f"{host}:{port}: cannot listen ({cause}) — choose another port (port=0 picks a free "
+                        "one)") from None
