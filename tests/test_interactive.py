@@ -116,3 +116,26 @@ def test_line_batches_yield_complete_lines_as_they_arrive():
         list(line_batches(_Chunks([b"a\nb\n", b"\xc3(\n"]), 8))
     with pytest.raises(UserError, match="buffer 0"):
         list(line_batches(_Chunks([]), 0))
+
+
+def test_a_terminal_gets_a_hint_and_each_line_answered(run, sources):
+    import pty
+
+    import varattn
+
+    expected = varattn.load(run, device="cpu").translate(sources[2], beam=1).text
+    master, slave = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "varattn", "translate", str(run), "--device", "cpu"],
+                               stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=dict(os.environ, OMP_NUM_THREADS="1"))
+    os.close(slave)
+    try:
+        os.write(master, (sources[2] + "\n").encode("utf-8"))  # typed, and the terminal stays open
+        assert _read_line(process).decode("utf-8").rstrip("\n") == expected
+        os.write(master, b"\x04")  # Ctrl-D
+        assert process.wait(WAIT) == 0
+        assert "Ctrl-D ends" in process.stderr.read().decode("utf-8")
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()

@@ -281,6 +281,8 @@ def cmd_translate(args) -> None:
         raise UserError(f"--buffer {args.buffer}: must be at least 1 line")
     # a file is read whole (with a progress bar); standard input batch by batch, each written at once
     batches = [_read_input(args.input)] if args.input else line_batches(sys.stdin.buffer, args.buffer)
+    if not args.input and sys.stdin.isatty():
+        print("type a sentence and press Enter; Ctrl-D ends", file=sys.stderr)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     done = 0
     try:
