@@ -36,14 +36,15 @@ def varattn(args: list[str], env: dict, log: Path | None = None) -> None:
                    stderr=open(log, "w") if log else subprocess.DEVNULL)
 
 
-def train(mode: str, reverse: bool, data_dir: Path, work: Path, epochs: int, env: dict) -> tuple[Path, float]:
+def train(mode: str, reverse: bool, data_dir: Path, work: Path, epochs: int, env: dict, device: str
+          ) -> tuple[Path, float]:
     name = f"{mode}-{'rv' if reverse else 'fw'}"
     run_dir = work / "runs" / name
     started = time.perf_counter()
     if not (run_dir / "checkpoint_best.json").is_file():
         varattn(["train", str(RECIPE), "--out", str(run_dir), f"data.dir={data_dir}", f"model.mode={mode}",
                  f"data.reverse={'true' if reverse else 'false'}", f"train.epochs={epochs}", "train.progress=false",
-                 "train.device=cpu"], env, work / f"{name}.log")
+                 f"train.device={device}"], env, work / f"{name}.log")
     return run_dir, time.perf_counter() - started
 
 
@@ -95,6 +96,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--soft-threshold", type=float, default=0.25)
     parser.add_argument("--modes", nargs="+", default=["soft", "vae-enum"])
+    parser.add_argument("--device", default="cpu", help="where to train (cpu, cuda)")
+    parser.add_argument("--results", default=str(HERE / "results"), help="folder for the tables")
+    parser.add_argument("--name", default="align_synthetic", help="file name of the tables, without suffix")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -109,30 +113,30 @@ def main() -> None:
                  str(args.seed)], env)
     seconds, scores = {}, {}
     for mode in args.modes:
-        fw, seconds[f"{mode} forward"] = train(mode, False, data_dir, work, args.epochs, env)
-        rv, seconds[f"{mode} reverse"] = train(mode, True, data_dir, work, args.epochs, env)
+        fw, seconds[f"{mode} forward"] = train(mode, False, data_dir, work, args.epochs, env, args.device)
+        rv, seconds[f"{mode} reverse"] = train(mode, True, data_dir, work, args.epochs, env, args.device)
         scores[mode] = score_all(fw, rv, data_dir, args.soft_threshold)
     total = time.perf_counter() - started
     meta = json.loads((data_dir / "meta.json").read_text())
     record = {"command": "python benchmarks/align_synthetic.py " + " ".join(sys.argv[1:]),
               "pairs": args.pairs, "epochs": args.epochs, "seed": args.seed, "threads": args.threads,
-              "soft_threshold": args.soft_threshold, "recipe": str(RECIPE.relative_to(ROOT)),
+              "soft_threshold": args.soft_threshold, "device": args.device, "recipe": str(RECIPE.relative_to(ROOT)),
               "test_pairs": meta["splits"]["test"]["pairs"], "train_seconds": seconds, "total_seconds": total,
               "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
                           "platform": platform.platform()},
               "scores": scores}
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "align_synthetic.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.name}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
     text = (f"# Word alignment on the synthetic corpus\n\n`{record['command']}` — {args.pairs} synthetic pairs, "
             f"`{record['recipe']}` ({args.epochs} epochs) trained each way from one prepared folder "
             f"(`data.reverse=true`), best checkpoints; word links on the {record['test_pairs']} test pairs "
             f"against the gold links (sure only). forward: each target word's argmax source word; reverse: "
             f"each source word's argmax target word (the model trained target -> source); the heuristics "
             f"symmetrise the two; soft-*: the two matrices multiplied or averaged, links >= "
-            f"{args.soft_threshold}. {total / 60:.1f} min in all, {args.threads} thread(s).\n\n"
+            f"{args.soft_threshold}. Trained on {args.device}; {total / 60:.1f} min in all, {args.threads} thread(s).\n\n"
             f"{table(scores)}\n")
-    (out / "align_synthetic.md").write_text(text, encoding="utf-8")
+    (out / f"{args.name}.md").write_text(text, encoding="utf-8")
     print(text)
 
 

@@ -122,3 +122,21 @@ def test_two_directions_equal_symmetrising_each_direction_by_hand():
     product = fw_rows[:T].T * rv_rows[:S]
     found = wordlinks.two_directions([fw], [rv], "soft-product", soft_threshold=0.1)[0]
     assert found.links == sorted((i, j) for i, j in itertools.product(range(S), range(T)) if product[i, j] >= 0.1)
+
+
+def test_pictures_are_scaled_to_their_own_maximum():
+    from varattn.analysis import pictures
+
+    flat = np.full((3, 4), 0.25)  # a flat prior: the top of its colour scale is 0.25, not 1
+    pair = PairAlignment(0, ["a", "b", "c", "d"], ["x", "y", END], {"prior": flat, "posterior": flat * 1.2},
+                         {"prior": 0.0, "posterior": 0.0})
+    figure = pictures.pair_figure(pair)
+    heat = [ax for ax in figure.axes if ax.get_title() == "prior"][0].images[0]
+    assert heat.get_clim() == (0.0, pytest.approx(0.3))
+    assert any("maximum 0.30" in ax.get_ylabel() for ax in figure.axes)  # the colour bar says so
+    forward, reverse = np.array([[0.9, 0.1], [0.1, 0.5]]), np.array([[0.6, 0.2], [0.3, 0.4]])
+    both = pictures.directions_figure(["s0", "s1"], ["t0", "t1"], forward, reverse)
+    images = [ax.images[0].get_array() for ax in both.axes if ax.images]
+    np.testing.assert_allclose(images[0], forward.T)  # target words down the side
+    np.testing.assert_allclose(images[1], reverse.T)
+    assert any("0.90" in ax.get_ylabel() for ax in both.axes)

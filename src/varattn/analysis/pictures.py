@@ -151,6 +151,37 @@ def grid_figure(pairs: Sequence[PairAlignment], columns: int = 2) -> Figure:
     return figure
 
 
+def directions_figure(src: Sequence[str], tgt: Sequence[str], forward: np.ndarray, reverse: np.ndarray,
+                      title: str | None = None, names: tuple[str, str] = ("forward", "reverse")) -> Figure:
+    """Both directions of one pair over words: ``forward`` and ``reverse`` are ``[S, T]`` word matrices
+    (p(source i | target j), and the reverse model's p(target j | source i) transposed, as in
+    :func:`varattn.analysis.wordlinks.directions`); drawn as two heat maps (target words down the side)
+    and their overlay (forward red, reverse blue: where both directions agree the cell turns white),
+    all scaled to the picture's maximum."""
+    top = float(max(forward.max(), reverse.max())) or 1.0
+    width = 3 * (len(src) * CELL + 1.4) + 0.8
+    height = len(tgt) * CELL + 1.6 + 0.06 * max(len(label(w)) for w in src)
+    figure = new_figure(width, height)
+    axes = figure.subplots(1, 3)
+    images = [(forward.T, names[0]), (reverse.T, names[1]),
+              (overlay_rgb(forward.T / top, reverse.T / top), f"red: {names[0]}, blue: {names[1]}")]
+    shown = None
+    for ax, (image, name) in zip(axes, images):
+        if image.ndim == 2:
+            shown = ax.imshow(image, interpolation="nearest", aspect="equal", cmap=CMAP, vmin=0.0, vmax=top)
+        else:
+            ax.imshow(image, interpolation="nearest", aspect="equal")
+        ax.set_xticks(range(len(src)), [label(w) for w in src], rotation=90, fontsize=FONT)
+        ax.set_yticks(range(len(tgt)), [label(w) for w in tgt], fontsize=FONT)
+        ax.xaxis.tick_top()
+        ax.tick_params(length=0)
+        ax.set_title(name, fontsize=FONT + 1)
+    figure.colorbar(shown, ax=list(axes[:2]), shrink=0.6, label=f"p (top of scale: {top:.2f}, this picture's max)")
+    if title:
+        figure.suptitle(title, fontsize=FONT + 2)
+    return figure
+
+
 def save(figure: Figure, stem: str | Path, formats: Sequence[str] = ("png", "svg"), dpi: int = 100) -> list[Path]:
     """Write ``stem.png`` / ``stem.svg`` (as asked); returns the paths."""
     paths = []
