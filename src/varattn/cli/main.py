@@ -101,7 +101,7 @@ def _override_decode(decode, args) -> None:
 
 def _add_translate(sub) -> None:
     p = sub.add_parser("translate", help="translate text, one line out per line in")
-    p.add_argument("run", help="run directory or checkpoint .json")
+    p.add_argument("run", help="run directory, checkpoint .json or exported folder")
     p.add_argument("--input", help="input file (default: standard input)")
     p.add_argument("--output", help="output file (default: standard output)")
     p.add_argument("--detokenize", action="store_true", help="Moses-detokenise the output")
@@ -190,7 +190,7 @@ def _add_serve(sub) -> None:
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--max-chars", type=int, default=1000, help="longest sentence accepted, in characters")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (default: CUDA when present)")
 
 
 def build_parser() -> argparse.ArgumentParser:
