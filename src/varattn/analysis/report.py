@@ -89,6 +89,13 @@ def run_align(run: LoadedRun, out: str | Path, *, data: PreparedData | None = No
         task = getattr(loaded, "task", None)
         if task is not None and getattr(task, "name", "translation") != "translation":
             raise UserError(f"{loaded.checkpoint}: a {task.name} model — varattn align works on translation models")
+    for loaded in (run, reverse_run) if distribution else ():
+        if loaded is None or hasattr(loaded.model, "cross_alignment"):
+            continue
+        names = align.distributions(loaded.config.model.mode, getattr(loaded.model, "has_posterior", False))
+        if distribution not in names and names != ("attention",):  # fail before the slow part
+            raise UserError(f"distribution {distribution!r}: {loaded.checkpoint.parent} gives only "
+                            f"{', '.join(names)} — choose one of them")
     if reverse_run is not None:
         align.check_reverse(run, reverse_run)
         symmetrize = symmetrize or "grow-diag-final-and"
@@ -139,6 +146,8 @@ def run_align(run: LoadedRun, out: str | Path, *, data: PreparedData | None = No
     (out / "tokens.txt").write_text("".join(line + "\n" for line in wordlinks.tokens_lines(chosen)), encoding="utf-8")
     files.append(out / "tokens.txt")
     items = pairs[:pictures]
+    if items or (grid and pairs):
+        echo(f"drawing {len(items)} pictures{' and a grid' if grid and pairs else ''} into {out}")
     if progress and items:
         from tqdm import tqdm
 
