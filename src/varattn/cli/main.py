@@ -108,9 +108,9 @@ def _add_translate(sub) -> None:
     p.add_argument("--pretokenized", action="store_true",
                    help="the input is already tokenised (and escaped) like the training data: apply only "
                         "lowercasing and BPE")
-    p.add_argument("--buffer", type=int, default=64, metavar="N",
-                   help="standard input: translate at most N lines at a time; every line read is translated "
-                        "and written at once, so it works interactively (default 64)")
+    p.add_argument("--buffer", type=int, default=1000, metavar="N",
+                   help="standard input: translate at most N lines at a time; the lines already read are "
+                        "translated and written at once, so it works interactively (default 1000)")
     p.add_argument("--n-best", type=int, default=1, metavar="N",
                    help="N > 1: up to N lines 'i ||| text ||| score' per input (i from 0), best first")
     p.add_argument("--scores", action="store_true", help="append ' ||| ' and the search score")
