@@ -134,7 +134,8 @@ def main() -> None:
             f"against the gold links (sure only). forward: each target word's argmax source word; reverse: "
             f"each source word's argmax target word (the model trained target -> source); the heuristics "
             f"symmetrise the two; soft-*: the two matrices multiplied or averaged, links >= "
-            f"{args.soft_threshold}. Trained on {args.device}; {total / 60:.1f} min in all, {args.threads} thread(s).\n\n"
+            f"{args.soft_threshold}. Trained on {args.device}; {total / 60:.1f} min in all, "
+            f"{args.threads} thread(s).\n\n"
             f"{table(scores)}\n")
     (out / f"{args.name}.md").write_text(text, encoding="utf-8")
     print(text)

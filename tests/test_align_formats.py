@@ -143,6 +143,16 @@ def test_raw_pairs_are_tokenised_and_links_index_the_tokens(word_runs, tmp_path,
                        capsys)
     assert code == 0, err
     tokens = _lines(tmp_path / "o" / "tokens.txt")
+    # the acceptance command on the same raw file: both ways, symmetrised, with probabilities
+    code, err = _align([word_runs / "fw", "--pairs", pairs, "--reverse-run", word_runs / "rv", "--symmetrize",
+                        "grow-diag-final-and", "--output-probs", tmp_path / "probs.txt", "--out", tmp_path / "b"],
+                       capsys)
+    assert code == 0, err
+    assert _lines(tmp_path / "b" / "tokens.txt") == tokens
+    reverse = json.loads((tmp_path / "b" / "reverse" / "alignments.json").read_text(encoding="utf-8"))["pairs"]
+    assert [" ".join(r["tgt_words"]) + " ||| " + " ".join(r["src_words"]) for r in reverse] == tokens
+    for line, probs in zip(_lines(tmp_path / "b" / "links.align"), _lines(tmp_path / "probs.txt")):
+        assert len(line.split()) == len(probs.split()) > 0
     # German rules split "casa's" as "casa ' s", English ones "haus's" as "haus 's"; nothing is escaped
     assert tokens[0] == "la casa ' s & bu . ||| ze haus 's & ky ."
     source, target = EXTRA[0]
