@@ -169,6 +169,14 @@ def _word_links(links: list[tuple[int, int, float]], src: list[str], tgt: list[s
     return [(i, j, p) for (i, j), p in sorted(best.items(), key=lambda item: (item[0][1], item[0][0]))]
 
 
+def _prior(matrices: dict[str, np.ndarray]) -> np.ndarray:
+    """The distribution decoding follows: the prior of a latent model, the attention of a soft one."""
+    for name in ("prior", "attention"):
+        if name in matrices:
+            return matrices[name]
+    return next(iter(matrices.values()))
+
+
 class Model:
     """A trained translation model with its vocabularies and preprocessing; see the module docstring.
 
@@ -257,7 +265,7 @@ class Model:
         vocab = run.data.tgt_vocab
         want = [(n, h, t) for n, h, t in flat if found[n].source_tokens and h.tokens]
         matrices = self._alignments([found[n].source_tokens for n, _, _ in want], [vocab.decode(h.tokens) for _, h, _ in want])
-        prior_of = {id(h): next(iter(pair.matrices.values())) for (_, h, _), pair in zip(want, matrices)}
+        prior_of = {id(h): _prior(pair.matrices) for (_, h, _), pair in zip(want, matrices)}
         results: list[list[Translation]] = [[] for _ in found]
         for n, hypothesis, text in flat:
             source = found[n].source_tokens
