@@ -239,3 +239,23 @@ def test_readme_python_section_runs_as_written(runs, tmp_path, monkeypatch, caps
     best = namespace["best"]
     assert best.text in printed and best.prior.shape == (len(best.tokens) + 1, len(best.source_tokens))
     assert (tmp_path / "exported" / "model.safetensors").is_file()
+
+
+def test_a_transformer_run_goes_through_the_same_api(synthetic_data, sources, tmp_path, one_thread):
+    import varattn
+    from varattn import config as config_lib
+    from varattn.training.trainer import train
+
+    config = config_lib.from_dict({
+        "data": {"dir": str(synthetic_data), "max_tokens": 400, "eval_max_tokens": 2000},
+        "model": {"mode": "vae-enum", "arch": "transformer"},
+        "transformer": {"encoder_layers": 1, "decoder_layers": 1, "width": 32, "heads": 2, "ffn": 64, "dropout": 0.0},
+        "train": {"epochs": 1, "max_steps": 5, "lr": 0.003, "progress": False, "device": "cpu"}}).validate()
+    train(config, tmp_path / "transformer")
+    model = varattn.load(tmp_path / "transformer", device="cpu")
+    found = model.translate(sources[:4], beam=2, kmax=0)
+    for translation, score in zip(found, model.score(sources[:4], [t.text for t in found])):
+        T = len(translation.tokens)
+        assert [(int(i), j) for j, i in enumerate(translation.prior[:T].argmax(-1))] == translation.links
+        assert score.log_prob == pytest.approx(translation.log_prob, rel=1e-4, abs=1e-4)
+    assert {"prior", "posterior"} <= set(model.align(sources[0], "zy zy").matrices)
