@@ -1,6 +1,8 @@
 """Training speed, Transformer vs RNN, per latent mode, in one interleaved run (issue 12).
 
-Each timed batch is trained by every (mode, architecture) in turn — forward, the mode's objective,
+Every batch shape is first seen once by a throw-away model of each architecture (CUDA libraries pick and
+cache kernels per shape; without this the first trainee of each batch pays for it). Then each timed batch
+is trained by every (mode, architecture) in turn — forward, the mode's objective,
 backward, gradient clipping, an Adam step, what ``varattn train`` does — so a busy machine slows them
 alike; rates are medians of target tokens per second over the timed batches, and the ratio is
 Transformer / RNN of those medians. Batches come from IWSLT'14 De-En ``valid.*.bpe`` (see
@@ -93,6 +95,11 @@ def main() -> None:
     batches = [b.to(device) for b in speed.make_batches(pairs, setting["batch_tokens"], setting["warmup"] + steps, 1)]
     trainees = {(mode, arch): Trainee(arch, mode, setting, pairs, device, 1) for mode in args.modes
                 for arch in ("rnn", "transformer")}
+    for arch in ("rnn", "transformer"):  # every batch shape seen once first (kernel choices are cached per shape)
+        warm = Trainee(arch, "soft", setting, pairs, device, 2)
+        for batch in batches:
+            warm.step(batch, dev)
+        del warm
     seconds: dict = {key: [] for key in trainees}
     for n, batch in enumerate(batches):  # interleaved: every trainee on the same batch, in turn
         for key, trainee in trainees.items():
