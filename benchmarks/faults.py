@@ -1,0 +1,95 @@
+"""Fault-injection figures: SIGKILL campaign, SIGINT/SIGTERM, full disk, read-only folder, bad inputs.
+
+Runs tests/test_faults.py and tests/test_reliability.py with ``FAULTS_REPORT`` set (the tests write what
+happened there) and ``FAULTS_KILLS`` (how many SIGKILLs the campaign plans), then writes
+``benchmarks/results/faults.json`` and ``benchmarks/results/faults.md``.
+
+    OMP_NUM_THREADS=1 python benchmarks/faults.py --kills 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_tests(kills: int, report: Path) -> int:
+    env = {**os.environ, "FAULTS_REPORT": str(report), "FAULTS_KILLS": str(kills), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               "tests/test_faults.py", "tests/test_reliability.py"]
+    return subprocess.run(command, cwd=ROOT, env=env).returncode
+
+
+def _short(message: str) -> str:
+    """Temporary paths shortened to their last two parts, so the table reads."""
+    return re.sub(r"/tmp/\S*/([^/\s]+/[^/\s:]+)", r".../\1", message).replace("|", "\\|")
+
+
+def markdown(data: dict, status: int) -> str:
+    kill = data.get("sigkill", {})
+    lines = ["# Fault injection", "",
+             "Made by `OMP_NUM_THREADS=1 python benchmarks/faults.py --kills N` (tests/test_faults.py and "
+             "tests/test_reliability.py with their report switched on); pytest exit status "
+             f"{status}.", "",
+             "## SIGKILL at random points, then `--resume` until the run ends", "",
+             "A tiny soft-attention run (synthetic corpus, 200 pairs, "
+             f"{(kill.get('checkpoint_step_after_each_process') or [0])[-1]} steps, validation and "
+             "checkpoints after every step). Kills land on a random event — an optimizer step, or a stage "
+             "of a checkpoint write (each tensor file, the manifest, the rename that commits it, the "
+             "clean-up) — or after a random time.", "",
+             "| kills | resumes | resumes that continued | final weights, progress and log identical to an "
+             "uninterrupted run | debris left |", "|---|---|---|---|---|",
+             f"| {kill.get('kills')} | {kill.get('resumes')} | {kill.get('resumes_continued')} | "
+             f"{kill.get('identical_final_weights_and_log')} | none (asserted) |", "",
+             f"Kill points (event number in the process, or seconds): {', '.join(kill.get('kill_points', []))}.",
+             f"Step of checkpoint_last after each process: {kill.get('checkpoint_step_after_each_process')}.",
+             f"Where the processes died: {kill.get('died_in')} (`_write_file`: a tensor file or the manifest "
+             "being written; `_commit`: the rename; `clean`: removing the previous files; `step`: an "
+             "optimizer step; `timer`: SIGKILL from outside).", "",
+             "## Signals, full disk, read-only folder", "", "| case | result | message |", "|---|---|---|"]
+    for key in ("signal_SIGINT", "signal_SIGTERM"):
+        if key in data:
+            entry = data[key]
+            lines.append(f"| {key[7:]} during training | saved at step {entry['stopped_at_step']}, exit "
+                         f"{128 + (2 if key.endswith('INT') else 15)}; resumed identical: "
+                         f"{entry['identical_after_resume']} | {_short(entry['message'])} |")
+    for key, entry in data.items():
+        if key.startswith("enospc_patched"):
+            lines.append(f"| writer raises ENOSPC at file write {key.rsplit('_', 1)[1]} | exit 2; resumed "
+                         f"identical: {entry['resumed_identical']} | {_short(entry['message'])} |")
+    for case, message in data.get("real_disk", {}).items():
+        lines.append(f"| {case}, 3 MB tmpfs | exit 2 | {_short(message)} |")
+    lines += ["", "## Bad inputs: exit status 2 and one line each", "", "| input | status | message |",
+              "|---|---|---|"]
+    for key, entry in data.items():
+        if key.startswith("bad input: "):
+            lines.append(f"| {key[11:]} | {entry['status']} | {_short(entry['message'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=40, help="SIGKILLs the campaign plans (default 40)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "report.json"
+        status = run_tests(args.kills, report)
+        data = json.loads(report.read_text()) if report.is_file() else {}
+    results = ROOT / "benchmarks" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "faults.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    (results / "faults.md").write_text(markdown(data, status), encoding="utf-8")
+    print(markdown(data, status))
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()
