@@ -13,6 +13,13 @@ eos_norm = 3) and ``varattn.decoding.translate.decode_nbest``, i.e. the batching
     python benchmarks/decode_speed.py --lines 500            # CPU, and CUDA when there is a GPU
     python benchmarks/decode_speed.py --lines 100 --exact-lines 20 --devices cpu
 
+With ``--runs RUN [RUN ...] --data PREPARED``, trained runs (their best checkpoints) decode a prepared split
+instead (``--split``, default test): for a latent run the exact marginal and K-max 1 and 5, for a soft run
+its expected context, each at every beam of ``--beams`` (default 1 5 10), with the recipe's α and eos_norm
+(``--alpha``, ``--eos-norm``); it writes ``decode_speed_runs.{json,md}``:
+
+    python benchmarks/decode_speed.py --runs runs/soft runs/vae-enum --data runs/data --threads 2
+
 Writes ``benchmarks/results/decode_speed.{json,md}`` next to this script.
 """
 
@@ -22,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -88,6 +96,58 @@ def measure(name: str, mode: str, kmax: int, sources: list[list[int]], sizes: tu
             "mean_output_length": out_tokens / len(sources), "batch_tokens": batch_tokens}
 
 
+def measure_run(path: str, data_dir: str, split_name: str, beams: list[int], alpha: float, eos_norm: float,
+                batch_tokens: int) -> list[dict]:
+    """Sentences/s of a trained run decoding a prepared split, per beam and next-word distribution."""
+    from varattn.data.text.prepared import load_prepared
+    from varattn.latent import get_mode
+    from varattn.training.runs import load_run
+
+    device = torch.device("cpu")
+    run = load_run(path, device)
+    split = load_prepared(data_dir).split(split_name)
+    sources = [split.src(i).tolist() for i in range(len(split))]
+    mode = run.config.model.mode
+    variants = [("soft", 0)] if get_mode(mode).soft_context else [("exact", 0), ("K-max 1", 1), ("K-max 5", 5)]
+    rows = []
+    for beam in beams:
+        for name, kmax in variants:
+            decode = DecodeConfig(beam=beam, alpha=alpha, eos_norm=eos_norm, max_len_a=run.config.decode.max_len_a,
+                                  max_len_b=run.config.decode.max_len_b, kmax=kmax, batch_tokens=batch_tokens)
+            started = time.perf_counter()
+            found = decode_nbest(run, sources, decode)
+            seconds = time.perf_counter() - started
+            out_tokens = sum(len(n[0].tokens) + 1 for n in found)
+            rows.append({"run": str(path), "mode": mode, "variant": name, "beam": beam, "kmax": kmax,
+                         "machine": machine(device), "load_average_1min": os.getloadavg()[0],
+                         "sentences": len(sources), "seconds": seconds, "sentences_per_s": len(sources) / seconds,
+                         "mean_output_length": out_tokens / len(sources), "batch_tokens": batch_tokens})
+            print(f"{mode:<10} {name:<8} beam {beam:>2}: {len(sources)} sentences {seconds:7.1f} s "
+                  f"{len(sources) / seconds:8.1f} sentences/s", flush=True)
+    return rows
+
+
+def runs_main(args) -> None:
+    rows = [row for path in args.runs for row in measure_run(path, args.data, args.split, args.beams, args.alpha,
+                                                              args.eos_norm, args.batch_tokens)]
+    lines = ["| mode | next-word distribution | beam | sentences | seconds | sentences/s | mean output length "
+             "(incl. </s>) | load (1 min) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['mode']} | {r['variant']} | {r['beam']} | {r['sentences']} | {r['seconds']:.1f} | "
+                     f"{r['sentences_per_s']:.1f} | {r['mean_output_length']:.1f} | {r['load_average_1min']:.1f} |")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"what": "decoding speed of trained runs on a prepared split", "split": args.split, "data": args.data,
+              "alpha": args.alpha, "eos_norm": args.eos_norm, "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "results": rows}
+    (out / "decode_speed_runs.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    header = (f"# Decoding speed of trained runs\n\n`python benchmarks/decode_speed.py {' '.join(sys.argv[1:])}`\n\n"
+              f"Split {args.split} of {args.data}; α = {args.alpha}, eos_norm = {args.eos_norm}; "
+              f"{torch.get_num_threads()} threads, torch {torch.__version__}.\n\n")
+    (out / "decode_speed_runs.md").write_text(header + "\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| device | variant | sentences | seconds | sentences/s | mean output length (incl. </s>) | load (1 min) |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -109,9 +169,20 @@ def main() -> None:
     parser.add_argument("--work", default=None, help="folder for the vocabularies (default: a temporary one)")
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for decode_speed.{json,md}")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--runs", nargs="+", default=None, help="trained runs to time instead of random models")
+    parser.add_argument("--data", default=None, help="with --runs: the prepared folder to decode")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--beams", type=int, nargs="+", default=[1, 5, 10])
+    parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--eos-norm", type=float, default=3.0)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.runs:
+        if not args.data:
+            parser.error("--runs needs --data PREPARED")
+        runs_main(args)
+        return
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     iwslt = Path(args.iwslt)
     with tempfile.TemporaryDirectory() as scratch:
