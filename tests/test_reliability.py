@@ -294,3 +294,21 @@ def test_prepare_force_long_pairs_and_empty_lines(tmp_path, capsys):
     assert (out / "meta.json").read_bytes() == before
     assert main(["prepare", "files", "--out", str(out), "--force", "--max-len", "400", *files]) == 0
     assert json.loads((out / "meta.json").read_text())["splits"]["train"]["pairs"] == 4
+
+
+def test_a_batch_exceeds_max_tokens_only_as_one_over_long_pair():
+    """Brute force over the batches of a corpus with a few pairs far beyond the budget."""
+    import numpy as np
+
+    from varattn.data.text.batching import TokenBatcher
+
+    rng = np.random.default_rng(0)
+    src = rng.integers(1, 30, 300)
+    tgt = rng.integers(1, 30, 300)
+    src[[7, 100, 222]] = [900, 5000, 450]
+    budget = 400
+    batches = TokenBatcher(src, tgt, budget, shuffle=True, seed=1).batches(1)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(300))
+    for batch in batches:
+        padded = len(batch) * (int(src[batch].max()) + int(tgt[batch].max()) + 2)
+        assert padded <= budget or len(batch) == 1, (batch, padded)
