@@ -24,6 +24,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+
+
+def rel(path) -> str:
+    """A path as the recorded commands show it: relative to the repository when inside it."""
+    return os.path.relpath(path, ROOT) if str(Path(path).resolve()).startswith(str(ROOT)) else str(path)
 TRANSFORMER = {"encoder_layers": 2, "decoder_layers": 2, "width": 64, "heads": 4, "ffn": 128, "dropout": 0.1,
                "attention_dropout": 0.0, "inf_layers": 1}
 TRAIN = {"lr": 0.001, "decay_from_epoch": 3, "seed": 1, "progress": "false", "device": "cpu", "adam_beta2": 0.999,
@@ -34,11 +39,11 @@ RUNS = [("soft", "all"), ("marginal", "all"), ("marginal", "none"), ("vae-enum",
 
 
 def train(mode: str, cross: str, data_dir: Path, run_dir: Path, epochs: int) -> tuple[list[str], float]:
-    overrides = [f"data.dir={data_dir}", f"train.epochs={epochs}", f"transformer.cross_attention={cross}",
+    overrides = [f"data.dir={rel(data_dir)}", f"train.epochs={epochs}", f"transformer.cross_attention={cross}",
                  "model.enum_block=100000"]
     overrides += [f"transformer.{k}={v}" for k, v in TRANSFORMER.items()]
     overrides += [f"train.{k}={v}" for k, v in TRAIN.items()] + [f"data.{k}={v}" for k, v in DATA.items()]
-    command = ["varattn", "train", f"configs/multi30k/transformer-{mode}.yaml", "--out", str(run_dir), *overrides]
+    command = ["varattn", "train", f"configs/multi30k/transformer-{mode}.yaml", "--out", rel(run_dir), *overrides]
     started = time.perf_counter()
     if not (run_dir / "log.jsonl").is_file() or len((run_dir / "log.jsonl").read_text().splitlines()) < epochs:
         resume = ["--resume"] if (run_dir / "checkpoint_last.json").is_file() else []
@@ -107,7 +112,7 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     data_dir = work / "data"
-    prepare = ["varattn", "prepare", "synthetic", "--out", str(data_dir), "--pairs", str(args.pairs), "--seed", "1"]
+    prepare = ["varattn", "prepare", "synthetic", "--out", rel(data_dir), "--pairs", str(args.pairs), "--seed", "1"]
     if not (data_dir / "meta.json").is_file():
         subprocess.run([sys.executable, "-m", *prepare], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     rows = []

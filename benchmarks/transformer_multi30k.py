@@ -22,6 +22,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+
+
+def rel(path) -> str:
+    """A path as the recorded commands show it: relative to the repository when inside it."""
+    return os.path.relpath(path, ROOT) if str(Path(path).resolve()).startswith(str(ROOT)) else str(path)
 TRANSFORMER = {"encoder_layers": 2, "decoder_layers": 2, "width": 128, "heads": 4, "ffn": 256, "dropout": 0.2,
                "attention_dropout": 0.1, "inf_layers": 1}
 TRAIN = {"lr": 0.001, "decay_from_epoch": 4, "seed": 1, "progress": "false", "device": "cpu", "adam_beta2": 0.999,
@@ -39,12 +44,12 @@ def prepare(shared: Path, data_dir: Path) -> None:
 
 
 def command(mode: str, data_dir: Path, run_dir: Path, epochs: int, extra: list[str]) -> list[str]:
-    overrides = [f"data.dir={data_dir}", f"train.epochs={epochs}"]
+    overrides = [f"data.dir={rel(data_dir)}", f"train.epochs={epochs}"]
     overrides += [f"transformer.{k}={v}" for k, v in TRANSFORMER.items()]
     overrides += [f"train.{k}={v}" for k, v in TRAIN.items()]
     overrides += [f"data.{k}={v}" for k, v in DATA.items()]
     overrides += [f"model.{k}={v}" for k, v in MODEL.items()]
-    return ["varattn", "train", f"configs/multi30k/transformer-{mode}.yaml", "--out", str(run_dir),
+    return ["varattn", "train", f"configs/multi30k/transformer-{mode}.yaml", "--out", rel(run_dir),
             *overrides, *extra]
 
 
@@ -58,8 +63,8 @@ def run_mode(mode: str, name: str, data_dir: Path, runs: Path, epochs: int, extr
         subprocess.run([sys.executable, "-m", *train, *resume], check=True, env=env, cwd=ROOT,
                        stdout=subprocess.DEVNULL, stderr=open(runs / f"{name}.log", "w"))
     train_seconds = time.perf_counter() - started
-    evaluate = ["varattn", "evaluate", str(run_dir), "--data", str(data_dir), "--split", "test", "--beam", "5",
-                "--json", str(runs / f"{name}.test.json")]
+    evaluate = ["varattn", "evaluate", rel(run_dir), "--data", rel(data_dir), "--split", "test", "--beam", "5",
+                "--json", rel(runs / f"{name}.test.json")]
     subprocess.run([sys.executable, "-m", *evaluate], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                    stderr=open(runs / f"{name}.eval.log", "w"))
     history = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
