@@ -106,9 +106,11 @@ def main() -> None:
     parser.add_argument("--work", default=str(ROOT / "runs" / "tr-align"))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--pairs", type=int, default=6000)
+    parser.add_argument("--lr", type=float, default=TRAIN["lr"])
     parser.add_argument("--runs", nargs="+", default=[f"{m}:{c}" for m, c in RUNS], help="mode:cross_attention")
     parser.add_argument("--results", default=str(HERE / "results" / "transformer_alignment"))
     args = parser.parse_args()
+    TRAIN["lr"] = args.lr
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     data_dir = work / "data"
@@ -124,13 +126,13 @@ def main() -> None:
         rows.append({"mode": mode, "cross": cross, "seconds": seconds, "history": history,
                      "alignment": alignment_scores(run_dir, data_dir), "command": " ".join(command)})
         record = {"epochs": args.epochs, "transformer": TRANSFORMER, "train": TRAIN, "data": DATA,
-                  "prepare": " ".join(prepare), "script": f"python benchmarks/transformer_alignment.py --epochs {args.epochs}",
+                  "prepare": " ".join(prepare), "script": " ".join(["python", *sys.argv]),
                   "rows": rows}
         out = Path(args.results)
         out.with_suffix(".json").write_text(json.dumps(record, indent=1))
-        text = (f"Synthetic corpus ({args.pairs} pairs, gold word links), {args.epochs} epochs, one CPU thread. "
+        text = (f"Synthetic corpus ({args.pairs} pairs, gold word links), {args.epochs} epochs, Adam {args.lr:g}, one CPU thread. "
                 "AER on the test split: argmax word links, no threshold (lower is better). Validation scores "
-                "from the last epoch.\n\n" + table(rows) + "\n\nCommands:\n\n    " + " ".join(prepare) + "\n"
+                "from the last epoch.\n\n" + table(rows) + "\n\nCommands (`" + record["script"] + "` runs them all):\n\n    " + " ".join(prepare) + "\n"
                 + "".join(f"    {row['command']}\n" for row in rows))
         out.with_suffix(".md").write_text(text)
         print(f"{mode} {cross}: done", flush=True)
