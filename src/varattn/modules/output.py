@@ -37,9 +37,18 @@ class OutputLayer(nn.Module):
         """pre-activation ``[..., O]`` -> log-probabilities ``[..., V]`` in float32."""
         return F.log_softmax(self.generator(self.dropout(torch.tanh(pre))).float(), dim=-1)
 
-    def target_log_probs(self, pre: Tensor, targets: Tensor) -> Tensor:
-        """pre ``[..., O]``, targets ``[...]`` -> ``log p(target)`` ``[...]``."""
-        logits = self.generator(self.dropout(torch.tanh(pre))).float()
+    def target_log_probs(self, pre: Tensor, targets: Tensor, shared_dim: int | None = None) -> Tensor:
+        """pre ``[..., O]``, targets ``[...]`` -> ``log p(target)`` ``[...]``. With ``shared_dim``, every
+        entry along that dimension of ``pre`` gets the same dropout mask."""
+        o = torch.tanh(pre)
+        if shared_dim is None or not self.training or self.dropout.p == 0:
+            o = self.dropout(o)
+        else:
+            keep = 1.0 - self.dropout.p
+            shape = list(o.shape)
+            shape[shared_dim] = 1
+            o = o * (torch.empty(shape, dtype=o.dtype, device=o.device).bernoulli_(keep) / keep)
+        logits = self.generator(o).float()
         return logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
 
 
@@ -62,12 +71,17 @@ class TokenLikelihood:
         self.block = block
 
     def __call__(self, weights: Tensor) -> Tensor:
-        """weights ``[B, T, K, S]`` on the simplex -> ``[B, T, K]``."""
+        """weights ``[B, T, K, S]`` on the simplex -> ``[B, T, K]``.
+
+        The K points of a token share one dropout mask (common random numbers): their log-likelihoods
+        then differ by the alignment alone, so a REINFORCE reward ``ℓ(z) - ℓ(baseline)`` carries no dropout
+        noise — with independent masks that noise was about twice the spread of ℓ over source positions
+        and kept ``vae-sample``'s q near uniform (benchmarks/results/vae_sample.md)."""
         weights = weights.to(self.out_memory.dtype)
         context = torch.matmul(weights, self.out_memory[:, None, :, :])  # [B, T, K, O]
         pre = self.hidden_proj[:, :, None, :] + context
         targets = self.targets[:, :, None].expand(pre.shape[:-1])
-        return self.layer.target_log_probs(pre, targets)
+        return self.layer.target_log_probs(pre, targets, shared_dim=2)
 
     def enumerate(self) -> Tensor:
         """``log p(y_t | h_t, x_s)`` for every source position: ``[B, T, S]`` (float32; float64 for float64
