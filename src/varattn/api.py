@@ -124,20 +124,6 @@ def load(path_or_hub_id: str | os.PathLike, device: str | torch.device | None = 
     return Model(run, str(path))
 
 
-class _Pairs:
-    """Id sequences with the ``src(i)``/``tgt(i)`` interface :func:`varattn.data.text.batching.collate` reads."""
-
-    def __init__(self, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]]):
-        self._src = [np.asarray(s, dtype=np.int64) for s in src]
-        self._tgt = [np.asarray(t, dtype=np.int64) for t in tgt]
-
-    def src(self, i: int) -> np.ndarray:
-        return self._src[i]
-
-    def tgt(self, i: int) -> np.ndarray:
-        return self._tgt[i]
-
-
 def _sentences(value, name: str) -> tuple[list[str], bool]:
     """``value`` as a list of strings, and whether a single string was given."""
     if isinstance(value, str):
@@ -304,7 +290,7 @@ class Model:
         """log p(y | x) of raw sentence pairs, one :class:`Score` each (or one for a single pair): the exact
         marginal ``Σ_j log Σ_i p(z_j = i) p(y_j | z_j = i)`` under the prior for latent modes (a Monte-Carlo
         estimate for ``vae-dirichlet``), the expected-context likelihood for ``soft``."""
-        from varattn.data.text.batching import TokenBatcher, collate
+        from varattn.data.text.batching import IdPairs, TokenBatcher, collate
         from varattn.latent import evaluation_terms, get_mode
 
         src, tgt, single = self._pairs(sources, targets, pretokenized)
@@ -312,7 +298,7 @@ class Model:
         model, mode = run.model, get_mode(run.config.model.mode)
         src_ids = [run.data.src_vocab.encode(s) for s in src]
         tgt_ids = [run.data.tgt_vocab.encode(t) for t in tgt]
-        pairs = _Pairs(src_ids, tgt_ids)
+        pairs = IdPairs(src_ids, tgt_ids)
         batcher = TokenBatcher([len(s) for s in src_ids], [len(t) for t in tgt_ids],
                                run.config.data.eval_max_tokens, shuffle=False)
         generator = torch.Generator(device=run.device)

@@ -36,7 +36,7 @@ from varattn.analysis import aer
 
 from varattn import latent
 from varattn.latent import get_mode
-from varattn.data.text.batching import TokenBatcher, collate
+from varattn.data.text.batching import IdPairs, TokenBatcher, collate
 from varattn.data.text.pharaoh import format_links
 from varattn.data.text.prepared import PreparedData
 from varattn.errors import UserError
@@ -92,20 +92,6 @@ class PairAlignment:
         return record
 
 
-class _Pairs:
-    """Id sequences with the ``src(i)``/``tgt(i)`` interface :func:`collate` reads."""
-
-    def __init__(self, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]]):
-        self._src = [np.asarray(s, dtype=np.int64) for s in src]
-        self._tgt = [np.asarray(t, dtype=np.int64) for t in tgt]
-
-    def src(self, i: int) -> np.ndarray:
-        return self._src[i]
-
-    def tgt(self, i: int) -> np.ndarray:
-        return self._tgt[i]
-
-
 @torch.no_grad()
 def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]],
             src_tokens: Sequence[list[str]], tgt_tokens: Sequence[list[str]], *,
@@ -120,7 +106,7 @@ def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[
         if not len(s) or not len(t):
             raise UserError(f"pair {n + 1}: empty source or target — remove empty lines from both files")
     names = distributions(model.config.mode, model.has_posterior)
-    pairs = _Pairs(src_ids, tgt_ids)
+    pairs = IdPairs(src_ids, tgt_ids)
     batcher = TokenBatcher([len(s) for s in src_ids], [len(t) for t in tgt_ids],
                            run.config.data.eval_max_tokens, shuffle=False)
     results: list[PairAlignment | None] = [None] * len(src_ids)

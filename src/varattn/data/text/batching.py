@@ -137,6 +137,24 @@ class Batch:
         )
 
 
+class IdPairs:
+    """Token-id sequences in memory with the ``src(i)``/``tgt(i)`` interface :func:`collate` reads (a
+    prepared split offers the same)."""
+
+    def __init__(self, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]]):
+        self._src = [np.asarray(s, dtype=np.int64) for s in src]
+        self._tgt = [np.asarray(t, dtype=np.int64) for t in tgt]
+
+    def __len__(self) -> int:
+        return len(self._src)
+
+    def src(self, i: int) -> np.ndarray:
+        return self._src[i]
+
+    def tgt(self, i: int) -> np.ndarray:
+        return self._tgt[i]
+
+
 def collate(split, indices: Sequence[int] | np.ndarray) -> Batch:
     """Pad the pairs ``indices`` of ``split`` (anything with ``src(i)`` and ``tgt(i)`` id arrays)."""
     idx = [int(i) for i in indices]
