@@ -193,14 +193,7 @@ class Model:
         pipeline = self._run.data.pipeline
         if side == "src":
             return encode_sources(pipeline, lines, pretokenized=pretokenized)
-        out = []
-        for line in lines:
-            if pretokenized:
-                text = " ".join(line.split())
-                out.append(pipeline.apply_bpe(text.lower() if pipeline.lowercase else text).split())
-            else:
-                out.append(pipeline.encode_target(line))
-        return out
+        return [pipeline.encode_pretokenized(line) if pretokenized else pipeline.encode_target(line) for line in lines]
 
     def _pairs(self, sources, targets, pretokenized: bool):
         src_lines, single = _sentences(sources, "sources")

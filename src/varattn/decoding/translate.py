@@ -101,8 +101,7 @@ def encode_sources(pipeline, lines: Iterable[str], *, pretokenized: bool = False
         if not line.strip():
             out.append([])
         elif pretokenized:
-            text = " ".join(line.split())
-            out.append(pipeline.apply_bpe(text.lower() if pipeline.lowercase else text).split())
+            out.append(pipeline.encode_pretokenized(line))
         else:
             out.append(pipeline.encode_source(line))
     return out

@@ -222,6 +222,10 @@ class Pipeline:
             out.append(self.apply_bpe(word).split() or [word])
         return out
 
+    def encode_pretokenized(self, line: str) -> list[str]:
+        """A line tokenised already (words split on spaces) -> model tokens, by :meth:`encode_words`."""
+        return [piece for pieces in self.encode_words(line.split()) for piece in pieces]
+
     def decode_target(self, tokens: Sequence[str], detokenize: bool = False) -> str:
         """Model target tokens -> text: BPE removed, then Moses-detokenised when ``detokenize`` (and
         the pipeline tokenised). Without detokenisation the result is comparable to ``.ref.tgt``."""
