@@ -25,6 +25,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -61,8 +62,6 @@ class Trainee:
         self.parameters = sum(p.numel() for p in self.model.parameters())
 
     def step(self, batch, dev: speed.Device) -> float:
-        import time
-
         self.optimizer.zero_grad(set_to_none=True)
         dev.sync()
         start = time.perf_counter()
@@ -84,7 +83,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data", default=str(speed.IWSLT))
-    parser.add_argument("--out", default=None, help="path without suffix (default results/transformer_speed_<setting>_<device>)")
+    parser.add_argument("--out", default=None, help="path without suffix (default results/transformer_speed_<setting>[_<device>])")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     setting = SETTINGS[args.setting]
@@ -116,7 +115,8 @@ def main() -> None:
     info = speed.machine(device)
     record = {"machine": info, "setting": args.setting, "sizes": setting, "dtype": dev.dtype, "data": pairs.source,
               "batches": len(batches) - setting["warmup"], "command": " ".join(["python", *sys.argv]), "rows": rows}
-    out = Path(args.out) if args.out else HERE / "results" / f"transformer_speed_{args.setting}_{device.type}"
+    suffix = "" if args.setting == device.type else f"_{device.type}"
+    out = Path(args.out) if args.out else HERE / "results" / f"transformer_speed_{args.setting}{suffix}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(record, indent=1))
     lines = [f"Training speed, Transformer vs RNN ({args.setting} sizes), {info.get('gpu', info['cpu'])}, "
