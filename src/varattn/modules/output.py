@@ -41,7 +41,7 @@ class OutputLayer(nn.Module):
         """pre ``[..., O]``, targets ``[...]`` -> ``log p(target)`` ``[...]``. With ``shared_dim``, every
         entry along that dimension of ``pre`` gets the same dropout mask."""
         o = torch.tanh(pre)
-        if shared_dim is None or not self.training or self.dropout.p == 0:
+        if shared_dim is None or not self.training or self.dropout.p == 0 or o.shape[shared_dim] == 1:
             o = self.dropout(o)
         else:
             keep = 1.0 - self.dropout.p
