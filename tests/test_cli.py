@@ -59,3 +59,20 @@ def test_library_parameters_become_flags_on_the_command_line(tmp_path, capsys):
     assert main(["prepare", "synthetic", "--out", str(tmp_path / "cli"), "--pairs", "50", "--bpe-merges", "-1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["varattn prepare: error: --bpe-merges -1: must be 0 (no BPE) or positive"]
+
+
+def test_config_show_lists_every_setting_with_its_value_and_meaning(capsys):
+    """`varattn config show` prints one line per dataclass field (a second code path: the dataclasses)."""
+    import dataclasses
+
+    from varattn import config as config_lib
+
+    assert main(["config", "show", "configs/multi30k/vae-enum.yaml", "train.lr=3e-4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    fields = [f"{s}.{f.name}" for s in config_lib.SECTIONS
+              for f in dataclasses.fields(getattr(config_lib.Config(), s))]
+    assert [line.split()[0] for line in lines] == fields
+    by_key = {line.split()[0]: line.split(None, 2) for line in lines}
+    assert by_key["model.mode"][1] == "vae-enum" and "vae-dirichlet" in by_key["model.mode"][2]
+    assert by_key["train.lr"][1] == "0.0003"
+    assert all(len(parts) == 3 for parts in by_key.values()), "every setting has a meaning"

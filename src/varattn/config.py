@@ -23,12 +23,12 @@ from varattn.latent import MODE_RECORDS, MODES
 class DataConfig:
     """Where the prepared data is and how it is batched."""
 
-    dir: str = ""
-    train_split: str = "train"
-    valid_split: str = "valid"
+    dir: str = ""  # the prepared data folder (varattn prepare)
+    train_split: str = "train"  # split to train on
+    valid_split: str = "valid"  # split to validate on (picks the best checkpoint, drives the learning-rate decay)
     max_tokens: int = 4096  # padded (source + target) tokens per batch
     max_sentences: int = 0  # 0 = no limit
-    eval_max_tokens: int = 8192
+    eval_max_tokens: int = 8192  # padded tokens per batch when scoring
     reverse: bool = False  # read the prepared folder target -> source (one prepare, both directions)
 
 
@@ -39,17 +39,17 @@ class ModelConfig:
 
     mode: str = "soft"
     arch: str = "rnn"  # rnn (the paper's LSTM) | transformer (see the transformer section)
-    emb_size: int = 512
+    emb_size: int = 512  # word embedding size (source and target)
     enc_hidden: int = 512  # per direction; source vectors have 2 * enc_hidden
-    enc_layers: int = 2
-    dec_hidden: int = 768
-    dec_layers: int = 2
-    attn_size: int = 512
+    enc_layers: int = 2  # BiLSTM encoder layers
+    dec_hidden: int = 768  # decoder LSTM size
+    dec_layers: int = 2  # decoder LSTM layers
+    attn_size: int = 512  # hidden size of the MLP prior attention
     output_size: int = 0  # size of o = tanh(W_o [h; c]); 0 = dec_hidden
-    dropout: float = 0.3
-    init_range: float = 0.1
+    dropout: float = 0.3  # dropout probability
+    init_range: float = 0.1  # weights start uniform in +-init_range
     inf_hidden: int = 512  # inference network, per direction
-    inf_layers: int = 2
+    inf_layers: int = 2  # inference network BiLSTM layers
     samples: int = 1  # K for the sampling modes (vae-rws uses at least 2)
     temperature: float = 0.1  # vae-gumbel
     enum_block: int = 2048  # (target token x source position) cells per block of exact enumeration
@@ -59,25 +59,25 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation, schedule, checkpoints."""
 
-    epochs: int = 30
+    epochs: int = 30  # passes over the training data
     max_steps: int = 0  # 0 = no limit
     max_seconds: float = 0.0  # 0 = no limit; stop (validate, save) once training has run this long
-    lr: float = 3e-4
-    adam_eps: float = 1e-8
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    clip_norm: float = 5.0
-    lr_decay: float = 0.5
-    decay_from_epoch: int = 2
+    lr: float = 3e-4  # Adam learning rate (3e-4, 1E-3, .5 are all read as numbers)
+    adam_eps: float = 1e-8  # Adam epsilon
+    adam_beta1: float = 0.9  # Adam beta1
+    adam_beta2: float = 0.999  # Adam beta2
+    clip_norm: float = 5.0  # gradient norm clipping
+    lr_decay: float = 0.5  # learning rate x this after an epoch without validation improvement
+    decay_from_epoch: int = 2  # first epoch at which the decay may apply
     min_lr: float = 1e-6  # floor of the decayed rate; no improvement at the floor ends training
-    seed: int = 1
+    seed: int = 1  # every random draw follows from it (a resumed run repeats an uninterrupted one)
     validate_every: int = 0  # steps; 0 = once per epoch only
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     bf16: bool = True  # autocast to bfloat16 on CUDA
-    tensorboard: bool = False
-    progress: bool = True
+    tensorboard: bool = False  # also write TensorBoard logs (needs the tensorboard package)
+    progress: bool = True  # progress bars
     init_from: str = ""  # run directory or checkpoint to initialise the weights from
-    dirichlet_warmup_steps: int = 0
+    dirichlet_warmup_steps: int = 0  # modes with a warm-up (vae-dirichlet): its length in steps
     eval_samples: int = 10  # Monte-Carlo samples for vae-dirichlet evaluation
     max_nonfinite_steps: int = 10  # skip steps with a non-finite loss or gradient; stop after this many in a row
 
@@ -86,13 +86,13 @@ class TrainConfig:
 class DecodeConfig:
     """Decoding defaults used by `varattn translate` and `varattn evaluate`."""
 
-    beam: int = 1
+    beam: int = 1  # beam size (1 = greedy)
     alpha: float = 1.0  # GNMT length normalisation exponent
     eos_norm: float = 0.0  # end-of-sentence penalty eos_norm * |x| / (t + 1)
     max_len_a: float = 1.5  # maximum output length = a * |x| + b
-    max_len_b: int = 10
+    max_len_b: int = 10  # see max_len_a
     kmax: int = 0  # 0 = exact marginal; K = sum over the K most probable positions
-    batch_tokens: int = 4000
+    batch_tokens: int = 4000  # source tokens per decoding batch
 
 
 @dataclass
@@ -100,15 +100,15 @@ class VQAConfig:
     """The visual question answering model (the paper's Appendix B sizes); ``model.mode``, ``samples`` and
     ``temperature`` come from the model section."""
 
-    word_emb: int = 300
+    word_emb: int = 300  # question word embedding size
     glove: str = ""  # optional GloVe-format text file to initialise the word embeddings
-    question_hidden: int = 1024
-    attn_hidden: int = 1024
-    classifier_hidden: int = 1024
-    answer_emb: int = 256
-    inf_hidden: int = 1024
-    dropout: float = 0.5
-    batch_size: int = 512
+    question_hidden: int = 1024  # question LSTM size
+    attn_hidden: int = 1024  # prior attention MLP size
+    classifier_hidden: int = 1024  # answer MLP hidden size
+    answer_emb: int = 256  # answer embedding size (inference network)
+    inf_hidden: int = 1024  # inference network hidden size
+    dropout: float = 0.5  # dropout before the answer layer
+    batch_size: int = 512  # questions per batch
 
 
 @dataclass
@@ -118,13 +118,13 @@ class TransformerConfig:
     small Transformer's sizes; ``model.mode``, ``output_size``, ``samples``, ``temperature`` and
     ``enum_block`` come from the model section."""
 
-    encoder_layers: int = 6
-    decoder_layers: int = 6
-    width: int = 512
-    heads: int = 4
-    ffn: int = 1024
-    dropout: float = 0.3
-    attention_dropout: float = 0.1
+    encoder_layers: int = 6  # encoder layers
+    decoder_layers: int = 6  # decoder layers
+    width: int = 512  # model width
+    heads: int = 4  # attention heads (the latent alignment is one more, single head)
+    ffn: int = 1024  # feed-forward width
+    dropout: float = 0.3  # dropout on residual branches
+    attention_dropout: float = 0.1  # dropout on attention weights
     positions: str = "sinusoidal"  # sinusoidal | learned
     max_positions: int = 1024  # learned positions only
     cross_attention: str = "all"  # soft cross-attention in the decoder layers: all | none | detached
@@ -359,6 +359,36 @@ def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
         known = {f.name: f.type for f in dataclasses.fields(_section_class(section))}
         setattr(getattr(config, section), name, _coerce(value, known[name], f"override {item!r}", key))
     return config
+
+
+def describe(config: Config) -> list[tuple[str, object, str]]:
+    """Every setting of ``config`` as ``(section.key, value, meaning)``, in declaration order; the
+    meaning is the comment beside the field in this module (or its section's docstring's first line)."""
+    import inspect
+    import io
+    import tokenize
+
+    comments: dict[tuple[str, str], str] = {}
+    for section in SECTIONS:
+        cls = _section_class(section)
+        source = inspect.getsource(cls)
+        pending = None
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.NAME and token.start[1] == 4 and pending is None:
+                pending = (token.string, token.start[0])
+            elif token.type == tokenize.COMMENT and pending and token.start[0] == pending[1]:
+                comments[(section, pending[0])] = token.string.lstrip("# ").strip()
+            if token.type == tokenize.NEWLINE:
+                pending = None
+    rows = []
+    for section in SECTIONS:
+        cls = _section_class(section)
+        for f in dataclasses.fields(cls):
+            meaning = comments.get((section, f.name), "")
+            if section == "model" and f.name == "mode":
+                meaning = "the latent mode: " + ", ".join(MODES)
+            rows.append((f"{section}.{f.name}", getattr(getattr(config, section), f.name), meaning))
+    return rows
 
 
 def save(config: Config, path: str | Path) -> None:

@@ -249,12 +249,15 @@ def split_aer(run: LoadedRun, data: PreparedData, split_name: str) -> dict:
 
 
 def translate(run: LoadedRun, pairs: list[PairAlignment], progress: bool = False) -> None:
-    """Fill each pair's ``translation`` with the model's output for its source (the run's decoding)."""
+    """Fill each pair's ``translation`` with the model's greedy output for its source (the run's decoding
+    settings with beam 1: the report shows what the model says, fast enough to draw for every pair)."""
+    import dataclasses
+
     from varattn.data.text.tokenize import remove_bpe
     from varattn.decoding.translate import decode_ids
 
     src_ids = [run.data.src_vocab.encode(pair.src) for pair in pairs]
-    found = decode_ids(run, src_ids, run.config.decode, progress=progress)
+    found = decode_ids(run, src_ids, dataclasses.replace(run.config.decode, beam=1), progress=progress)
     for pair, hypothesis in zip(pairs, found):
         pair.translation = remove_bpe(" ".join(run.data.tgt_vocab.decode(hypothesis.tokens))).strip()
 

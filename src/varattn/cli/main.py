@@ -60,6 +60,31 @@ def _add_train(sub) -> None:
     p.add_argument("overrides", nargs="*", help="section.field=value, e.g. train.max_steps=20")
     p.add_argument("--out", help="run directory (default runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    p.epilog = ("Every setting, its default and its meaning (and the latent modes): varattn config show "
+                "[RECIPE] [section.field=value ...]")
+
+
+def _add_config(sub) -> None:
+    p = sub.add_parser("config", help="list every setting with its value and meaning (defaults, or a recipe's)")
+    p.add_argument("action", choices=["show"], help="show: one line per setting")
+    p.add_argument("recipe", nargs="?", help="a YAML recipe to show instead of the defaults")
+    p.add_argument("overrides", nargs="*", help="section.field=value, applied after the recipe")
+
+
+def cmd_config(args) -> None:
+    from varattn import config as config_lib
+
+    if args.recipe and "=" not in args.recipe:
+        config = config_lib.load(args.recipe, args.overrides)
+    else:
+        overrides = ([args.recipe] if args.recipe else []) + args.overrides
+        config = config_lib.apply_overrides(config_lib.Config(), overrides).validate("overrides")
+    rows = config_lib.describe(config)
+    width = max(len(key) for key, _, _ in rows)
+    shown = [(key, "''" if value == "" else str(value), meaning) for key, value, meaning in rows]
+    value_width = max(len(value) for _, value, _ in shown)
+    for key, value, meaning in shown:
+        print(f"{key.ljust(width)}  {value.ljust(value_width)}  {meaning}".rstrip())
 
 
 def _add_evaluate(sub) -> None:
@@ -170,7 +195,7 @@ def _add_align(sub) -> None:
     p.add_argument("--grid", type=int, default=6, help="pairs on the grid page (0: no grid)")
     p.add_argument("--formats", nargs="+", default=["png", "svg"], choices=["png", "svg"])
     p.add_argument("--html", help="also write a self-contained HTML report of every aligned pair to this file")
-    p.add_argument("--no-translate", action="store_true", help="leave translations out of the HTML report")
+    p.add_argument("--no-translate", action="store_true", help="leave the translation row (greedy decoding) out of the HTML report")
     p.add_argument("--device", default="auto")
 
 
@@ -201,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"varattn {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_prepare, _add_train, _add_evaluate, _add_translate, _add_align, _add_quickstart, _add_export,
+    for add in (_add_prepare, _add_train, _add_config, _add_evaluate, _add_translate, _add_align, _add_quickstart, _add_export,
                 _add_serve):
         add(sub)
     return parser
@@ -376,7 +401,7 @@ def cmd_quickstart(args) -> None:
     run_quickstart(args.out, pairs=args.pairs, seed=args.seed, echo=print)
 
 
-COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate,
+COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "config": cmd_config, "evaluate": cmd_evaluate,
             "translate": cmd_translate, "align": cmd_align, "quickstart": cmd_quickstart, "export": cmd_export,
             "serve": cmd_serve}
 
