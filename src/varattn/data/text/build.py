@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -212,7 +213,8 @@ def _build(tmp, source, splits, pipeline, options, inputs, settings, extra_meta)
         codes = tmp / "bpe.codes"
         tr_src, tr_tgt = pretok["train"]
         log.info("learning %d BPE merges on %d training pairs", options.bpe_merges, len(tr_src))
-        merges_learned = learn_bpe(tr_src + tr_tgt, codes, options.bpe_merges)
+        merges_learned = learn_bpe(tr_src + tr_tgt, codes, options.bpe_merges,
+                                   progress=options.progress and sys.stderr.isatty())
         pipeline.bpe_codes = codes
         pipeline._bpe = None
     final: dict[str, tuple[list[list[str]], list[list[str]]]] = {}

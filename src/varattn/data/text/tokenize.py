@@ -106,12 +106,13 @@ def remove_bpe(text: str) -> str:
     return _BPE_RE.sub("", text)
 
 
-def learn_bpe(lines: Iterable[str], codes_path: str | os.PathLike, merges: int) -> int:
+def learn_bpe(lines: Iterable[str], codes_path: str | os.PathLike, merges: int, progress: bool = False) -> int:
     """Learn ``merges`` joint BPE merge operations from token lines and write them to ``codes_path``.
 
     ``lines`` are whitespace-tokenised sentences (train source and target together for joint BPE).
     Uses ``subword_nmt.learn_bpe.learn_bpe`` (min frequency 2; it stops early when no pair occurs twice).
-    Returns the number of merges written. subword-nmt's own messages go to the logger, not the terminal.
+    Returns the number of merges written. subword-nmt's own messages go to the logger, not the terminal;
+    with ``progress`` its progress bar over the merges is shown (learning takes minutes on a real corpus).
     """
     from subword_nmt.learn_bpe import learn_bpe as _learn
 
@@ -119,7 +120,7 @@ def learn_bpe(lines: Iterable[str], codes_path: str | os.PathLike, merges: int) 
         raise ValueError("merges must be positive")
     out = io.StringIO()
     noise = io.StringIO()
-    with contextlib.redirect_stderr(noise):
+    with contextlib.nullcontext() if progress else contextlib.redirect_stderr(noise):
         _learn((ln + "\n" for ln in lines), out, merges)
     for msg in noise.getvalue().splitlines():
         if msg.strip() and "it/s]" not in msg:
