@@ -51,11 +51,13 @@ VARIANTS = {  # name -> (mode, overrides on top of TRAIN)
     # after the fix (one output-layer dropout mask per token, shared by its samples and the baseline):
     # the same settings as "lr3" and "before", run with the fixed code
     "lr3-shared": ("vae-sample", {"train.lr": 0.003}),
+    "lr3-k5-shared": ("vae-sample", {"train.lr": 0.003, "model.samples": 5}),
     "shared": ("vae-sample", {}),
     # the other sampled and relaxed modes, and soft, at the same settings (with the fix)
     "soft-lr3": ("soft", {"train.lr": 0.003}),
     "hard-sample-lr3": ("hard-sample", {"train.lr": 0.003}),
     "gumbel-lr3": ("vae-gumbel", {"train.lr": 0.003}),
+    "gumbel-t05-lr3": ("vae-gumbel", {"train.lr": 0.003, "model.temperature": 0.5}),
     "rws-lr3": ("vae-rws", {"train.lr": 0.003, "model.samples": 5}),  # the recipe's K
     "dirichlet-lr3": ("vae-dirichlet", {"train.lr": 0.003, "train.dirichlet_warmup_steps": 500}),
 }
