@@ -122,7 +122,7 @@ def pair_figure(pair: PairAlignment, title: str | None = None) -> Figure:
     if overlay:
         draw_overlay(axes[-1], pair, vmax=top)
     figure.colorbar(shown, ax=list(axes[: len(names)]), shrink=0.6,
-                    label=f"p(z = s | t); colour scale 0–{top:.2f} (this picture's max)")
+                    label=f"p(z = s | t), up to its maximum {top:.2f}")
     if pair.gold is not None:
         title = f"{title}  (cyan boxes: gold links)" if title else "cyan boxes: gold links"
     if title:
