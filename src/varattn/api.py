@@ -23,7 +23,6 @@ Python/NumPy results; no training object is exposed. Token lists are the model's
 from __future__ import annotations
 
 import copy
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -285,6 +284,7 @@ class Model:
         estimate for ``vae-dirichlet``), the expected-context likelihood for ``soft``."""
         from varattn.data.text.batching import IdPairs, TokenBatcher, collate
         from varattn.latent import evaluation_terms, get_mode
+        from varattn.tasks.translation_scores import perplexity
 
         src, tgt, single = self._pairs(sources, targets, pretokenized)
         run = self._run
@@ -302,12 +302,11 @@ class Model:
             out = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
             nll = evaluation_terms(mode, out.likelihood, out.prior, out.posterior, out.mask,
                                    samples=run.config.train.eval_samples, generator=generator)["nll"]
-            real = torch.arange(nll.size(1), device=nll.device)[None, :] < batch.tgt_lengths[:, None]
-            sums = nll.double().masked_fill(~real, 0.0).sum(-1).cpu()
+            sums = nll.double().masked_fill(~out.queries, 0.0).sum(-1).cpu()
             for row, i in enumerate(rows.tolist()):
                 log_probs[i] = -float(sums[row])
         scores = []
         for log_prob, ids in zip(log_probs, tgt_ids):
             tokens = len(ids) + 1
-            scores.append(Score(log_prob, tokens, math.exp(-log_prob / tokens)))
+            scores.append(Score(log_prob, tokens, perplexity(-log_prob / tokens)))
         return scores[0] if single else scores
