@@ -1,0 +1,280 @@
+"""The converged CPU-scale table of the paper's nine modes (issue 16).
+
+One recipe for every mode: Multi30k De-En, pairs of at most 14 BPE tokens (2k merges; evaluation splits
+filtered the same way), a 64-dim model, batches of 400 padded tokens, Adam with the same learning-rate
+grid for every mode, the learning rate halved after each epoch without a better validation metric and
+training ended at the first epoch without improvement once it reached lr/8 (early stopping with a
+patience of four epochs), at most ``--epochs`` epochs. The best checkpoint by the mode's validation
+metric (exact PPL, or ELBO PPL with q for ``vae-*``) is scored on test: exact PPL, K-max 5 PPL, BLEU of
+beam 5 over the exact marginal. Every mode is also trained on the synthetic corpus (the quick start's
+sizes, lr 3e-3, the same stopping rule) and its prior's argmax links are scored against the gold links
+(AER; soft attention's own weights for ``soft``).
+
+Work is a queue of jobs that any number of workers share (a job is claimed by creating its folder under
+``WORK/claims``); each finished job writes ``WORK/results/JOB.json``, so a stop loses at most the jobs in
+progress, and a killed job resumes (``varattn train --resume``) when it is claimed again
+(``--release`` gives back the claims of dead workers). Seeds 2 and 3 of ``--seeded`` modes run at the
+learning rate that won the grid for seed 1.
+
+    python benchmarks/converged_modes.py run --work runs/converged        # one worker; start two for two cores
+    python benchmarks/converged_modes.py report --work runs/converged     # tables, as far as the runs go
+
+Writes ``benchmarks/results/converged_modes.{json,md}`` on ``report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MODES = ["soft", "marginal", "hard-enum", "hard-sample", "vae-enum", "vae-sample", "vae-gumbel", "vae-rws",
+         "vae-dirichlet"]
+SEEDED = ["soft", "marginal", "vae-enum", "vae-sample"]
+LRS = [0.001, 0.003]
+MODEL = {"emb_size": 64, "enc_hidden": 64, "enc_layers": 1, "dec_hidden": 128, "dec_layers": 1,
+         "attn_size": 64, "inf_hidden": 64, "inf_layers": 1, "dropout": 0.2}
+# settings a mode needs beyond the shared ones, and why (reported with the table)
+MODE_SETTINGS = {
+    "vae-gumbel": {"model.temperature": 0.5},  # tau 0.1 learns too slowly here (vae_dirichlet.md)
+    "vae-rws": {"model.samples": 5},
+    "vae-dirichlet": {"train.dirichlet_warmup_steps": 0},  # the warm-up's switch collapses the prior (vae_dirichlet.md)
+}
+PREPARE = ["--bpe-merges", "2000", "--max-len", "14", "--filter-eval"]
+SYNTHETIC = ["--pairs", "4000", "--seed", "1"]
+# the paper's IWSLT'14 figures (DESIGN.md section 2): test PPL, BLEU, prior entropy, K-max 5 PPL
+PAPER = {"soft": (7.17, 32.77, 1.24, None), "marginal": (6.34, 33.29, 0.82, 6.90),
+         "hard-enum": (7.37, 31.40, 0.05, None), "hard-sample": (7.38, 31.00, 0.07, None),
+         "vae-enum": (6.08, 33.68, 0.54, 6.42), "vae-sample": (6.17, 33.30, 0.52, 6.51),
+         "vae-gumbel": (6.51, 33.08, None, None), "vae-rws": (6.41, 32.96, None, None),
+         "vae-dirichlet": (7.58, 30.05, 2.02, None)}
+
+
+def jobs(args, results: dict) -> list[dict]:
+    """Every job, in the order workers take them: the synthetic runs, the grid (seed 1), then the seeds
+    (known only once both grid runs of their mode have finished)."""
+    found = [{"name": f"syn-{m}", "mode": m, "lr": 0.003, "seed": 1, "kind": "synthetic"} for m in args.modes]
+    found += [{"name": f"{m}-lr{lr:g}-s1", "mode": m, "lr": lr, "seed": 1, "kind": "mt"} for m in args.modes
+              for lr in LRS]
+    for mode in args.seeded:
+        grid = [results.get(f"{mode}-lr{lr:g}-s1") for lr in LRS]
+        if all(grid):
+            best = min(grid, key=lambda r: r["best_metric"])
+            found += [{"name": f"{mode}-lr{best['lr']:g}-s{seed}", "mode": mode, "lr": best["lr"], "seed": seed,
+                       "kind": "mt"} for seed in (2, 3)]
+    return found
+
+
+def load_results(work: Path) -> dict:
+    out = {}
+    for path in sorted((work / "results").glob("*.json")):
+        out[path.stem] = json.loads(path.read_text())
+    return out
+
+
+def run(command: list[str], log: Path, threads: int) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    with open(log, "a", encoding="utf-8") as out:
+        out.write("$ " + " ".join(command) + "\n")
+        out.flush()
+        subprocess.run(command, check=True, env=env, stdout=out, stderr=out)
+
+
+def prepare(work: Path, name: str, source: list[str], threads: int) -> Path:
+    folder = work / name
+    if not (folder / "meta.json").is_file():  # varattn prepare leaves the folder whole or absent
+        run([sys.executable, "-m", "varattn", "prepare", *source, "--out", str(folder)], work / f"{name}.log", threads)
+    return folder
+
+
+def train_overrides(job: dict, data: Path, args) -> list[str]:
+    lr = job["lr"]
+    shared = [f"data.dir={data}", f"model.mode={job['mode']}", "train.progress=false", "train.device=cpu",
+              f"train.seed={job['seed']}", f"train.lr={lr}", "train.lr_decay=0.5", "train.decay_from_epoch=2",
+              f"train.max_seconds={args.max_seconds}", "train.clip_norm=5.0"]
+    shared += [f"{k}={v}" for k, v in MODE_SETTINGS.get(job["mode"], {}).items()]
+    shared += [f"train.epochs={args.epochs}", f"train.min_lr={lr / 8}"]
+    if job["kind"] == "synthetic":
+        return shared
+    return shared + [f"model.{k}={v}" for k, v in MODEL.items()] + ["data.max_tokens=400", "data.eval_max_tokens=4000"]
+
+
+def do_job(job: dict, args, work: Path) -> dict:
+    synthetic = job["kind"] == "synthetic"
+    data = (prepare(work, "data-synthetic", ["synthetic", *SYNTHETIC], args.threads) if synthetic else
+            prepare(work, "data-m30k", ["multi30k", "--from", str(args.shared), *PREPARE], args.threads))
+    run_dir = work / "runs" / job["name"]
+    log = work / "logs" / f"{job['name']}.log"
+    recipe = ROOT / "configs" / ("quickstart.yaml" if synthetic else f"multi30k/{job['mode']}.yaml")
+    resume = ["--resume"] if (run_dir / "checkpoint_last.json").is_file() else []
+    started = time.perf_counter()
+    run([sys.executable, "-m", "varattn", "train", str(recipe), "--out", str(run_dir), *resume,
+         *train_overrides(job, data, args)], log, args.threads)
+    seconds = time.perf_counter() - started
+    history = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    metric = "elbo_ppl" if job["mode"].startswith("vae-") else "ppl"
+    best = min(history, key=lambda h: h.get(metric, h["ppl"]))
+    result = {**job, "seconds": seconds, "history": history, "best_epoch": best["epoch"],
+              "best_metric": best.get(metric, best["ppl"]), "valid": best}
+    if synthetic:
+        out = work / "align" / job["name"]
+        run([sys.executable, "-m", "varattn", "align", str(run_dir), "--data", str(data), "--split", "test",
+             "--out", str(out), "--no-translate", "--device", "cpu"], log, args.threads)
+        result["align"] = json.loads((out / "summary.json").read_text()).get("scores", {})
+    else:
+        target = run_dir / "test.json"
+        run([sys.executable, "-m", "varattn", "evaluate", str(run_dir), "--data", str(data), "--split", "test",
+             "--kmax", "5", "--beam", "5", "--device", "cpu", "--json", str(target)], log, args.threads)
+        result["test"] = json.loads(target.read_text())
+    return result
+
+
+def worker(args) -> None:
+    work = Path(args.work)
+    for sub in ("claims", "results", "runs", "logs", "align"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+    while True:
+        results = load_results(work)
+        pending = [j for j in jobs(args, results) if j["name"] not in results]
+        claimed = None
+        for job in pending:
+            try:
+                (work / "claims" / job["name"]).mkdir()
+            except FileExistsError:
+                continue
+            claimed = job
+            break
+        if claimed is None:
+            if not pending or all((work / "claims" / j["name"]).exists() for j in pending):
+                if len(jobs(args, load_results(work))) == len(jobs(args, results)):
+                    return  # nothing left that this worker could take
+            time.sleep(20)
+            continue
+        print(f"{time.strftime('%H:%M:%S')} {claimed['name']}", flush=True)
+        try:
+            result = do_job(claimed, args, work)
+        except subprocess.CalledProcessError as error:
+            print(f"{claimed['name']} failed: {error} (log {work / 'logs' / (claimed['name'] + '.log')})", flush=True)
+            continue
+        partial = work / "results" / f".{claimed['name']}.json"
+        partial.write_text(json.dumps(result, indent=1))
+        partial.replace(work / "results" / f"{claimed['name']}.json")
+
+
+def release(args) -> None:
+    work = Path(args.work)
+    done = load_results(work)
+    for claim in (work / "claims").iterdir():
+        if claim.name not in done:
+            claim.rmdir()
+            print(f"released {claim.name}")
+
+
+# ------------------------------------------------------------------------------------------- report
+
+def fmt(value, spec: str = ".2f") -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def spread(values: list[float], spec: str = ".2f") -> str:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return format(values[0], spec)
+    return f"{statistics.mean(values):{spec}} ± {statistics.stdev(values):{spec}}"
+
+
+def row_values(result: dict) -> dict:
+    test, valid = result.get("test", {}), result["valid"]
+    return {"ppl": test.get("ppl"), "kmax5": (test.get("kmax_ppl") or {}).get("5"),
+            "elbo": test.get("elbo_ppl"), "kl": test.get("kl"), "entropy": test.get("entropy"),
+            "bleu": test.get("bleu"), "valid": result["best_metric"], "epochs": len(result["history"]),
+            "best_epoch": result["best_epoch"], "minutes": result["seconds"] / 60}
+
+
+def report(args) -> None:
+    work = Path(args.work)
+    results = load_results(work)
+    lines = [f"Machine: {machine()}; torch {torch_version()}; one thread per run, up to two runs at a time.\n",
+             "## The grid (seed 1): validation metric of the best epoch at each learning rate\n",
+             "| mode | " + " | ".join(f"lr {lr:g}" for lr in LRS) + " | chosen |",
+             "| --- |" + " ---: |" * (len(LRS) + 1)]
+    chosen = {}
+    for mode in args.modes:
+        cells = [results.get(f"{mode}-lr{lr:g}-s1") for lr in LRS]
+        done = [c for c in cells if c]
+        if done:
+            chosen[mode] = min(done, key=lambda r: r["best_metric"])["lr"]
+        lines.append(f"| {mode} | " + " | ".join(
+            "–" if c is None else f"{c['best_metric']:.2f} (ep {c['best_epoch']}/{len(c['history'])}, "
+                                  f"{c['seconds'] / 60:.1f} min)" for c in cells) +
+                     f" | {fmt(chosen.get(mode), 'g')} |")
+    lines += ["", "## Test, best checkpoint at the chosen learning rate (mean ± sd over seeds where 3)\n",
+              "| mode | seeds | test PPL (exact) | K-max 5 PPL | ELBO PPL | KL | prior entropy | BLEU (beam 5) "
+              "| synthetic AER | paper PPL / BLEU / entropy / K-max 5 |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    table = {}
+    for mode in args.modes:
+        if mode not in chosen:
+            continue
+        runs = [results[n] for n in (f"{mode}-lr{chosen[mode]:g}-s{s}" for s in (1, 2, 3)) if n in results]
+        values = [row_values(r) for r in runs]
+        syn = results.get(f"syn-{mode}")
+        links = syn["align"] if syn else {}
+        aer = (links.get("prior") or links.get("attention") or {}).get("aer")
+        table[mode] = {"lr": chosen[mode], "runs": values, "aer": aer}
+        paper = PAPER[mode]
+        lines.append(f"| {mode} | {len(runs)} | " + " | ".join(
+            spread([v[key] for v in values], spec) for key, spec in
+            (("ppl", ".2f"), ("kmax5", ".2f"), ("elbo", ".2f"), ("kl", ".3f"), ("entropy", ".2f"), ("bleu", ".2f")))
+            + f" | {fmt(aer, '.3f')} | " + " / ".join(fmt(p) for p in paper) + " |")
+    (HERE / "results").mkdir(exist_ok=True)
+    out = Path(args.results)
+    out.with_suffix(".json").write_text(json.dumps({"machine": machine(), "chosen": chosen, "table": table,
+                                                    "results": results}, indent=1))
+    text = "\n".join(lines) + "\n"
+    out.with_suffix(".md").write_text(text)
+    print(text)
+
+
+def torch_version() -> str:
+    try:
+        import torch
+        return torch.__version__
+    except ImportError:
+        return "?"
+
+
+def machine() -> str:
+    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+             if line.startswith("model name")] if Path("/proc/cpuinfo").is_file() else []
+    return f"{names[0] if names else platform.machine()}, {os.cpu_count()} cores"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["run", "report", "release"])
+    parser.add_argument("--work", default=str(ROOT / "runs" / "converged"))
+    parser.add_argument("--shared", default=str(ROOT.parent / "shared" / "data" / "multi30k"))
+    parser.add_argument("--modes", nargs="+", default=MODES)
+    parser.add_argument("--seeded", nargs="*", default=SEEDED, help="modes run with seeds 2 and 3 too")
+    parser.add_argument("--epochs", type=int, default=20, help="most epochs a run may take")
+    parser.add_argument("--max-seconds", type=float, default=1200.0, help="wall budget a run may take")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--results", default=str(HERE / "results" / "converged_modes"))
+    args = parser.parse_args(argv)
+    {"run": worker, "report": report, "release": release}[args.action](args)
+
+
+if __name__ == "__main__":
+    main()
