@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from varattn.modules.attention import MLPScorer
@@ -111,7 +112,8 @@ class Decoder(nn.Module):
             h, c = cell(layer_input, (state.h[depth], state.c[depth]))
             new_h.append(h)
             new_c.append(c)
-            layer_input = self.dropout(h)
+            if depth + 1 < len(self.cells):
+                layer_input = self.dropout(h)
         top = new_h[-1]
         scores = self.scorer(top, encoded.attn_memory)
         probs = scores.float().masked_fill(~encoded.mask, float("-inf")).softmax(-1)
@@ -119,12 +121,36 @@ class Decoder(nn.Module):
         return top, scores, DecoderState(new_h, new_c, context)
 
     def forward(self, encoded: Encoded, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
-        """Teacher forcing over tgt_in ``[B, T]`` -> hidden ``[B, T, H]``, prior scores ``[B, T, S]``."""
+        """Teacher forcing over tgt_in ``[B, T]`` -> hidden ``[B, T, H]``, prior scores ``[B, T, S]``.
+
+        The same recurrence as :meth:`step`, with what does not depend on the previous step taken out of
+        the loop: the target embeddings and their dropout for all T at once, the embedding's share of
+        the first cell's gates as one ``[B·T, E] x [E, 4H]`` product, and the source mask as an additive
+        ``0 / -inf`` row. Per step, the first cell's gates are one product of ``[c_{t-1}; h_{t-1}]``
+        ``[B, M + H]`` with the rest of its weights, and the LSTM nonlinearity is written out (gate order
+        i, f, g, o as in :class:`torch.nn.LSTMCell`, whose parameters it uses)."""
         state = self.start(encoded)
+        embedded = self.dropout(self.embedding(tgt_in))  # [B, T, E]
+        first = self.cells[0]
+        width = embedded.size(-1)
+        size = self.hidden
+        pre = F.linear(embedded, first.weight_ih[:, :width], first.bias_ih + first.bias_hh)  # [B, T, 4H]
+        recurrent = torch.cat([first.weight_ih[:, width:], first.weight_hh], 1).t()  # [M + H, 4H]
+        blocked = torch.zeros(encoded.mask.shape, dtype=torch.float32, device=encoded.mask.device)
+        blocked = blocked.masked_fill(~encoded.mask, float("-inf"))  # [B, S]
+        h, c, context = list(state.h), list(state.c), state.context
         hidden, scores = [], []
         for t in range(tgt_in.size(1)):
-            top, score, state = self.step(encoded, state, tgt_in[:, t])
-            hidden.append(top)
+            gates = torch.addmm(pre[:, t], torch.cat([context, h[0]], 1), recurrent)  # [B, 4H]
+            squashed = gates.sigmoid()
+            c[0] = squashed[:, size:2 * size] * c[0] + squashed[:, :size] * gates[:, 2 * size:3 * size].tanh()
+            h[0] = squashed[:, 3 * size:] * c[0].tanh()
+            for depth in range(1, len(self.cells)):
+                h[depth], c[depth] = self.cells[depth](self.dropout(h[depth - 1]), (h[depth], c[depth]))
+            score = self.scorer(h[-1], encoded.attn_memory)  # [B, S]
+            probs = (score.float() + blocked).softmax(-1)
+            context = torch.bmm(probs.to(encoded.memory.dtype)[:, None, :], encoded.memory).squeeze(1)
+            hidden.append(h[-1])
             scores.append(score)
         return torch.stack(hidden, 1), torch.stack(scores, 1)
 
