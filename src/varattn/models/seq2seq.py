@@ -135,13 +135,15 @@ class Decoder(nn.Module):
         width = embedded.size(-1)
         size = self.hidden
         pre = F.linear(embedded, first.weight_ih[:, :width], first.bias_ih + first.bias_hh)  # [B, T, 4H]
+        # unbind, not pre[:, t]: each indexing's backward would write a zero [B, T, 4H] tensor
+        pre = pre.unbind(1)
         recurrent = torch.cat([first.weight_ih[:, width:], first.weight_hh], 1).t()  # [M + H, 4H]
         blocked = torch.zeros(encoded.mask.shape, dtype=torch.float32, device=encoded.mask.device)
         blocked = blocked.masked_fill(~encoded.mask, float("-inf"))  # [B, S]
         h, c, context = list(state.h), list(state.c), state.context
         hidden, scores = [], []
         for t in range(tgt_in.size(1)):
-            gates = torch.addmm(pre[:, t], torch.cat([context, h[0]], 1), recurrent)  # [B, 4H]
+            gates = torch.addmm(pre[t], torch.cat([context, h[0]], 1), recurrent)  # [B, 4H]
             squashed = gates.sigmoid()
             c[0] = squashed[:, size:2 * size] * c[0] + squashed[:, :size] * gates[:, 2 * size:3 * size].tanh()
             h[0] = squashed[:, 3 * size:] * c[0].tanh()
