@@ -37,6 +37,10 @@ class OutputLayer(nn.Module):
         """pre-activation ``[..., O]`` -> log-probabilities ``[..., V]`` in float32."""
         return F.log_softmax(self.generator(self.dropout(torch.tanh(pre))).float(), dim=-1)
 
+    def probs(self, pre: Tensor) -> Tensor:
+        """pre-activation ``[..., O]`` -> probabilities ``[..., V]`` in float32."""
+        return F.softmax(self.generator(self.dropout(torch.tanh(pre))).float(), dim=-1)
+
     def target_log_probs(self, pre: Tensor, targets: Tensor, shared_dim: int | None = None) -> Tensor:
         """pre ``[..., O]``, targets ``[...]`` -> ``log p(target)`` ``[...]``. With ``shared_dim``, every
         entry along that dimension of ``pre`` gets the same dropout mask."""
