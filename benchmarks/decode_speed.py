@@ -16,7 +16,7 @@ eos_norm = 3) and ``varattn.decoding.translate.decode_nbest``, i.e. the batching
 With ``--runs RUN [RUN ...] --data PREPARED``, trained runs (their best checkpoints) decode a prepared split
 instead (``--split``, default test): for a latent run the exact marginal and K-max 1 and 5, for a soft run
 its expected context, each at every beam of ``--beams`` (default 1 5 10), with the recipe's α and eos_norm
-(``--alpha``, ``--eos-norm``); it writes ``decode_speed_runs.{json,md}``:
+(``--alpha``, ``--eos-norm``); it writes ``decode_speed_runs.{json,md}`` (``--name`` for another stem):
 
     python benchmarks/decode_speed.py --runs runs/soft runs/vae-enum --data runs/data --threads 2
 
@@ -140,11 +140,11 @@ def runs_main(args) -> None:
     record = {"what": "decoding speed of trained runs on a prepared split", "split": args.split, "data": args.data,
               "alpha": args.alpha, "eos_norm": args.eos_norm, "torch": torch.__version__,
               "threads": torch.get_num_threads(), "results": rows}
-    (out / "decode_speed_runs.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    (out / f"{args.name}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
     header = (f"# Decoding speed of trained runs\n\n`python benchmarks/decode_speed.py {' '.join(sys.argv[1:])}`\n\n"
               f"Split {args.split} of {args.data}; α = {args.alpha}, eos_norm = {args.eos_norm}; "
               f"{torch.get_num_threads()} threads, torch {torch.__version__}.\n\n")
-    (out / "decode_speed_runs.md").write_text(header + "\n".join(lines) + "\n", encoding="utf-8")
+    (out / f"{args.name}.md").write_text(header + "\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
 
@@ -175,6 +175,7 @@ def main() -> None:
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 5, 10])
     parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--eos-norm", type=float, default=3.0)
+    parser.add_argument("--name", default="decode_speed_runs", help="with --runs: the results file stem in --out")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
