@@ -1,0 +1,400 @@
+"""Peer comparison with OpenNMT-py 3.5.1 on CPU (issue 16): training target tokens/s of varattn ``soft``
+against OpenNMT-py's RNN seq2seq with global MLP ("Bahdanau") attention and input feeding, at equal sizes,
+on the same batches, one thread each, measured interleaved; then greedy and beam-5 decoding sentences/s.
+
+What is compared. Both models are built by their own toolkit's code (varattn ``Seq2Seq``; OpenNMT-py's
+``build_base_model`` with ``-encoder_type brnn -decoder_type rnn -rnn_type LSTM -global_attention mlp
+-input_feed 1``) and trained by the same loop: zero_grad, forward, the toolkit's own loss (varattn's one
+batch->objective path; OpenNMT-py's ``LossCompute``, cross-entropy summed then divided by the target
+tokens), backward, gradient norm clipped at 5, Adam. Both get the very same padded batches (varattn's
+``TokenBatcher`` over Multi30k training pairs, ``--max-tokens`` padded tokens), so data loading, which
+each toolkit does its own way, is not timed. One round = ``--steps`` batches; within a round the two
+toolkits alternate batch by batch (and which goes first alternates by round), so a busy machine slows them
+alike. A round's rate is its real target tokens (``</s>`` included) over the summed step seconds; the
+ratio is varattn / OpenNMT-py per round, reported as median and range.
+
+Decoding (after training, so both models have learnt to stop): the first ``--decode-sentences`` of the
+test split, greedy and beam 5; GNMT length normalisation α = 1 for both, no end-of-sentence penalty;
+maximum length 1.5 |x| + 5 (OpenNMT-py uses the padded batch's |x|, so batches are sorted by length).
+OpenNMT-py's greedy is its ``GreedySearch`` with top-k 1 (argmax); its beam is ``BeamSearch``.
+
+The script makes its own virtual environment (``--venv``, default ``runs/peer-venv``): a venv that sees
+this interpreter's packages (torch, varattn) through a ``.pth`` line, into which OpenNMT-py==3.5.1 and
+the packages its ``import onmt`` needs are installed with ``pip install --no-deps`` (``PEER_PACKAGES``:
+onmt's package imports every transform, so spaCy's stack is needed just to import it). It then runs
+itself again inside that venv with ``--inner``.
+
+    python benchmarks/peer_opennmt.py --setting 256 --rounds 6 --steps 15
+    python benchmarks/peer_opennmt.py --setting paper --rounds 3 --steps 4 --no-decode
+
+Writes ``benchmarks/results/peer_opennmt[_SETTING].{json,md}`` (``--out``, ``--name``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
+
+# what `import onmt` needs beyond torch/numpy/yaml, found by importing until nothing was missing
+PEER_PACKAGES = ["OpenNMT-py==3.5.1", "pyonmttok==1.38.1", "configargparse==1.9.0", "spacy==3.8.18",
+                 "thinc==8.3.14", "catalogue==2.0.10", "confection==1.3.4", "wasabi==1.1.3", "blis==1.3.4",
+                 "cymem==2.0.16", "preshed==3.0.15", "murmurhash==1.0.16", "srsly==2.5.6", "typer==0.29.2",
+                 "annotated_doc==0.0.7", "shellingham==1.5.4", "weasel==1.0.1", "httpx==0.28.1",
+                 "pyahocorasick==2.3.1", "rapidfuzz==3.14.6", "fasttext==0.9.3"]
+
+# emb, encoder hidden per direction, decoder hidden (= attention = output layer), layers
+SETTINGS = {
+    "256": {"emb": 256, "enc": 128, "dec": 256, "layers": 1, "max_tokens": 4096},
+    "paper": {"emb": 512, "enc": 512, "dec": 768, "layers": 2, "max_tokens": 4096},
+}
+
+
+# ----------------------------------------------------------------------------- the peer venv
+
+
+def ensure_venv(venv: Path) -> Path:
+    """Create ``venv`` (once) with OpenNMT-py and its import-time packages; returns its python."""
+    python = venv / "bin" / "python"
+    marker = venv / "peer-installed.txt"
+    if marker.is_file() and marker.read_text() == "\n".join(PEER_PACKAGES):
+        return python
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    import torch
+
+    parent = str(Path(torch.__file__).resolve().parent.parent)
+    # an `import` line in a .pth runs at start-up: addsitedir also reads the parent's .pth files
+    # (editable installs), after the venv's own packages
+    Path(site, "zz_parent_site.pth").write_text(f"import site; site.addsitedir({parent!r})\n")
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", *PEER_PACKAGES], check=True)
+    marker.write_text("\n".join(PEER_PACKAGES))
+    return python
+
+
+def ensure_data(data: Path, merges: int) -> None:
+    if not (data / "meta.json").is_file():
+        subprocess.run([sys.executable, "-m", "varattn", "prepare", "multi30k", "--from", str(MULTI30K),
+                        "--out", str(data), "--bpe-merges", str(merges), "--max-len", "80"], check=True)
+
+
+# ----------------------------------------------------------------------------- the two models
+
+
+def onmt_vocab(tokens: list[str]):
+    """A pyonmttok vocabulary with varattn's ids (its specials renamed to OpenNMT-py's)."""
+    import pyonmttok
+
+    names = {"<pad>": "<blank>"}
+    vocab = pyonmttok.Vocab()
+    for token in tokens:
+        vocab.add_token(names.get(token, token))
+    vocab.default_id = 1
+    return vocab
+
+
+def build_onmt(size: dict, dropout: float, src_tokens: list[str], tgt_tokens: list[str]):
+    """OpenNMT-py's NMTModel, its LossCompute and vocabularies, built from its own option parser."""
+    import torch
+    from onmt.bin.train import _get_parser
+    from onmt.model_builder import build_base_model
+    from onmt.utils.loss import LossCompute
+    from onmt.utils.parse import ArgumentParser
+
+    opt = _get_parser().parse_args([
+        "-data", "{}", "-src_vocab", "unused", "-encoder_type", "brnn", "-decoder_type", "rnn",
+        "-rnn_type", "LSTM", "-layers", str(size["layers"]), "-enc_hid_size", str(2 * size["enc"]),
+        "-dec_hid_size", str(size["dec"]), "-word_vec_size", str(size["emb"]), "-global_attention", "mlp",
+        "-input_feed", "1", "-dropout", str(dropout), "-param_init", "0.1"]
+        # the decoder starts from the encoder's final state: a bridge layer when their sizes differ
+        + (["-bridge"] if 2 * size["enc"] != size["dec"] else []))
+    ArgumentParser.update_model_opts(opt)
+    ArgumentParser.validate_model_opts(opt)
+    vocabs = {"src": onmt_vocab(src_tokens), "tgt": onmt_vocab(tgt_tokens), "decoder_start_token": "<s>",
+              "data_task": "seq2seq"}
+    model = build_base_model(opt, vocabs)
+    for parameter in model.parameters():  # what onmt's build_model does with -param_init
+        torch.nn.init.uniform_(parameter, -0.1, 0.1)
+    return model, LossCompute.from_opts(opt, model, vocabs["tgt"], train=True), vocabs
+
+
+def build_varattn(size: dict, dropout: float, src_vocab: int, tgt_vocab: int):
+    from varattn.config import ModelConfig
+    from varattn.models.seq2seq import Seq2Seq
+
+    config = ModelConfig(mode="soft", emb_size=size["emb"], enc_hidden=size["enc"], enc_layers=size["layers"],
+                         dec_hidden=size["dec"], dec_layers=size["layers"], attn_size=size["dec"],
+                         output_size=size["dec"], dropout=dropout, init_range=0.1)
+    return Seq2Seq(config, src_vocab, tgt_vocab)
+
+
+class Trainer:
+    """One toolkit's training step on a varattn batch; ``step`` returns its seconds."""
+
+    def __init__(self, name, model, loss_fn):
+        import torch
+
+        self.name, self.model, self.loss_fn = name, model, loss_fn
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        self.model.train()
+
+    def step(self, batch) -> float:
+        import torch
+
+        self.optimizer.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        loss = self.loss_fn(batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        self.optimizer.step()
+        return time.perf_counter() - start
+
+
+def varattn_loss(model):
+    from varattn import latent
+
+    mode = latent.get_mode("soft")
+
+    def loss(batch):
+        out = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
+        value, _ = latent.batch_objective(mode, out)
+        return value
+    return loss
+
+
+def onmt_loss(model, compute):
+    import torch
+
+    def loss(batch):
+        src = batch.src[:, :, None]
+        tgt = torch.cat([batch.tgt_in[:, :1], batch.tgt_out], 1)[:, :, None]  # <s> y </s> <blank>...
+        onmt_batch = {"src": src, "tgt": tgt, "srclen": batch.src_lengths}
+        out, attns = model(src, tgt, batch.src_lengths)
+        value, stats = compute(onmt_batch, out, attns)
+        return value / stats.n_words
+    return loss
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def decode_varattn(model, sources, beam):
+    from types import SimpleNamespace
+
+    import torch
+    from varattn.config import DecodeConfig
+    from varattn.decoding.translate import decode_nbest
+
+    model.eval()
+    run = SimpleNamespace(model=model, device=torch.device("cpu"))
+    config = DecodeConfig(beam=beam, alpha=1.0, eos_norm=0.0, max_len_a=1.5, max_len_b=5, batch_tokens=2000)
+    with torch.no_grad():
+        found = decode_nbest(run, sources, config)
+    return sum(len(n[0].tokens) + 1 for n in found)
+
+
+def decode_onmt(model, vocabs, sources, beam):
+    import torch
+    from onmt.translate import GNMTGlobalScorer
+    from onmt.translate.translator import Translator
+
+    model.eval()
+    scorer = GNMTGlobalScorer(alpha=1.0, beta=0.0, length_penalty="wu", coverage_penalty="none")
+    translator = Translator(model, vocabs, gpu=-1, n_best=1, max_length=250, max_length_ratio=1.5,
+                            beam_size=beam, random_sampling_topk=1 if beam == 1 else 0, global_scorer=scorer,
+                            report_score=False, logger=None)
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    groups, group = [], []
+    for i in order:  # batches of at most 2,000 padded source tokens, as varattn's decode_nbest makes them
+        if group and (len(group) + 1) * len(sources[i]) > 2000:
+            groups.append(group)
+            group = []
+        group.append(i)
+    groups.append(group)
+    tokens = 0
+    for group in groups:
+        rows = [sources[i] for i in group]
+        width = max(map(len, rows))
+        src = torch.zeros(len(rows), width, 1, dtype=torch.long)
+        for r, ids in enumerate(rows):
+            src[r, :len(ids), 0] = torch.as_tensor(ids)
+        batch = {"src": src, "srclen": torch.tensor([len(x) for x in rows]), "indices": torch.arange(len(rows))}
+        result = translator.translate_batch(batch, attn_debug=False)
+        tokens += sum(len(p[0]) for p in result["predictions"])  # ids, </s> included
+    return tokens
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def summary(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def inner(args) -> None:
+    import numpy as np
+    import torch
+
+    from varattn.data.text.batching import TokenBatcher, collate
+    from varattn.data.text.prepared import load_prepared
+
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    import onmt  # noqa: F401  (its import prints deprecation warnings; get them out of the way)
+
+    size = dict(SETTINGS[args.setting])
+    max_tokens = args.max_tokens or size["max_tokens"]
+    data = load_prepared(args.data)
+    train, test = data.split("train"), data.split(args.decode_split)
+    batcher = TokenBatcher(train.src_lengths, train.tgt_lengths, max_tokens, shuffle=True, seed=args.seed)
+    wanted = args.warmup + args.rounds * args.steps
+    batches = [collate(train, idx) for idx, _ in zip(batcher.batches(0), range(wanted))]
+    src_tokens, tgt_tokens = data.src_vocab.itos, data.tgt_vocab.itos
+    ours = Trainer("varattn", m := build_varattn(size, args.dropout, len(src_tokens), len(tgt_tokens)),
+                   varattn_loss(m))
+    onmt_model, compute, vocabs = build_onmt(size, args.dropout, src_tokens, tgt_tokens)
+    peer = Trainer("OpenNMT-py", onmt_model, onmt_loss(onmt_model, compute))
+    params = {t.name: sum(p.numel() for p in t.model.parameters()) for t in (ours, peer)}
+    for batch in batches[:args.warmup]:
+        ours.step(batch)
+        peer.step(batch)
+    rounds = []
+    for r in range(args.rounds):
+        part = batches[args.warmup + r * args.steps: args.warmup + (r + 1) * args.steps]
+        seconds = {"varattn": 0.0, "OpenNMT-py": 0.0}
+        for batch in part:
+            for trainer in ((ours, peer) if r % 2 == 0 else (peer, ours)):
+                seconds[trainer.name] += trainer.step(batch)
+        tokens = int(sum((b.tgt_out != 0).sum() for b in part))
+        row = {"round": r, "target_tokens": tokens, "load_1min": os.getloadavg()[0],
+               **{f"{k}_tokens_per_s": tokens / v for k, v in seconds.items()}}
+        row["ratio"] = row["varattn_tokens_per_s"] / row["OpenNMT-py_tokens_per_s"]
+        rounds.append(row)
+        print(f"round {r}: varattn {row['varattn_tokens_per_s']:7.0f} tok/s  OpenNMT-py "
+              f"{row['OpenNMT-py_tokens_per_s']:7.0f} tok/s  ratio {row['ratio']:.3f}  load {row['load_1min']:.2f}",
+              flush=True)
+    decoding = []
+    if args.decode_sentences:
+        sources = [test.src(i).tolist() for i in range(min(args.decode_sentences, len(test)))]
+        for beam in (1, 5):
+            for rep in range(args.decode_rounds):
+                for name, fn in ((("varattn", lambda: decode_varattn(ours.model, sources, beam)),
+                                  ("OpenNMT-py", lambda: decode_onmt(onmt_model, vocabs, sources, beam)))[::1 if rep % 2 == 0 else -1]):
+                    start = time.perf_counter()
+                    out_tokens = fn()
+                    seconds = time.perf_counter() - start
+                    decoding.append({"toolkit": name, "beam": beam, "repeat": rep, "sentences": len(sources),
+                                     "seconds": seconds, "sentences_per_s": len(sources) / seconds,
+                                     "mean_output_length": out_tokens / len(sources),
+                                     "output_tokens_per_s": out_tokens / seconds, "load_1min": os.getloadavg()[0]})
+                    print(f"decode beam {beam} {name:<10}: {len(sources) / seconds:7.1f} sentences/s, "
+                          f"mean length {out_tokens / len(sources):.1f}", flush=True)
+    write(args, size, max_tokens, params, rounds, decoding, len(batches))
+
+
+def machine() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    return platform.processor()
+
+
+def write(args, size, max_tokens, params, rounds, decoding, n_batches) -> None:
+    import onmt
+    import torch
+
+    ratio = summary([r["ratio"] for r in rounds])
+    dec_ratios = {}
+    for beam in sorted({d["beam"] for d in decoding}):
+        ours = {d["repeat"]: d["sentences_per_s"] for d in decoding if d["beam"] == beam and d["toolkit"] == "varattn"}
+        peer = {d["repeat"]: d["sentences_per_s"] for d in decoding if d["beam"] == beam and d["toolkit"] != "varattn"}
+        dec_ratios[beam] = summary([ours[k] / peer[k] for k in ours])
+    command = "python benchmarks/peer_opennmt.py " + " ".join(args.argv)
+    record = {"what": "CPU training speed (target tokens/s) and decoding speed, varattn soft vs OpenNMT-py",
+              "command": command, "machine": machine(), "python": platform.python_version(),
+              "torch": torch.__version__, "onmt": getattr(onmt, "__version__", "3.5.1"), "threads": 1,
+              "setting": args.setting, "sizes": size, "max_tokens": max_tokens, "dropout": args.dropout,
+              "data": str(args.data), "parameters": params, "rounds": rounds, "ratio": ratio,
+              "steps_per_round": args.steps, "warmup_steps": args.warmup, "decoding": decoding,
+              "decoding_ratio": dec_ratios, "peer_packages": PEER_PACKAGES}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.name}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    med = lambda key: statistics.median(r[key] for r in rounds)  # noqa: E731
+    lines = [f"# Peer comparison: varattn `soft` vs OpenNMT-py {record['onmt']} (CPU, one thread each)", "",
+             f"`{command}`", "",
+             f"{record['machine']}; torch {record['torch']}, Python {record['python']}. Load (1-minute average) "
+             f"during the rounds: {min(r['load_1min'] for r in rounds):.2f}-{max(r['load_1min'] for r in rounds):.2f} "
+             "on 2 cores (other jobs were running).", "",
+             f"Sizes: embeddings {size['emb']}, {size['layers']}-layer BiLSTM encoder {size['enc']} per direction, "
+             f"{size['layers']}-layer input-feeding LSTM decoder {size['dec']}, MLP attention {size['dec']}, "
+             f"dropout {args.dropout}; parameters varattn {params['varattn']:,}, OpenNMT-py {params['OpenNMT-py']:,}. "
+             f"Data: {args.data} (Multi30k De-En, joint BPE); the same batches of ≤ {max_tokens} padded tokens for "
+             f"both; {args.warmup} warm-up steps each, then {args.rounds} rounds of {args.steps} steps, alternating "
+             "batch by batch.", "",
+             "| round | target tokens | varattn tok/s | OpenNMT-py tok/s | ratio | load |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rounds:
+        lines.append(f"| {r['round']} | {r['target_tokens']} | {r['varattn_tokens_per_s']:.0f} | "
+                     f"{r['OpenNMT-py_tokens_per_s']:.0f} | {r['ratio']:.3f} | {r['load_1min']:.2f} |")
+    lines += ["", f"**Training: varattn / OpenNMT-py = {ratio['median']:.3f}** (median of rounds; range "
+              f"{ratio['min']:.3f}-{ratio['max']:.3f}); medians {med('varattn_tokens_per_s'):.0f} vs "
+              f"{med('OpenNMT-py_tokens_per_s'):.0f} target tokens/s.", ""]
+    if decoding:
+        lines += ["Decoding after training: test sentences, α = 1, no end-of-sentence penalty, maximum length "
+                  "1.5 |x| + 5; alternating toolkits.", "",
+                  "| beam | toolkit | repeat | sentences | seconds | sentences/s | mean output length (incl. </s>) | "
+                  "output tokens/s | load |", "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for d in decoding:
+            lines.append(f"| {d['beam']} | {d['toolkit']} | {d['repeat']} | {d['sentences']} | {d['seconds']:.1f} | "
+                         f"{d['sentences_per_s']:.1f} | {d['mean_output_length']:.1f} | {d['output_tokens_per_s']:.0f} | "
+                         f"{d['load_1min']:.2f} |")
+        lines += [""] + [f"Decoding beam {b}: varattn / OpenNMT-py sentences/s = {v['median']:.2f} (range "
+                         f"{v['min']:.2f}-{v['max']:.2f})." for b, v in dec_ratios.items()] + [""]
+    (out / f"{args.name}.md").write_text("\n".join(lines), encoding="utf-8")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--setting", choices=SETTINGS, default="256")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=15, help="training steps per toolkit per round")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=0, help="padded tokens per batch (default per setting)")
+    parser.add_argument("--dropout", type=float, default=0.3)
+    parser.add_argument("--decode-sentences", type=int, default=300, help="0: no decoding")
+    parser.add_argument("--decode-rounds", type=int, default=2)
+    parser.add_argument("--data", default=str(ROOT / "runs" / "peer" / "multi30k-10k"))
+    parser.add_argument("--bpe-merges", type=int, default=10000)
+    parser.add_argument("--decode-split", default="test")
+    parser.add_argument("--venv", default=str(ROOT / "runs" / "peer-venv"))
+    parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--name", default=None, help="results file stem (default peer_opennmt[_SETTING])")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.argv = [a for a in sys.argv[1:] if a != "--inner"]
+    args.name = args.name or ("peer_opennmt" if args.setting == "256" else f"peer_opennmt_{args.setting}")
+    if args.inner:
+        inner(args)
+        return
+    python = ensure_venv(Path(args.venv))
+    ensure_data(Path(args.data), args.bpe_merges)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    subprocess.run([str(python), str(Path(__file__).resolve()), "--inner", *sys.argv[1:]], check=True, env=env)
+
+
+if __name__ == "__main__":
+    main()
