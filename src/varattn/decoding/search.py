@@ -69,13 +69,14 @@ def eos_penalty(src_lengths: Tensor, step: int, eos_norm: float) -> Tensor:
 
 def _scored_step(model: Decodable, encoded, state, prev: Tensor, step: int, limit: Tensor, eos_norm: float,
                  kmax: int):
-    """One decoder step for rows ``[N]``: model log-probabilities ``[N, V]`` (float64), the same with the
-    search's adjustments (``</s>`` penalty, forbidden tokens, forced ``</s>`` at the length limit), the
-    prior's argmax position ``[N]`` and the next state."""
+    """One decoder step for rows ``[N]``: model log-probabilities ``[N, V]`` (as the model gives them,
+    float32; the sums that use them are float64), the same in float64 with the search's adjustments
+    (``</s>`` penalty, forbidden tokens, forced ``</s>`` at the length limit), the prior's argmax
+    position ``[N]`` and the next state."""
     out = model.step(encoded, state, prev, kmax=kmax)
-    log_probs, state = out.log_probs.double(), out.state
+    log_probs, state = out.log_probs, out.state
     link = out.prior.masked_fill(~encoded.mask, NEG_INF).argmax(-1)
-    adjusted = log_probs.clone()
+    adjusted = log_probs.to(torch.float64, copy=True)  # the one [N, V] copy of a step
     adjusted[:, PAD] = NEG_INF
     adjusted[:, BOS] = NEG_INF
     adjusted[:, EOS] -= eos_penalty(encoded.src_lengths, step, eos_norm)
@@ -106,7 +107,7 @@ def greedy(model: Decodable, src: Tensor, src_lengths: Tensor, *, max_len_a: flo
         log_probs, adjusted, link, state = _scored_step(model, encoded, state, prev, t, limit, eos_norm, kmax)
         choice = adjusted.argmax(-1)
         adjusted_sum += torch.where(done, 0.0, adjusted.gather(1, choice[:, None]).squeeze(1))
-        plain_sum += torch.where(done, 0.0, log_probs.gather(1, choice[:, None]).squeeze(1))
+        plain_sum += torch.where(done, 0.0, log_probs.gather(1, choice[:, None]).squeeze(1).double())
         outputs.append(torch.where(done, EOS, choice))
         links.append(link)
         done |= choice == EOS
