@@ -21,14 +21,19 @@ def load():
 def test_seeds_wait_for_the_grid_and_take_its_best_learning_rate():
     cm = load()
     args = SimpleNamespace(modes=["soft", "vae-enum"], seeded=["soft", "vae-enum"])
+    first, second = cm.LRS
     names = [j["name"] for j in cm.jobs(args, {})]
-    assert names == ["syn-soft", "syn-vae-enum"] + [f"{m}-lr{lr:g}-s1" for m in args.modes for lr in cm.LRS]
-    # soft's grid is complete (the larger rate wins); vae-enum's is not: only soft gets seeds
-    results = {"soft-lr0.001-s1": {"lr": 0.001, "best_metric": 9.5},
-               "soft-lr0.003-s1": {"lr": 0.003, "best_metric": 8.7},
-               "vae-enum-lr0.001-s1": {"lr": 0.001, "best_metric": 7.0}}
+    assert names == ["syn-soft", "syn-vae-enum", f"soft-lr{first:g}-s1", f"vae-enum-lr{first:g}-s1",
+                     f"soft-lr{second:g}-s1", f"vae-enum-lr{second:g}-s1"]
+    # soft's grid is complete and the second rate wins; vae-enum has only its second rate: no seeds yet
+    results = {f"soft-lr{first:g}-s1": {"lr": first, "best_metric": 9.5},
+               f"soft-lr{second:g}-s1": {"lr": second, "best_metric": 8.7},
+               f"vae-enum-lr{second:g}-s1": {"lr": second, "best_metric": 7.0}}
     seeds = [j for j in cm.jobs(args, results) if j["seed"] > 1]
-    assert [(j["mode"], j["lr"], j["seed"]) for j in seeds] == [("soft", 0.003, 2), ("soft", 0.003, 3)]
+    assert [(j["mode"], j["lr"], j["seed"]) for j in seeds] == [("soft", second, 2), ("soft", second, 3)]
+    # seeds come before the rest of the grid
+    names = [j["name"] for j in cm.jobs(args, results)]
+    assert names.index(f"soft-lr{second:g}-s2") < names.index(f"vae-enum-lr{second:g}-s1")
 
 
 def test_overrides_stop_at_an_eighth_of_the_learning_rate():
