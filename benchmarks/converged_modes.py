@@ -39,6 +39,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MODES = ["soft", "marginal", "hard-enum", "hard-sample", "vae-enum", "vae-sample", "vae-gumbel", "vae-rws",
          "vae-dirichlet"]
+CHEAPEST_FIRST = ["soft", "vae-dirichlet", "hard-sample", "vae-gumbel", "vae-sample", "vae-rws", "vae-enum",
+                  "marginal", "hard-enum"]
 SEEDED = ["soft", "vae-sample", "marginal", "vae-enum"]  # cheapest first
 LRS = [0.003, 0.001]  # the first is run for every mode before the seeds
 MODEL = {"emb_size": 64, "enc_hidden": 64, "enc_layers": 1, "dec_hidden": 128, "dec_layers": 1,
@@ -77,7 +79,8 @@ def jobs(args, results: dict) -> list[dict]:
             best = min(done, key=lambda r: r["best_metric"])
             found += [{"name": f"{mode}-lr{best['lr']:g}-s{seed}", "mode": mode, "lr": best["lr"], "seed": seed,
                        "kind": "mt"} for seed in (2, 3)]
-    return found + grid(LRS[1:])
+    rest = grid(LRS[1:])  # the cheapest modes first, so that a stopped queue leaves the costly ones out
+    return found + sorted(rest, key=lambda j: CHEAPEST_FIRST.index(j["mode"]) if j["mode"] in CHEAPEST_FIRST else 99)
 
 
 def load_results(work: Path) -> dict:
