@@ -270,6 +270,15 @@ def report(args) -> None:
             lines.append(f"| {name} | {result['lr']:g} | {result['seed']} | {v['best_epoch']} / {v['epochs']} | "
                          f"{v['valid']:.2f} | {fmt(v['ppl'])} | {fmt(v['bleu'])} | {fmt(v['entropy'])} | "
                          f"{v['minutes']:.1f} |")
+    curves = [(m, results[f"{m}-lr{chosen[m]:g}-s1"]) for m in args.modes
+              if m in chosen and f"{m}-lr{chosen[m]:g}-s1" in results]
+    if curves:
+        lines += ["", "## Curves (seed 1, chosen learning rate): validation exact PPL / prior entropy per epoch\n",
+                  "| epoch | " + " | ".join(m for m, _ in curves) + " |", "| ---: |" + " ---: |" * len(curves)]
+        for epoch in range(max(len(r["history"]) for _, r in curves)):
+            cells = [f"{r['history'][epoch]['ppl']:.2f} / {r['history'][epoch]['entropy']:.2f}"
+                     if epoch < len(r["history"]) else "" for _, r in curves]
+            lines.append(f"| {epoch + 1} | " + " | ".join(cells) + " |")
     lines += ["", HOW.format(model=", ".join(f"{k} {v}" for k, v in MODEL.items()),
                              settings="; ".join(f"{m}: " + ", ".join(f"{k}={v}" for k, v in kv.items())
                                                 for m, kv in MODE_SETTINGS.items()))]
