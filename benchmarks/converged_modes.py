@@ -83,6 +83,11 @@ def jobs(args, results: dict) -> list[dict]:
     return found + sorted(rest, key=lambda j: CHEAPEST_FIRST.index(j["mode"]) if j["mode"] in CHEAPEST_FIRST else 99)
 
 
+def unlocks_seeds(job: dict, args) -> bool:
+    """Whether finishing ``job`` adds jobs: the grid's first rate of a seeded mode."""
+    return job["kind"] == "mt" and job["seed"] == 1 and job["lr"] == LRS[0] and job["mode"] in args.seeded
+
+
 def load_results(work: Path) -> dict:
     out = {}
     for path in sorted((work / "results").glob("*.json")):
@@ -162,10 +167,9 @@ def worker(args) -> None:
                 continue
             claimed = job
             break
-        if claimed is None:
-            if not pending or all((work / "claims" / j["name"]).exists() for j in pending):
-                if len(jobs(args, load_results(work))) == len(jobs(args, results)):
-                    return  # nothing left that this worker could take
+        if claimed is None:  # every pending job is another worker's
+            if not any(unlocks_seeds(j, args) for j in pending):
+                return  # and none of them will add jobs
             time.sleep(20)
             continue
         print(f"{time.strftime('%H:%M:%S')} {claimed['name']}", flush=True)
@@ -204,7 +208,7 @@ def spread(values: list[float], spec: str = ".2f") -> str:
 
 
 def row_values(result: dict) -> dict:
-    test, valid = result.get("test", {}), result["valid"]
+    test = result.get("test", {})
     return {"ppl": test.get("ppl"), "kmax5": (test.get("kmax_ppl") or {}).get("5"),
             "elbo": test.get("elbo_ppl"), "kl": test.get("kl"), "entropy": test.get("entropy"),
             "bleu": test.get("bleu"), "valid": result["best_metric"], "epochs": len(result["history"]),

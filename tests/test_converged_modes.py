@@ -3,19 +3,15 @@ and the table's mean ± sd (issue 16)."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 from types import SimpleNamespace
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("converged_modes", ROOT / "benchmarks" / "converged_modes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("converged_modes")
 
 
 def test_seeds_wait_for_the_grid_and_take_its_best_learning_rate():

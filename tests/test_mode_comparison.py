@@ -5,7 +5,6 @@ and gets a test BLEU equal to what `varattn evaluate` gives (issue 16)."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,16 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MULTI30K, head
+from conftest import MULTI30K, head, load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("multi30k_modes", ROOT / "benchmarks" / "multi30k_modes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("multi30k_modes")
 
 
 @pytest.fixture(scope="module")
