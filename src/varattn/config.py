@@ -52,6 +52,7 @@ class ModelConfig:
     inf_layers: int = 2  # inference network BiLSTM layers
     samples: int = 1  # K for the sampling modes (vae-rws uses at least 2)
     temperature: float = 0.1  # vae-gumbel
+    posterior_param: str = "auto"  # q's scores: independent (the inference network's, the paper's) | residual (the prior's plus the network's) | auto (residual for vae-dirichlet only)
     enum_block: int = 2048  # (target token x source position) cells per block of exact enumeration
 
 
@@ -186,6 +187,8 @@ class Config:
             fail("decode.max_len_b", "with decode.max_len_a=0 allows no output word",
                  "set decode.max_len_b > 0 or decode.max_len_a > 0")
         _check_transformer(self, fail)
+        if self.model.posterior_param not in POSTERIOR_PARAMS:
+            fail("model.posterior_param", "is not a form of the posterior", f"use one of {', '.join(POSTERIOR_PARAMS)}")
         if not self.data.train_split or not self.data.valid_split:
             fail("data.train_split" if not self.data.train_split else "data.valid_split", "is empty",
                  "name a split of the prepared folder, e.g. train / valid")
@@ -244,6 +247,20 @@ RESUME_CHANGEABLE = frozenset(
                             "eval_samples", "max_nonfinite_steps")]
     + ["data.eval_max_tokens"] + [f"decode.{f.name}" for f in dataclasses.fields(DecodeConfig)]
 )
+
+
+POSTERIOR_PARAMS = ("auto", "independent", "residual")
+
+
+def from_saved(data: dict, where: str) -> Config:
+    """:func:`from_dict` for a config saved with a run or a checkpoint: a key added after it was saved
+    takes the value that means what the code of that time did."""
+    config = from_dict(data, where)
+    model = (data or {}).get("model") or {}
+    if "posterior_param" not in model and config.model.mode in MODE_RECORDS \
+            and MODE_RECORDS[config.model.mode].residual_posterior:
+        config.model.posterior_param = "independent"  # saved before the residual form existed
+    return config
 
 
 def flatten(config: "Config") -> dict:

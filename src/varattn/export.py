@@ -73,7 +73,7 @@ def export_run(run_path: str | os.PathLike, out: str | os.PathLike, *, license: 
 
     json_path = checkpoint.resolve(run_path)
     record = checkpoint.read_meta(json_path)
-    config = config_lib.from_dict(record.get("config"), str(json_path)).validate(str(json_path))
+    config = config_lib.from_saved(record.get("config"), str(json_path)).validate(str(json_path))
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out}: exists and is not an empty folder — give a new folder to export into")
@@ -211,7 +211,7 @@ def open_export(path: str | os.PathLike, device: torch.device):
         raise UserError(f"{config_path}: unreadable ({error}) — export the run again (varattn export)") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise UserError(f"{config_path}: not a varattn export ({FORMAT}) — export the run again (varattn export)")
-    config = config_lib.from_dict(document.get("config"), str(config_path)).validate(str(config_path))
+    config = config_lib.from_saved(document.get("config"), str(config_path)).validate(str(config_path))
     weights = root / WEIGHTS
     if document.get("weights_sha256") and _sha256(weights) != document["weights_sha256"]:
         raise UserError(f"{weights}: contents do not match the checksum in {CONFIG} (truncated or replaced) — "

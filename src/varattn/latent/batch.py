@@ -20,7 +20,26 @@ from varattn.latent.evaluation import evaluation_terms
 from varattn.latent.modes import Mode
 from varattn.latent.objectives import Likelihood, objective
 
-__all__ = ["LatentOutput", "batch_objective", "evaluation_sums"]
+__all__ = ["LatentOutput", "batch_objective", "evaluation_sums", "posterior_scores"]
+
+
+def posterior_scores(mode: Mode, form: str, prior: Tensor, network: Tensor) -> Tensor:
+    """q's scores ``[..., S]`` from the prior's scores and the inference network's output ``[..., S]``.
+
+    ``form`` is ``"independent"`` (the network's output alone, as in the paper), ``"residual"`` (the
+    prior's scores plus the network's output: for ``vae-dirichlet`` log α_q = log α_p + δ) or ``"auto"``
+    (the mode's default, :attr:`Mode.residual_posterior`). In the residual form q starts at the prior
+    and the reconstruction term's gradient reaches the prior network through q's samples, as with the
+    residual normal distributions of NVAE (Vahdat and Kautz, 2020); the ELBO and the family of q are
+    unchanged. With the independent form, vae-dirichlet's prior stays at the flat Dirichlet at CPU scale
+    (benchmarks/results/vae_dirichlet.md)."""
+    if form == "auto":
+        form = "residual" if mode.residual_posterior else "independent"
+    if form == "residual":
+        return prior + network
+    if form == "independent":
+        return network
+    raise ValueError(f"unknown posterior form {form!r}; use auto, independent or residual")
 
 
 @dataclass

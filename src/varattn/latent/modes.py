@@ -28,6 +28,8 @@ class Mode:
     relaxed: the training objective uses a continuous relaxation (Gumbel-softmax or Dirichlet).
     warmup: has a warm-up objective for its first steps (``train.dirichlet_warmup_steps``).
     soft_context: the model predicts from the expected context (no latent variable at test time).
+    residual_posterior: q's scores are by default the prior's plus the inference network's (see
+        :func:`varattn.latent.posterior_scores`), not the network's alone.
     loss: the objective's function (private to :mod:`varattn.latent.objectives`).
     validation: the quantity that selects checkpoints: ``"nll"`` or ``"elbo"`` (the paper selects
         variational models by the bound they optimise).
@@ -40,6 +42,7 @@ class Mode:
     relaxed: bool = False
     warmup: bool = False
     soft_context: bool = False
+    residual_posterior: bool = False
     loss: Callable[[Any], Any] = field(default=None, compare=False, repr=False)  # the objective's function
 
     @property

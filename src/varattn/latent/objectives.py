@@ -50,6 +50,9 @@ dimension), :math:`\bar{\cdot}` the mean over k and :math:`\mathrm{sg}` stop-gra
   for monitoring; it is not part of this loss.
 - vae-dirichlet with ``warmup=True``: the paper's warm-up objective
   :math:`E_{z \sim Dir(\alpha_p)}[\ell(z)]`, sampled from the *prior* Dirichlet, no KL, no posterior.
+  The objective takes q's scores as given; models form them with
+  :func:`varattn.latent.posterior_scores` (for vae-dirichlet by default log α_q = log α_p + the inference
+  network's output, so that q starts at the prior).
 
 Conventions: scores ``[..., S]`` and ``mask`` ``[..., S]`` (bool, True = real position, broadcastable).
 Masked positions get no probability, no samples and exactly zero gradient; their score values are
@@ -170,11 +173,13 @@ def _log_alpha(scores: Tensor) -> Tensor:
 
 
 def _dir_kl(log_alpha_q: Tensor, log_alpha_p: Tensor, eff: Tensor) -> Tensor:
-    """KL(Dir(α_q) ‖ Dir(α_p)) over ``eff`` positions; log-alphas already clamped."""
-    a, b = log_alpha_q.exp(), log_alpha_p.exp()
+    """KL(Dir(α_q) ‖ Dir(α_p)) over ``eff`` positions; log-alphas already clamped. In float64: with
+    concentrations in the thousands its log-gamma terms cancel to a small difference that float32 loses."""
+    dtype = log_alpha_q.dtype
+    a, b = log_alpha_q.double().exp(), log_alpha_p.double().exp()
     a0, b0 = a.masked_fill(~eff, 0.0).sum(-1), b.masked_fill(~eff, 0.0).sum(-1)
     per_s = torch.lgamma(b) - torch.lgamma(a) + (a - b) * (torch.digamma(a) - torch.digamma(a0)[..., None])
-    return torch.lgamma(a0) - torch.lgamma(b0) + per_s.masked_fill(~eff, 0.0).sum(-1)
+    return (torch.lgamma(a0) - torch.lgamma(b0) + per_s.masked_fill(~eff, 0.0).sum(-1)).to(dtype)
 
 
 def _gumbel(shape: torch.Size, like: Tensor, generator: Optional[torch.Generator]) -> Tensor:
@@ -397,7 +402,8 @@ MODE_RECORDS: dict[str, Mode] = {m.name: m for m in (
     Mode("vae-sample", posterior=True, sampled=True, loss=_vae_sample),
     Mode("vae-gumbel", posterior=True, relaxed=True, loss=_vae_gumbel),
     Mode("vae-rws", posterior=True, sampled=True, loss=_vae_rws),
-    Mode("vae-dirichlet", posterior=True, enumerable=False, relaxed=True, warmup=True, loss=_vae_dirichlet),
+    Mode("vae-dirichlet", posterior=True, enumerable=False, relaxed=True, warmup=True, residual_posterior=True,
+         loss=_vae_dirichlet),
 )}
 
 #: every mode's name, in the paper's order

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from varattn.modules.attention import MLPScorer
 from varattn.config import ModelConfig
-from varattn.latent import LatentOutput, get_mode, kmax_log_probs, masked_log_softmax
+from varattn.latent import LatentOutput, get_mode, kmax_log_probs, masked_log_softmax, posterior_scores
 from varattn.models.protocol import DecodeStep
 from varattn.data.vocab import PAD
 from varattn.modules.inference import InferenceNetwork
@@ -213,7 +213,8 @@ class Seq2Seq(nn.Module):
                                      tgt_out, self.config.enum_block)
         posterior = None
         if self.inference is not None:
-            posterior = self.inference(src, src_lengths, tgt_out, tgt_lengths)
+            posterior = posterior_scores(self.mode, self.config.posterior_param, prior,
+                                         self.inference(src, src_lengths, tgt_out, tgt_lengths))
         return LatentOutput(prior, posterior, encoded.mask[:, None, :], likelihood, tgt_out != PAD)
 
     def start(self, encoded: Encoded) -> DecoderState:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from varattn.config import TransformerConfig
 from varattn.data.vocab import PAD
 from varattn.errors import UserError
-from varattn.latent import LatentOutput, get_mode
+from varattn.latent import LatentOutput, get_mode, posterior_scores
 from varattn.models.protocol import DecodeStep
 from varattn.models.seq2seq import Seq2Seq
 from varattn.modules.output import OutputLayer, TokenLikelihood
@@ -349,7 +349,10 @@ class TransformerSeq2Seq(nn.Module):
         args = (self.output, hidden_proj, encoded.out_memory, tgt_out, self.config.enum_block)
         smoothing = self.transformer.label_smoothing if self.mode.soft_context else 0.0
         likelihood = SmoothedLikelihood(*args, smoothing=smoothing) if smoothing else TokenLikelihood(*args)
-        posterior = None if self.inference is None else self.inference(encoded.memory, tgt_out)
+        posterior = None
+        if self.inference is not None:
+            posterior = posterior_scores(self.mode, self.config.posterior_param, prior,
+                                         self.inference(encoded.memory, tgt_out))
         return LatentOutput(prior, posterior, encoded.mask[:, None, :], likelihood, tgt_out != PAD)
 
     # -- decoding protocol ------------------------------------------------------------------------

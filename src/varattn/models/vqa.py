@@ -91,6 +91,7 @@ class VQAModel(nn.Module):
                  feature_dim: int):
         super().__init__()
         self.mode = latent.get_mode(config.mode)
+        self.posterior_param = config.posterior_param
         if not vqa_supports(self.mode):
             choices = [m.name for m in latent.MODE_RECORDS.values() if vqa_supports(m)]
             raise UserError(f"model.mode={config.mode!r} is not available for VQA — use one of {', '.join(choices)}")
@@ -200,7 +201,9 @@ class VQAModel(nn.Module):
         answers [B, M]; ``queries`` [B, M] (default all) marks or weights the answers that count."""
         M = answers.shape[1]
         prior = enc.prior[:, None].expand(-1, M, -1)
-        posterior = self.posterior(enc, answers) if self.has_posterior else None
+        posterior = None
+        if self.has_posterior:
+            posterior = latent.posterior_scores(self.mode, self.posterior_param, prior, self.posterior(enc, answers))
         if queries is None:
             queries = torch.ones_like(answers, dtype=torch.bool)
         return latent.LatentOutput(prior, posterior, enc.mask[:, None], self.likelihood(enc, answers), queries)

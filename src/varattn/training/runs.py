@@ -37,7 +37,7 @@ def load_run(path: str | Path, device: torch.device, prefer: str = "checkpoint_b
     """A run directory or checkpoint JSON -> the model in eval mode on ``device``, with its data files."""
     json_path = checkpoint.resolve(path, prefer)
     record = checkpoint.read_meta(json_path)
-    config = config_lib.from_dict(record.get("config"), str(json_path)).validate(str(json_path))
+    config = config_lib.from_saved(record.get("config"), str(json_path)).validate(str(json_path))
     data_dir = json_path.parent / "data"
     if not (data_dir / "meta.json").is_file():
         raise UserError(f"{data_dir}: the run's copy of the vocabularies is missing — copy the whole run "

@@ -154,7 +154,7 @@ class Trainer:
     def _check_changes(self, record: dict) -> dict[str, list]:
         """Settings that differ from the checkpoint's: those that may change between runs are returned
         as ``{key: [old, new]}``; any other difference is refused."""
-        saved = config_lib.from_dict(record.get("config"), str(self.run_dir / "checkpoint_last.json"))
+        saved = config_lib.from_saved(record.get("config"), str(self.run_dir / "checkpoint_last.json"))
         changes, refused = config_lib.resume_changes(saved, self.config)
         if refused:
             listed = ", ".join(f"{key}={new!r} (run: {old!r})" for key, (old, new) in refused.items())
