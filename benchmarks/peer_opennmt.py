@@ -243,7 +243,6 @@ def summary(values):
 
 
 def inner(args) -> None:
-    import numpy as np
     import torch
 
     from varattn.data.text.batching import TokenBatcher, collate

@@ -97,7 +97,6 @@ def check(args) -> dict:
     names = [n for n, _ in model.named_parameters()]
     params = [p for _, p in model.named_parameters()]
     inference = [i for i, n in enumerate(names) if n.startswith("inference.")]
-    others = [i for i in range(len(names)) if i not in inference]
 
     def forward():
         return model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
