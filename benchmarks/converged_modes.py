@@ -306,7 +306,7 @@ HOW = """## How it was run
 Data: `varattn prepare multi30k --from ../shared/data/multi30k --bpe-merges 2000 --max-len 14 --filter-eval`
 (Multi30k De-En: 8,691 training pairs, 301 validation, 323 test; pairs of at most 14 BPE tokens).
 Model: the recipe `configs/multi30k/MODE.yaml` with {model}. Training: batches of 400 padded tokens
-(about 300 updates an epoch), Adam, gradient norm 5, the learning rate halved after every epoch (from the
+(547 updates an epoch), Adam, gradient norm 5, the learning rate halved after every epoch (from the
 second) whose validation metric is not the best so far, training over at the first such epoch at lr/8, at
 most 20 epochs; the best checkpoint by the validation metric (exact PPL; ELBO PPL with q for `vae-*`).
 Mode settings: {settings}; every other setting is the recipe's. Test: exact PPL under the prior, K-max 5 PPL,

@@ -1,4 +1,5 @@
-"""Why ``vae-dirichlet`` stays at a uniform prior at CPU scale (issue 16): learning curves of its variants.
+"""Why ``vae-dirichlet`` with the paper's independent q stays at a uniform prior at CPU scale, and what the
+residual q does instead (issue 16): learning curves of its variants and probes.
 
 Same setting and runner as ``vae_sample.py curves`` (Multi30k, pairs <= 15 BPE tokens, the same model,
 lr 3e-3, validation every ``--every`` steps), one variant at a time:
@@ -14,6 +15,10 @@ lr 3e-3, validation every ``--every`` steps), one variant at a time:
 3. ``--gumbel-run RUN``: the cosine between one-draw ``vae-gumbel`` gradients of the inference network
    and ``vae-enum``'s exact gradient, τ = 0.1, 0.5, 1.
 
+``--concentrations RUN`` (a trained vae-dirichlet run, ``--data`` its prepared folder) prints the prior's
+log-concentrations, its total concentration per token, the share at the clamp, and the inference
+network's offsets δ = log α_q − log α_p, on the first 300 validation pairs.
+
 Writes ``benchmarks/results/vae_dirichlet_curves.{json,md}``; the diagnosis is in
 ``benchmarks/results/vae_dirichlet.md``.
 """
@@ -28,11 +33,13 @@ import vae_sample
 
 HERE = Path(__file__).resolve().parent
 LR = {"train.lr": 0.003}
+PAPER_Q = {"model.posterior_param": "independent"}  # the form these variants were measured with
 VARIANTS = {  # name -> (mode, overrides on top of vae_sample.TRAIN)
-    "w500": ("vae-dirichlet", {**LR, "train.dirichlet_warmup_steps": 500}),
-    "w0": ("vae-dirichlet", {**LR, "train.dirichlet_warmup_steps": 0}),
-    "w2000": ("vae-dirichlet", {**LR, "train.dirichlet_warmup_steps": 2000}),
-    "w500-lr1": ("vae-dirichlet", {"train.lr": 0.001, "train.dirichlet_warmup_steps": 500}),
+    "w500": ("vae-dirichlet", {**LR, **PAPER_Q, "train.dirichlet_warmup_steps": 500}),
+    "w0": ("vae-dirichlet", {**LR, **PAPER_Q, "train.dirichlet_warmup_steps": 0}),
+    "w2000": ("vae-dirichlet", {**LR, **PAPER_Q, "train.dirichlet_warmup_steps": 2000}),
+    "w500-lr1": ("vae-dirichlet", {"train.lr": 0.001, **PAPER_Q, "train.dirichlet_warmup_steps": 500}),
+    "residual": ("vae-dirichlet", {**LR, "model.posterior_param": "residual", "train.dirichlet_warmup_steps": 0}),
 }
 
 
@@ -116,6 +123,32 @@ def probe_gumbel(data: Path, run: str | None, draws: int = 20) -> None:
               f"{float(sum(g.norm() for g in gs) / draws / exact.norm()):.2f}")
 
 
+def probe_concentrations(data: Path, run: str, pairs: int = 300) -> None:
+    import torch
+
+    from varattn.data.text.batching import collate
+    from varattn.data.text.prepared import load_prepared
+    from varattn.latent import LOG_ALPHA_MAX, LOG_ALPHA_MIN
+    from varattn.training.runs import load_run
+
+    model = load_run(Path(run), torch.device("cpu")).model.eval()
+    split = load_prepared(data).split("valid")
+    batch = collate(split, list(range(min(pairs, len(split)))))
+    with torch.no_grad():
+        out = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
+    mask = out.mask.expand_as(out.prior)
+    real = mask & out.queries[..., None].bool()
+    prior, offsets = out.prior[real], (out.posterior - out.prior)[real]
+    total = out.prior.clamp(LOG_ALPHA_MIN, LOG_ALPHA_MAX).exp().masked_fill(~mask, 0.0).sum(-1)[out.queries.bool()]
+    print(f"prior log-alpha: mean {prior.mean():.2f}, sd {prior.std():.2f}, max {prior.max():.2f}; "
+          f"at the clamp: {float((prior > LOG_ALPHA_MAX).float().mean()):.4f} above, "
+          f"{float((prior < LOG_ALPHA_MIN).float().mean()):.4f} below")
+    print(f"total concentration per token: median {total.median():.0f} "
+          f"(quartiles {total.quantile(0.25):.0f}-{total.quantile(0.75):.0f}); uniform Dir(1,...,1) would be "
+          f"{float(mask.sum(-1)[out.queries.bool()].double().mean()):.1f}")
+    print(f"inference offsets delta: sd {offsets.std():.4f}, max |delta| {offsets.abs().max():.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
@@ -127,7 +160,15 @@ def main() -> None:
     parser.add_argument("--probe", action="store_true", help="the gradient and landscape checks instead of curves")
     parser.add_argument("--run", default=None, help="--probe: a vae-dirichlet run to probe")
     parser.add_argument("--gumbel-run", default=None, help="--probe: a vae-gumbel run to probe")
+    parser.add_argument("--concentrations", default=None, metavar="RUN",
+                        help="print a trained vae-dirichlet run's concentrations and q's offsets (--data: its data)")
     args = parser.parse_args()
+    if args.concentrations:
+        import torch
+
+        torch.set_num_threads(1)
+        probe_concentrations(Path(args.data), args.concentrations)
+        return
     if args.probe:
         import torch
 
