@@ -41,7 +41,7 @@ MODES = ["soft", "marginal", "hard-enum", "hard-sample", "vae-enum", "vae-sample
          "vae-dirichlet"]
 CHEAPEST_FIRST = ["soft", "vae-dirichlet", "hard-sample", "vae-gumbel", "vae-sample", "vae-rws", "vae-enum",
                   "marginal", "hard-enum"]
-SEEDED = ["soft", "vae-sample", "marginal", "vae-enum"]  # cheapest first
+SEEDED = ["soft", "vae-dirichlet", "vae-sample", "marginal", "vae-enum"]  # cheapest first
 LRS = [0.003, 0.001]  # the first is run for every mode before the seeds
 MODEL = {"emb_size": 64, "enc_hidden": 64, "enc_layers": 1, "dec_hidden": 128, "dec_layers": 1,
          "attn_size": 64, "inf_hidden": 64, "inf_layers": 1, "dropout": 0.2,
@@ -221,6 +221,7 @@ def report(args) -> None:
     work = Path(args.work)
     results = load_results(work)
     lines = [f"Machine: {machine()}; torch {torch_version()}; one thread per run, up to two runs at a time.\n",
+             *([args.note + "\n"] if args.note else []),
              "## The grid (seed 1): validation metric of the best epoch at each learning rate\n",
              "| mode | " + " | ".join(f"lr {lr:g}" for lr in LRS) + " | chosen |",
              "| --- |" + " ---: |" * (len(LRS) + 1)]
@@ -342,6 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-seconds", type=float, default=1200.0, help="wall budget a run may take")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--results", default=str(HERE / "results" / "converged_modes"))
+    parser.add_argument("--note", default="", help="report: a line printed under the machine (e.g. code versions)")
     args = parser.parse_args(argv)
     {"run": worker, "report": report, "release": release}[args.action](args)
 
