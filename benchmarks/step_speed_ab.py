@@ -75,7 +75,13 @@ def worker(args) -> None:
     batches = [collate(train, idx) for idx, _ in zip(batcher.batches(0), range(wanted))]
     config = ModelConfig(mode=args.mode, dropout=0.3, **SIZES[args.setting])
     model = Seq2Seq(config, len(data.src_vocab), len(data.tgt_vocab)).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    try:  # the trainer's optimizer, where the version has one to give
+        from varattn.config import TrainConfig
+        from varattn.training.trainer import adam
+
+        optimizer = adam(model.parameters(), TrainConfig(lr=1e-3), torch.device("cpu"))
+    except ImportError:
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     mode = latent.get_mode(args.mode)
     generator = torch.Generator().manual_seed(args.seed)
 

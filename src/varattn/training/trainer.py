@@ -59,6 +59,13 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+def adam(parameters, train: config_lib.TrainConfig, device: torch.device) -> torch.optim.Adam:
+    """Adam with the run's settings; PyTorch's fused kernel on CPU and CUDA, the same update as the
+    default loop over parameters, 4-5 times faster on CPU (``benchmarks/results/adam_ab.md``)."""
+    return torch.optim.Adam(parameters, lr=train.lr, eps=train.adam_eps, betas=(train.adam_beta1, train.adam_beta2),
+                            fused=device.type in ("cpu", "cuda"))
+
+
 def initialise_from(model: torch.nn.Module, source: str) -> dict:
     """Copy matching parameters from another run or checkpoint; report what did not match."""
     path = checkpoint.resolve(source)
@@ -105,9 +112,7 @@ class Trainer:
         torch.manual_seed(config.train.seed)
         self.model = self.task.build_model(config, self.data).to(self.device)
         self.net = self.model  # what the loss runs through: the model, or its DDP wrapper
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=config.train.lr, eps=config.train.adam_eps,
-            betas=(config.train.adam_beta1, config.train.adam_beta2))
+        self.optimizer = adam(self.model.parameters(), config.train, self.device)
         self.sampler = torch.Generator(device=self.device)
         self.sampler.manual_seed(config.train.seed + 1)
         self.progress = Progress(lr=config.train.lr)
