@@ -54,6 +54,7 @@ class ModelConfig:
     temperature: float = 0.1  # vae-gumbel
     posterior_param: str = "auto"  # q's scores: independent (the inference network's, the paper's) | residual (the prior's plus the network's) | auto (residual for vae-dirichlet only)
     enum_block: int = 2048  # (target token x source position) cells per block of exact enumeration
+    jump_width: int = 8  # hmm: jumps s - s' get a learned score each in -jump_width..jump_width; wider ones share the edge's
 
 
 @dataclass
@@ -218,7 +219,7 @@ _RANGES = {
     "data.max_sentences": _COUNT,
     **{f"model.{k}": _POSITIVE for k in ("emb_size", "enc_hidden", "enc_layers", "dec_hidden", "dec_layers",
                                          "attn_size", "inf_hidden", "inf_layers", "samples", "temperature",
-                                         "enum_block", "init_range")},
+                                         "enum_block", "init_range", "jump_width")},
     "model.output_size": _COUNT,
     "model.dropout": _FRACTION,
     **{f"train.{k}": _POSITIVE for k in ("epochs", "lr", "adam_eps", "clip_norm", "eval_samples",

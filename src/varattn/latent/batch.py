@@ -16,11 +16,12 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from varattn.latent.chain import chain_forward
 from varattn.latent.evaluation import evaluation_terms
 from varattn.latent.modes import Mode
-from varattn.latent.objectives import Likelihood, objective
+from varattn.latent.objectives import Likelihood, entropy, objective
 
-__all__ = ["LatentOutput", "batch_objective", "evaluation_sums", "posterior_scores"]
+__all__ = ["LatentOutput", "batch_objective", "evaluation_sums", "posterior_scores", "token_terms"]
 
 
 def posterior_scores(mode: Mode, form: str, prior: Tensor, network: Tensor) -> Tensor:
@@ -50,6 +51,10 @@ class LatentOutput:
     or None; mask ``[..., S]`` bool (broadcastable, True = real position); likelihood for the queries
     ``[...]``; queries ``[...]`` bool, True on the queries that count (e.g. real target tokens), or float
     weights (e.g. the share of annotators who gave each scored answer).
+
+    For a chain mode (:attr:`Mode.chain`) the queries ``[B, T]`` are the steps of a sequence, ``prior``
+    holds the transitions' content scores and ``jumps`` ``[B or 1, S + 1, S]`` the jump scores of
+    :mod:`varattn.latent.chain`; None otherwise.
     """
 
     prior: Tensor
@@ -57,6 +62,7 @@ class LatentOutput:
     mask: Tensor
     likelihood: Likelihood
     queries: Tensor
+    jumps: Optional[Tensor] = None
 
 
 def _weights(queries: Tensor) -> Tensor:
@@ -71,8 +77,12 @@ def batch_objective(mode: Mode, out: LatentOutput, *, samples: int = 1, temperat
     Returns ``(loss, stats)``: ``loss`` a scalar; ``stats`` holds ``tokens`` (how many queries the loss
     is normalised by, an int), and the sums ``nll`` and ``kl`` over those queries (floats).
     """
-    terms = objective(mode.name, out.likelihood, out.prior, out.posterior, out.mask, samples=samples,
-                      temperature=temperature, generator=generator, **({"warmup": True} if warmup else {}))
+    if mode.chain:
+        nll = -_chain(out).increments
+        terms = _ChainTerms(nll, nll.detach(), torch.zeros_like(nll))
+    else:
+        terms = objective(mode.name, out.likelihood, out.prior, out.posterior, out.mask, samples=samples,
+                          temperature=temperature, generator=generator, **({"warmup": True} if warmup else {}))
     keep = out.queries.bool()
     count = int(keep.sum())
     loss = terms.loss.masked_fill(~keep, 0.0).sum() / max(count, 1)
@@ -81,11 +91,43 @@ def batch_objective(mode: Mode, out: LatentOutput, *, samples: int = 1, temperat
     return loss, stats
 
 
+@dataclass
+class _ChainTerms:
+    loss: Tensor
+    nll: Tensor
+    kl: Tensor
+
+
+def _chain(out: LatentOutput, kmax: int = 0, emissions: Optional[Tensor] = None):
+    if out.jumps is None:
+        raise ValueError("a chain mode needs the model's jump scores (LatentOutput.jumps)")
+    emissions = out.likelihood.enumerate() if emissions is None else emissions
+    return chain_forward(emissions, out.prior, out.jumps, out.mask, out.queries.bool(), kmax=kmax)
+
+
+def token_terms(mode: Mode, out: LatentOutput, *, kmax: tuple[int, ...] = (), samples: int = 10,
+                generator: Optional[torch.Generator] = None) -> dict[str, Tensor]:
+    """Every reported quantity per query ``[...]`` (see :func:`varattn.latent.evaluation_terms`), detached.
+
+    For a chain mode: ``nll`` is -log p(y_t | y_<t) by the forward algorithm (its sum over a sequence is
+    -log p(y)), ``kmax{K}`` the same with each step's predictive truncated to K positions, and
+    ``entropy`` that of the predictive p(z_t | y_<t), the chain's prior for the step."""
+    if not mode.chain:
+        return evaluation_terms(mode, out.likelihood, out.prior, out.posterior, out.mask, kmax=kmax,
+                                samples=samples, generator=generator)
+    with torch.no_grad():
+        emissions = out.likelihood.enumerate()
+        forward = _chain(out, emissions=emissions)
+        terms = {"nll": -forward.increments, "entropy": entropy(forward.predictive, out.mask)}
+        for k in kmax:
+            terms[f"kmax{k}"] = -_chain(out, kmax=k, emissions=emissions).increments
+        return terms
+
+
 def evaluation_sums(mode: Mode, out: LatentOutput, *, kmax: tuple[int, ...] = (), samples: int = 10,
                     generator: Optional[torch.Generator] = None) -> dict[str, Tensor]:
-    """Sums over the weighted queries of every term of :func:`varattn.latent.modes.evaluation_terms`,
-    as float64 scalars (divide by the number of queries to report a mean)."""
-    terms = evaluation_terms(mode, out.likelihood, out.prior, out.posterior, out.mask, kmax=kmax,
-                             samples=samples, generator=generator)
+    """Sums over the weighted queries of every term of :func:`token_terms`, as float64 scalars (divide
+    by the number of queries to report a mean)."""
+    terms = token_terms(mode, out, kmax=kmax, samples=samples, generator=generator)
     weights = _weights(out.queries).double()
     return {name: (value.double() * weights).masked_fill(weights == 0, 0.0).sum() for name, value in terms.items()}

@@ -28,6 +28,9 @@ class Mode:
     relaxed: the training objective uses a continuous relaxation (Gumbel-softmax or Dirichlet).
     warmup: has a warm-up objective for its first steps (``train.dirichlet_warmup_steps``).
     soft_context: the model predicts from the expected context (no latent variable at test time).
+    chain: the alignments of one sequence form a first-order chain (:mod:`varattn.latent.chain`): the
+        model also gives jump scores, and the likelihood, its K-max truncation, posteriors and decoding
+        run over the whole sequence, not query by query.
     residual_posterior: q's scores are by default the prior's plus the inference network's (see
         :func:`varattn.latent.posterior_scores`), not the network's alone.
     loss: the objective's function (private to :mod:`varattn.latent.objectives`).
@@ -43,6 +46,7 @@ class Mode:
     warmup: bool = False
     soft_context: bool = False
     residual_posterior: bool = False
+    chain: bool = False
     loss: Callable[[Any], Any] = field(default=None, compare=False, repr=False)  # the objective's function
 
     @property

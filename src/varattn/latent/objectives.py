@@ -34,6 +34,8 @@ vae-rws       :math:`\log \frac1K \sum_k p(z_k) e^{\ell(z_k)} / q(z_k)`  reweigh
                                                                         self-normalised in log space
 vae-dirichlet :math:`E_{Dir(\alpha_q)}[\ell(z)] - KL(Dir(\alpha_q) \|`  reparameterised (implicit Gamma
               :math:`Dir(\alpha_p))`, :math:`\alpha = e^{\text{score}}`  gradients); KL closed form
+hmm           :math:`\log \sum_{z_{1:T}} \prod_t p(z_t|z_{t-1}) e^{\ell_t(z_t)}`  exact, by the forward algorithm
+                                                                        (:mod:`varattn.latent.chain`)
 ============= ========================================================= =========================================
 
 Surrogate losses per query, with K samples (``samples=K``; always averaged, never an extra output
@@ -392,6 +394,11 @@ def _vae_dirichlet(pb: _Problem) -> _Out:
     return nll + kl, nll, kl
 
 
+def _sequence_only(pb: _Problem) -> _Out:
+    raise ValueError("mode 'hmm' couples the queries of a sequence: its loss comes from "
+                     "varattn.latent.batch_objective (or varattn.latent.chain), not query by query")
+
+
 #: every mode, once: its properties (see :class:`~varattn.latent.modes.Mode`) and its objective
 MODE_RECORDS: dict[str, Mode] = {m.name: m for m in (
     Mode("soft", enumerable=False, soft_context=True, loss=_soft),
@@ -404,6 +411,7 @@ MODE_RECORDS: dict[str, Mode] = {m.name: m for m in (
     Mode("vae-rws", posterior=True, sampled=True, loss=_vae_rws),
     Mode("vae-dirichlet", posterior=True, enumerable=False, relaxed=True, warmup=True, residual_posterior=True,
          loss=_vae_dirichlet),
+    Mode("hmm", chain=True, loss=_sequence_only),
 )}
 
 #: every mode's name, in the paper's order

@@ -20,9 +20,11 @@ from torch import Tensor, nn
 from varattn.modules.attention import MLPScorer
 from varattn.config import ModelConfig
 from varattn.latent import LatentOutput, get_mode, kmax_log_probs, masked_log_softmax, posterior_scores
+from varattn.models.chain_decoding import ChainState, chain_step
 from varattn.models.protocol import DecodeStep
 from varattn.data.vocab import PAD
 from varattn.modules.inference import InferenceNetwork
+from varattn.modules.jumps import JumpScores
 from varattn.modules.output import OutputLayer, TokenLikelihood
 from varattn.modules.rnn import run_packed
 
@@ -177,6 +179,7 @@ class Seq2Seq(nn.Module):
         if self.mode.posterior:
             self.inference = InferenceNetwork(self.src_embedding, self.tgt_embedding, config.inf_hidden,
                                               config.inf_layers, config.dropout)
+        self.jumps = JumpScores(config.jump_width) if self.mode.chain else None
         self.reset_parameters()
 
     @classmethod
@@ -215,15 +218,21 @@ class Seq2Seq(nn.Module):
         if self.inference is not None:
             posterior = posterior_scores(self.mode, self.config.posterior_param, prior,
                                          self.inference(src, src_lengths, tgt_out, tgt_lengths))
-        return LatentOutput(prior, posterior, encoded.mask[:, None, :], likelihood, tgt_out != PAD)
+        jumps = None if self.jumps is None else self.jumps(src.size(1))
+        return LatentOutput(prior, posterior, encoded.mask[:, None, :], likelihood, tgt_out != PAD, jumps)
 
-    def start(self, encoded: Encoded) -> DecoderState:
-        """The decoder state before the first word (decoding protocol)."""
-        return self.decoder.start(encoded)
+    def start(self, encoded: Encoded) -> DecoderState | ChainState:
+        """The decoder state before the first word (decoding protocol); wrapped with the chain's
+        forward vector for a chain mode."""
+        state = self.decoder.start(encoded)
+        return ChainState(state) if self.mode.chain else state
 
     def step(self, encoded: Encoded, state: DecoderState, prev_tokens: Tensor, kmax: int = 0) -> DecodeStep:
         """One decoding step for rows ``[N]`` (decoding protocol): next-word log-probabilities ``[N, V]``,
         prior scores ``[N, S]`` and the next state."""
+        if self.mode.chain:
+            hidden, prior, inner = self.decoder.step(encoded, state.inner, prev_tokens)
+            return chain_step(self, encoded, state, prev_tokens, hidden, prior, inner, kmax=kmax)
         hidden, prior, state = self.decoder.step(encoded, state, prev_tokens)
         return DecodeStep(self.next_log_probs(encoded, hidden, prior, kmax=kmax), prior, state)
 

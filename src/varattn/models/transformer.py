@@ -29,8 +29,10 @@ from varattn.config import TransformerConfig
 from varattn.data.vocab import PAD
 from varattn.errors import UserError
 from varattn.latent import LatentOutput, get_mode, posterior_scores
+from varattn.models.chain_decoding import ChainState, chain_step
 from varattn.models.protocol import DecodeStep
 from varattn.models.seq2seq import Seq2Seq
+from varattn.modules.jumps import JumpScores
 from varattn.modules.output import OutputLayer, TokenLikelihood
 
 
@@ -296,6 +298,7 @@ class TransformerSeq2Seq(nn.Module):
         self.align = AlignmentAttention(t.width, t.align_size or t.width)
         self.output = OutputLayer(t.width, t.width, output_size, tgt_vocab, t.dropout)
         self.inference = TransformerInference(self.tgt_embedding, t) if self.mode.posterior else None
+        self.jumps = JumpScores(self.config.jump_width) if self.mode.chain else None
         self.reset_parameters()
 
     @classmethod
@@ -353,7 +356,8 @@ class TransformerSeq2Seq(nn.Module):
         if self.inference is not None:
             posterior = posterior_scores(self.mode, self.config.posterior_param, prior,
                                          self.inference(encoded.memory, tgt_out))
-        return LatentOutput(prior, posterior, encoded.mask[:, None, :], likelihood, tgt_out != PAD)
+        jumps = None if self.jumps is None else self.jumps(src.size(1))
+        return LatentOutput(prior, posterior, encoded.mask[:, None, :], likelihood, tgt_out != PAD, jumps)
 
     # -- decoding protocol ------------------------------------------------------------------------
 
@@ -362,7 +366,8 @@ class TransformerSeq2Seq(nn.Module):
         rows = encoded.memory.size(0)
         t = self.transformer
         empty = encoded.memory.new_zeros(rows, t.heads, 0, t.width // t.heads)
-        return Cache([empty] * len(self.layers), [empty] * len(self.layers), 0)
+        cache = Cache([empty] * len(self.layers), [empty] * len(self.layers), 0)
+        return ChainState(cache) if self.mode.chain else cache
 
     def step_hidden(self, encoded: Encoded, cache: Cache, prev_tokens: Tensor) -> tuple[Tensor, Cache]:
         """One word for rows ``[N]`` against the cache: top state ``[N, D]`` and the longer cache."""
@@ -378,6 +383,10 @@ class TransformerSeq2Seq(nn.Module):
     def step(self, encoded: Encoded, state: Cache, prev_tokens: Tensor, kmax: int = 0) -> DecodeStep:
         """One decoding step (decoding protocol): next-word log-probabilities ``[N, V]``, prior scores
         ``[N, S]``, the extended cache; the prefix is never re-run."""
+        if self.mode.chain:
+            hidden, inner = self.step_hidden(encoded, state.inner, prev_tokens)
+            prior = self.align(hidden, encoded.align_keys)
+            return chain_step(self, encoded, state, prev_tokens, hidden, prior, inner, kmax=kmax)
         hidden, state = self.step_hidden(encoded, state, prev_tokens)
         prior = self.align(hidden, encoded.align_keys)
         return DecodeStep(self.next_log_probs(encoded, hidden, prior, kmax=kmax), prior, state)

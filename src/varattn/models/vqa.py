@@ -42,7 +42,7 @@ from varattn.errors import UserError
 def vqa_supports(mode: latent.Mode) -> bool:
     """The test-time answer distribution is exact (the expected context, or the marginal over regions),
     so VQA takes every mode whose prior can be enumerated, or ``soft``."""
-    return mode.enumerable or mode.soft_context
+    return (mode.enumerable or mode.soft_context) and not mode.chain
 
 
 @dataclass
