@@ -107,3 +107,57 @@ def test_eos_is_part_of_the_chain():
     batch = make_batch([([4, 5, 6], [7, 8])])
     out = model(*batch)
     assert out.queries.sum().item() == 3 and batch[3][0, 2].item() == EOS
+
+
+def test_align_gives_the_chain_posterior_and_viterbi(synthetic_data, tmp_path):
+    """Train a tiny hmm run, align the synthetic test split: the posterior matrices equal an independent
+    forward-backward in float64 over the same model outputs, Viterbi rows are one-hot, AER is scored."""
+    import json
+
+    import numpy as np
+
+    from varattn.analysis.report import run_align
+    from varattn.data.text.prepared import load_prepared
+    from varattn.training.runs import load_run
+    from varattn.training.trainer import train
+
+    from conftest import tiny_config
+
+    train(tiny_config(synthetic_data, "hmm", max_steps=6, lr=0.01), tmp_path / "run")
+    run = load_run(tmp_path / "run", torch.device("cpu"))
+    data = load_prepared(synthetic_data)
+    summary = run_align(run, tmp_path / "align", data=data, split="test", limit=40, pictures=0,
+                        formats=("png",))
+    document = json.loads((tmp_path / "align" / "alignments.json").read_text(encoding="utf-8"))
+    assert document["distributions"] == ["prior", "posterior", "viterbi"]
+    assert set(summary["scores"]) >= {"prior", "posterior", "viterbi"}
+    record = min(document["pairs"], key=lambda r: len(r["src"]) ** len(r["tgt"]))
+    src = torch.tensor([run.data.src_vocab.encode(record["src"])])
+    tgt = run.data.tgt_vocab.encode(record["tgt"][:-1])
+    batch = make_batch([(src[0].tolist(), tgt)])
+    model = run.model.double().eval()
+    with torch.no_grad():
+        out = model(*batch)
+        emissions = out.likelihood.enumerate().double()
+    # brute force over every path (the pair is short enough: S^T at most a few hundred thousand)
+    import itertools
+    S, T = len(record["src"]), len(record["tgt"])
+    assert S ** T <= 200_000, "the test needs a shorter pair for its brute force"
+    prior, jumps = out.prior[0].double(), out.jumps[0].double()
+    marg = torch.zeros(T, S, dtype=torch.float64)
+    values, paths = [], []
+    for path in itertools.product(range(S), repeat=T):
+        total, prev = 0.0, -1
+        for t, s in enumerate(path):
+            row = prior[t] + jumps[prev + 1]
+            total += float(row[s] - torch.logsumexp(row, 0)) + float(emissions[0, t, s])
+            prev = s
+        values.append(total)
+        paths.append(path)
+    weights = torch.tensor(values).sub(torch.tensor(values).logsumexp(0)).exp()
+    for w, path in zip(weights, paths):
+        for t, s in enumerate(path):
+            marg[t, s] += w
+    np.testing.assert_allclose(np.array(record["posterior"]), marg.numpy(), atol=2e-5)
+    viterbi = np.array(record["viterbi"])
+    assert set(np.unique(viterbi)) <= {0.0, 1.0} and (viterbi.sum(-1) == 1).all()

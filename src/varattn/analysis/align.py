@@ -6,6 +6,9 @@ gives, per target position t, a distribution over the source tokens:
 - ``prior``: p(z_t | x, y<t), the attention the decoder computes (a latent model's prior);
 - ``posterior``: q(z_t | x, y), the inference network's, for ``vae-*`` models;
 - ``attention``: a ``soft`` model's attention (the same network as a prior, named as it is used);
+- for ``hmm`` (a first-order chain): ``prior`` is the chain's predictive p(z_t | x, y<t), ``posterior``
+  the exact posterior marginal p(z_t | x, y) by forward–backward (it reads the whole reference, past
+  and future), ``viterbi`` the most probable path as one-hot rows;
 - ``cross``: a Transformer's soft cross-attention (``model.select_heads(layer, head)``; default the
   average over decoder layers and heads), the baseline a latent alignment is compared with.
 
@@ -50,6 +53,8 @@ def distributions(mode: str, has_posterior: bool) -> tuple[str, ...]:
     """The names of the matrices a model of ``mode`` gives, in display order."""
     if get_mode(mode).soft_context:
         return ("attention",)
+    if get_mode(mode).chain:
+        return ("prior", "posterior", "viterbi")
     return ("prior", "posterior") if has_posterior else ("prior",)
 
 
@@ -120,7 +125,7 @@ def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[
     for rows in batches:
         batch = collate(pairs, rows).to(device)
         fwd = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
-        scores = dict(zip(names, (fwd.prior, fwd.posterior)))
+        scores = _chain_scores(fwd) if model.mode.chain else dict(zip(names, (fwd.prior, fwd.posterior)))
         probs = {k: latent.masked_log_softmax(v.float(), fwd.mask).exp().cpu().numpy() for k, v in scores.items()}
         ents = {k: latent.entropy(v.float(), fwd.mask).masked_fill(~fwd.queries, 0.0).sum(-1).cpu()
                 for k, v in scores.items()}
@@ -137,6 +142,19 @@ def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[
                 entropy={k: float(e[row]) / T for k, e in ents.items()})
     model.train(was_training)
     return results  # type: ignore[return-value]
+
+
+def _chain_scores(fwd: latent.LatentOutput) -> dict:
+    """A chain model's three matrices as log-scores ``[B, T, S]``: its predictive, the forward–backward
+    posterior marginals, and the Viterbi path (log 1 on the path, log 0 elsewhere)."""
+    emissions = fwd.likelihood.enumerate()
+    steps = fwd.queries.bool()
+    forward = latent.chain_forward(emissions, fwd.prior, fwd.jumps, fwd.mask, steps)
+    marginals = latent.chain_marginals(emissions, fwd.prior, fwd.jumps, fwd.mask, steps)
+    path, _ = latent.chain_viterbi(emissions, fwd.prior, fwd.jumps, fwd.mask, steps)
+    one_hot = torch.nn.functional.one_hot(path, emissions.size(-1)).bool()
+    return {"prior": forward.predictive, "posterior": marginals.clamp_min(1e-30).log(),
+            "viterbi": torch.where(one_hot, 0.0, -1e30)}
 
 
 def _check_vocab(run: LoadedRun, data: PreparedData) -> None:
