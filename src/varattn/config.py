@@ -54,6 +54,7 @@ class ModelConfig:
     temperature: float = 0.1  # vae-gumbel
     posterior_param: str = "auto"  # q's scores: independent (the inference network's, the paper's) | residual (the prior's plus the network's) | auto (residual for vae-dirichlet only)
     enum_block: int = 2048  # (target token x source position) cells per block of exact enumeration
+    emission: str = "state"  # what predicts the word at an aligned position: state (decoder state and source word, the paper's) | source (the source word alone: a lexical model, enumeration T times cheaper; for aligners)
     jump_width: int = 8  # hmm: jumps s - s' get a learned score each in -jump_width..jump_width; wider ones share the edge's
 
 
@@ -190,6 +191,8 @@ class Config:
         _check_transformer(self, fail)
         if self.model.posterior_param not in POSTERIOR_PARAMS:
             fail("model.posterior_param", "is not a form of the posterior", f"use one of {', '.join(POSTERIOR_PARAMS)}")
+        if self.model.emission not in ("state", "source"):
+            fail("model.emission", "is not a kind of emission", "use state or source")
         if not self.data.train_split or not self.data.valid_split:
             fail("data.train_split" if not self.data.train_split else "data.valid_split", "is empty",
                  "name a split of the prepared folder, e.g. train / valid")

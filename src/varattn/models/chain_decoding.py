@@ -70,7 +70,7 @@ def chain_step(model, encoded, state: ChainState, prev_tokens: Tensor, hidden: T
     if 0 < kmax < predictive.size(-1):
         predictive = kmax_log_probs(predictive, mask, kmax).clamp_min(-1e30)
     weights = predictive.exp()                                                         # zero off the support
-    hidden_proj = model.output.from_hidden(hidden)
+    hidden_proj = model.output_query(hidden)
     rows = max(1, cells // encoded.out_memory.size(1))
     pieces, normalisers = [], []
     for start in range(0, hidden_proj.size(0), rows):

@@ -25,7 +25,7 @@ from varattn.models.protocol import DecodeStep
 from varattn.data.vocab import PAD
 from varattn.modules.inference import InferenceNetwork
 from varattn.modules.jumps import JumpScores
-from varattn.modules.output import OutputLayer, TokenLikelihood
+from varattn.modules.output import OutputLayer, SourceLikelihood, TokenLikelihood
 from varattn.modules.rnn import run_packed
 
 
@@ -212,8 +212,8 @@ class Seq2Seq(nn.Module):
         prior and posterior scores ``[B, T, S]``, mask ``[B, 1, S]`` and queries ``[B, T]`` (real target tokens)."""
         encoded = self.encode(src, src_lengths)
         hidden, prior = self.decoder(encoded, tgt_in)
-        likelihood = TokenLikelihood(self.output, self.output.from_hidden(hidden), encoded.out_memory,
-                                     tgt_out, self.config.enum_block)
+        kind = SourceLikelihood if self.config.emission == "source" else TokenLikelihood
+        likelihood = kind(self.output, self.output_query(hidden), encoded.out_memory, tgt_out, self.config.enum_block)
         posterior = None
         if self.inference is not None:
             posterior = posterior_scores(self.mode, self.config.posterior_param, prior,
@@ -236,6 +236,11 @@ class Seq2Seq(nn.Module):
         hidden, prior, state = self.decoder.step(encoded, state, prev_tokens)
         return DecodeStep(self.next_log_probs(encoded, hidden, prior, kmax=kmax), prior, state)
 
+    def output_query(self, hidden: Tensor) -> Tensor:
+        """``[..., H]`` -> the decoder state's share of the output layer ``[..., O]`` (see
+        :meth:`varattn.modules.output.OutputLayer.query`)."""
+        return self.output.query(hidden, self.config.emission)
+
     def next_log_probs(self, encoded: Encoded, hidden: Tensor, scores: Tensor, kmax: int = 0,
                        soft: bool | None = None, cells: int = 512) -> Tensor:
         """Next-word log-probabilities ``[N, V]`` at a decoding step.
@@ -253,7 +258,7 @@ class Seq2Seq(nn.Module):
         """
         soft = self.mode.soft_context if soft is None else soft
         log_prior = masked_log_softmax(scores.float(), encoded.mask)
-        hidden_proj = self.output.from_hidden(hidden)
+        hidden_proj = self.output_query(hidden)
         if soft:
             context = torch.bmm(log_prior.exp().to(encoded.out_memory.dtype)[:, None, :],
                                 encoded.out_memory).squeeze(1)

@@ -33,7 +33,7 @@ from varattn.models.chain_decoding import ChainState, chain_step
 from varattn.models.protocol import DecodeStep
 from varattn.models.seq2seq import Seq2Seq
 from varattn.modules.jumps import JumpScores
-from varattn.modules.output import OutputLayer, TokenLikelihood
+from varattn.modules.output import OutputLayer, SourceLikelihood, TokenLikelihood
 
 
 def sinusoids(positions: Tensor, width: int) -> Tensor:
@@ -348,10 +348,11 @@ class TransformerSeq2Seq(nn.Module):
         encoded = self.encode(src, src_lengths)
         hidden = self.decode(encoded, tgt_in)
         prior = self.align(hidden, encoded.align_keys)
-        hidden_proj = self.output.from_hidden(hidden)
+        hidden_proj = self.output_query(hidden)
         args = (self.output, hidden_proj, encoded.out_memory, tgt_out, self.config.enum_block)
         smoothing = self.transformer.label_smoothing if self.mode.soft_context else 0.0
-        likelihood = SmoothedLikelihood(*args, smoothing=smoothing) if smoothing else TokenLikelihood(*args)
+        plain = SourceLikelihood if self.config.emission == "source" else TokenLikelihood
+        likelihood = SmoothedLikelihood(*args, smoothing=smoothing) if smoothing else plain(*args)
         posterior = None
         if self.inference is not None:
             posterior = posterior_scores(self.mode, self.config.posterior_param, prior,
@@ -390,6 +391,8 @@ class TransformerSeq2Seq(nn.Module):
         hidden, state = self.step_hidden(encoded, state, prev_tokens)
         prior = self.align(hidden, encoded.align_keys)
         return DecodeStep(self.next_log_probs(encoded, hidden, prior, kmax=kmax), prior, state)
+
+    output_query = Seq2Seq.output_query
 
     # the LSTM model's rule, unchanged: soft context, exact marginal over positions, or K-max
     next_log_probs = Seq2Seq.next_log_probs

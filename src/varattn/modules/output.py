@@ -33,6 +33,14 @@ class OutputLayer(nn.Module):
         self.generator = nn.Linear(output_size, vocab)
         self.dropout = nn.Dropout(dropout)
 
+    def query(self, hidden: Tensor, emission: str = "state") -> Tensor:
+        """The decoder state's share of the pre-activation ``[..., O]``: ``W_h h + b`` with
+        ``emission="state"`` (the paper's), or the bias alone with ``emission="source"``, where the word
+        is predicted from the attended source vector only (``p(y | x_s)``, a lexical model)."""
+        if emission == "source":
+            return self.from_hidden.bias.expand(*hidden.shape[:-1], -1)
+        return self.from_hidden(hidden)
+
     def log_probs(self, pre: Tensor) -> Tensor:
         """pre-activation ``[..., O]`` -> log-probabilities ``[..., V]`` in float32."""
         return F.log_softmax(self.generator(self.dropout(torch.tanh(pre))).float(), dim=-1)
@@ -104,3 +112,19 @@ class TokenLikelihood:
                                      generator.bias, self.block // max(1, sources), self.layer.dropout.p,
                                      self.layer.training)
         return values.view(batch, length, sources)
+
+
+class SourceLikelihood(TokenLikelihood):
+    """:class:`TokenLikelihood` for an emission that ignores the decoder state (``hidden_proj`` is the
+    output layer's bias for every token): ``log p(y | x_s)`` depends on the source position alone, so
+    :meth:`enumerate` normalises over V once per source position — ``[B, S, V]`` — and gathers every
+    target token from it, T times less work than one softmax per (token, position) cell."""
+
+    def enumerate(self) -> Tensor:
+        """``log p(y_t | x_s)`` ``[B, T, S]`` (float32; float64 for float64 inputs)."""
+        bias = self.hidden_proj[:, :1, :]                                             # [B, 1, O]
+        logits = self.layer.generator(self.layer.dropout(torch.tanh(self.out_memory + bias)))  # [B, S, V]
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        log_probs = logits.to(dtype).log_softmax(-1)
+        index = self.targets[:, None, :].expand(-1, log_probs.size(1), -1)            # [B, S, T]
+        return log_probs.gather(-1, index).transpose(1, 2)
