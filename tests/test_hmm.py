@@ -161,3 +161,19 @@ def test_align_gives_the_chain_posterior_and_viterbi(synthetic_data, tmp_path):
     np.testing.assert_allclose(np.array(record["posterior"]), marg.numpy(), atol=2e-5)
     viterbi = np.array(record["viterbi"])
     assert set(np.unique(viterbi)) <= {0.0, 1.0} and (viterbi.sum(-1) == 1).all()
+
+
+def test_jump_only_transitions_and_the_sloped_start():
+    """transition=jump: a move's probability is softmax over s of J(s - s') alone, the same for every
+    decoder state; jump_slope starts J at -slope * |d - 1|."""
+    model = Seq2Seq(ModelConfig(mode="hmm", transition="jump", jump_slope=0.5, jump_width=3, **TINY_MODEL),
+                    30, 25).double().eval()
+    assert model.jumps.bias.tolist() == [-0.5 * abs(d - 1) for d in range(-3, 4)]
+    batch = make_batch(random_sentences(3, torch.Generator().manual_seed(5)))
+    out = model(*batch)
+    assert out.prior.abs().sum() == 0
+    transitions = latent.chain_transitions(out.prior, out.jumps, out.mask)
+    src_len = batch[1][0].item()
+    table = model.jumps(batch[0].size(1))[0, :, :src_len]
+    expected = table - table.logsumexp(-1, keepdim=True)
+    assert torch.allclose(transitions[0, 2, :, :src_len], expected, atol=1e-12)

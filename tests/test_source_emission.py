@@ -27,9 +27,10 @@ def test_enumeration_equals_the_per_cell_path_and_one_hot_calls():
     assert torch.allclose(called.double(), fast, atol=1e-5)  # calls give float32
 
 
+@pytest.mark.parametrize("emission", ["source", "word"])
 @pytest.mark.parametrize("mode", ["hmm", "marginal", "soft"])
-def test_the_decoder_state_does_not_reach_the_emission(mode):
-    model = Seq2Seq(ModelConfig(mode=mode, emission="source", **TINY_MODEL), 30, 25).double().eval()
+def test_the_decoder_state_does_not_reach_the_emission(mode, emission):
+    model = Seq2Seq(ModelConfig(mode=mode, emission=emission, **TINY_MODEL), 30, 25).double().eval()
     batch = make_batch(random_sentences(3, torch.Generator().manual_seed(1)))
     out = model(*batch)
     if mode != "soft":
@@ -45,4 +46,5 @@ def test_the_decoder_state_does_not_reach_the_emission(mode):
     loss, _ = latent.batch_objective(model.mode, out)
     loss.backward()
     assert model.output.from_hidden.weight.grad is None or model.output.from_hidden.weight.grad.abs().sum() == 0
-    assert model.output.from_memory.weight.grad.abs().sum() > 0
+    used = model.output.from_memory if emission == "source" else model.word_memory
+    assert used.weight.grad.abs().sum() > 0

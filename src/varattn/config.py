@@ -54,7 +54,9 @@ class ModelConfig:
     temperature: float = 0.1  # vae-gumbel
     posterior_param: str = "auto"  # q's scores: independent (the inference network's, the paper's) | residual (the prior's plus the network's) | auto (residual for vae-dirichlet only)
     enum_block: int = 2048  # (target token x source position) cells per block of exact enumeration
-    emission: str = "state"  # what predicts the word at an aligned position: state (decoder state and source word, the paper's) | source (the source word alone: a lexical model, enumeration T times cheaper; for aligners)
+    emission: str = "state"  # what predicts the word at an aligned position: state (decoder state and source word, the paper's) | source (the source vector alone: enumeration T times cheaper) | word (the source word's embedding alone, no context: a neural lexical translation table, for aligners; rnn only)
+    transition: str = "content"  # hmm: a move's score is content (the attention score of the new position plus its jump's) | jump (the jump's alone: the classical HMM aligner's distortion model)
+    jump_slope: float = 0.0  # hmm: jump scores start at -jump_slope * |d - 1| (0 = flat, the chain starts as marginal; > 0 favours the next word)
     jump_width: int = 8  # hmm: jumps s - s' get a learned score each in -jump_width..jump_width; wider ones share the edge's
 
 
@@ -191,8 +193,12 @@ class Config:
         _check_transformer(self, fail)
         if self.model.posterior_param not in POSTERIOR_PARAMS:
             fail("model.posterior_param", "is not a form of the posterior", f"use one of {', '.join(POSTERIOR_PARAMS)}")
-        if self.model.emission not in ("state", "source"):
-            fail("model.emission", "is not a kind of emission", "use state or source")
+        if self.model.transition not in ("content", "jump"):
+            fail("model.transition", "is not a kind of transition", "use content or jump")
+        if self.model.emission not in ("state", "source", "word"):
+            fail("model.emission", "is not a kind of emission", "use state, source or word")
+        if self.model.emission == "word" and self.model.arch != "rnn":
+            fail("model.emission", f"word is for the rnn architecture, not {self.model.arch}", "use state or source")
         if not self.data.train_split or not self.data.valid_split:
             fail("data.train_split" if not self.data.train_split else "data.valid_split", "is empty",
                  "name a split of the prepared folder, e.g. train / valid")
@@ -223,6 +229,7 @@ _RANGES = {
     **{f"model.{k}": _POSITIVE for k in ("emb_size", "enc_hidden", "enc_layers", "dec_hidden", "dec_layers",
                                          "attn_size", "inf_hidden", "inf_layers", "samples", "temperature",
                                          "enum_block", "init_range", "jump_width")},
+    "model.jump_slope": _COUNT,
     "model.output_size": _COUNT,
     "model.dropout": _FRACTION,
     **{f"train.{k}": _POSITIVE for k in ("epochs", "lr", "adam_eps", "clip_norm", "eval_samples",

@@ -66,6 +66,8 @@ def chain_step(model, encoded, state: ChainState, prev_tokens: Tensor, hidden: T
     if state.predictive is not None:
         _, filtered = chain_update(state.predictive, _emission(model, encoded, state, prev_tokens))
     jumps = model.jumps(mask.size(1))
+    if model.config.transition == "jump":
+        scores = torch.zeros_like(scores)
     predictive = chain_step_prior(scores.float(), jumps, mask, filtered)              # [N, S]
     if 0 < kmax < predictive.size(-1):
         predictive = kmax_log_probs(predictive, mask, kmax).clamp_min(-1e30)

@@ -179,7 +179,9 @@ class Seq2Seq(nn.Module):
         if self.mode.posterior:
             self.inference = InferenceNetwork(self.src_embedding, self.tgt_embedding, config.inf_hidden,
                                               config.inf_layers, config.dropout)
-        self.jumps = JumpScores(config.jump_width) if self.mode.chain else None
+        self.jumps = JumpScores(config.jump_width, config.jump_slope) if self.mode.chain else None
+        # emission "word": the output layer reads the source word's embedding, not its BiLSTM vector
+        self.word_memory = nn.Linear(config.emb_size, output_size, bias=False) if config.emission == "word" else None
         self.reset_parameters()
 
     @classmethod
@@ -194,6 +196,8 @@ class Seq2Seq(nn.Module):
         with torch.no_grad():
             self.src_embedding.weight[PAD].zero_()
             self.tgt_embedding.weight[PAD].zero_()
+        if self.jumps is not None:
+            self.jumps.reset_parameters()
 
     @property
     def has_posterior(self) -> bool:
@@ -203,8 +207,11 @@ class Seq2Seq(nn.Module):
         """src ``[B, S]``, src_lengths ``[B]`` -> :class:`Encoded`."""
         memory = self.encoder(src, src_lengths)
         mask = src != PAD
-        return Encoded(memory, self.decoder.scorer.project_memory(memory),
-                       self.output.from_memory(memory), mask, src_lengths)
+        if self.word_memory is not None:
+            out_memory = self.word_memory(self.encoder.dropout(self.src_embedding(src)))
+        else:
+            out_memory = self.output.from_memory(memory)
+        return Encoded(memory, self.decoder.scorer.project_memory(memory), out_memory, mask, src_lengths)
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor,
                 tgt_lengths: Tensor) -> LatentOutput:
@@ -212,13 +219,15 @@ class Seq2Seq(nn.Module):
         prior and posterior scores ``[B, T, S]``, mask ``[B, 1, S]`` and queries ``[B, T]`` (real target tokens)."""
         encoded = self.encode(src, src_lengths)
         hidden, prior = self.decoder(encoded, tgt_in)
-        kind = SourceLikelihood if self.config.emission == "source" else TokenLikelihood
+        kind = TokenLikelihood if self.config.emission == "state" else SourceLikelihood
         likelihood = kind(self.output, self.output_query(hidden), encoded.out_memory, tgt_out, self.config.enum_block)
         posterior = None
         if self.inference is not None:
             posterior = posterior_scores(self.mode, self.config.posterior_param, prior,
                                          self.inference(src, src_lengths, tgt_out, tgt_lengths))
         jumps = None if self.jumps is None else self.jumps(src.size(1))
+        if jumps is not None and self.config.transition == "jump":
+            prior = torch.zeros_like(prior)
         return LatentOutput(prior, posterior, encoded.mask[:, None, :], likelihood, tgt_out != PAD, jumps)
 
     def start(self, encoded: Encoded) -> DecoderState | ChainState:

@@ -298,7 +298,7 @@ class TransformerSeq2Seq(nn.Module):
         self.align = AlignmentAttention(t.width, t.align_size or t.width)
         self.output = OutputLayer(t.width, t.width, output_size, tgt_vocab, t.dropout)
         self.inference = TransformerInference(self.tgt_embedding, t) if self.mode.posterior else None
-        self.jumps = JumpScores(self.config.jump_width) if self.mode.chain else None
+        self.jumps = JumpScores(self.config.jump_width, self.config.jump_slope) if self.mode.chain else None
         self.reset_parameters()
 
     @classmethod
@@ -318,6 +318,8 @@ class TransformerSeq2Seq(nn.Module):
         with torch.no_grad():
             self.src_embedding.weight[PAD].zero_()
             self.tgt_embedding.weight[PAD].zero_()
+        if self.jumps is not None:
+            self.jumps.reset_parameters()
 
     @property
     def has_posterior(self) -> bool:
@@ -351,13 +353,15 @@ class TransformerSeq2Seq(nn.Module):
         hidden_proj = self.output_query(hidden)
         args = (self.output, hidden_proj, encoded.out_memory, tgt_out, self.config.enum_block)
         smoothing = self.transformer.label_smoothing if self.mode.soft_context else 0.0
-        plain = SourceLikelihood if self.config.emission == "source" else TokenLikelihood
+        plain = TokenLikelihood if self.config.emission == "state" else SourceLikelihood
         likelihood = SmoothedLikelihood(*args, smoothing=smoothing) if smoothing else plain(*args)
         posterior = None
         if self.inference is not None:
             posterior = posterior_scores(self.mode, self.config.posterior_param, prior,
                                          self.inference(encoded.memory, tgt_out))
         jumps = None if self.jumps is None else self.jumps(src.size(1))
+        if jumps is not None and self.config.transition == "jump":
+            prior = torch.zeros_like(prior)
         return LatentOutput(prior, posterior, encoded.mask[:, None, :], likelihood, tgt_out != PAD, jumps)
 
     # -- decoding protocol ------------------------------------------------------------------------

@@ -35,9 +35,9 @@ class OutputLayer(nn.Module):
 
     def query(self, hidden: Tensor, emission: str = "state") -> Tensor:
         """The decoder state's share of the pre-activation ``[..., O]``: ``W_h h + b`` with
-        ``emission="state"`` (the paper's), or the bias alone with ``emission="source"``, where the word
-        is predicted from the attended source vector only (``p(y | x_s)``, a lexical model)."""
-        if emission == "source":
+        ``emission="state"`` (the paper's), or the bias alone with ``emission="source"`` or ``"word"``, where
+        the word is predicted from the attended source vector or source word only (``p(y | x_s)``)."""
+        if emission != "state":
             return self.from_hidden.bias.expand(*hidden.shape[:-1], -1)
         return self.from_hidden(hidden)
 
