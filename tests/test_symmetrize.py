@@ -4,6 +4,7 @@ matrices / link extraction from piece matrices."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 import random
 
 import numpy as np
@@ -140,3 +141,64 @@ def test_pictures_are_scaled_to_their_own_maximum():
     np.testing.assert_allclose(images[0], forward.T)  # target words down the side
     np.testing.assert_allclose(images[1], reverse.T)
     assert any("0.90" in ax.get_ylabel() for ax in both.axes)
+
+
+ATOOLS = Path(__file__).parent / "data" / "atools" / "links.txt"  # made by tests/data/atools/make.py
+
+
+def _parse(field: str) -> set:
+    return {tuple(map(int, link.split("-"))) for link in field.split()}
+
+
+def test_hard_heuristics_equal_fast_align_atools_link_for_link():
+    lines = ATOOLS.read_text().splitlines()
+    assert len(lines) == 600
+    differ = 0
+    for line in lines:
+        forward, reverse, *expected = map(_parse, line.split(" ||| "))
+        for heuristic, want in zip(("intersect", "union", "grow-diag", "grow-diag-final", "grow-diag-final-and"),
+                                   expected):
+            differ += sym.symmetrize(forward, reverse, heuristic) != want
+    assert differ == 0
+
+
+def _atools_on_grids(a: np.ndarray, b: np.ndarray, final: str | None) -> set:
+    """A second implementation over boolean grids, written from atools' description: the result grid starts
+    as a AND b; passes over the candidate cells (a OR b, not yet set), row-major, set a cell whose row or
+    column is still empty and which touches a set cell (8-neighbourhood), until a pass sets nothing; then
+    the final step over a's cells, then b's, row-major."""
+    result = a & b
+    while True:
+        changed = False
+        for i, j in zip(*np.nonzero((a | b) & ~result)):
+            if result[i].any() and result[:, j].any():
+                continue
+            window = result[max(i - 1, 0): i + 2, max(j - 1, 0): j + 2]
+            if window.any():
+                result[i, j] = True
+                changed = True
+        if not changed:
+            break
+    for grid in (a, b) if final else ():
+        for i, j in zip(*np.nonzero(grid)):
+            row, column = result[i].any(), result[:, j].any()
+            if not result[i, j] and ((not row and not column) if final == "and" else (not row or not column)):
+                result[i, j] = True
+    return {(int(i), int(j)) for i, j in zip(*np.nonzero(result))}
+
+
+def test_grow_heuristics_equal_a_grid_implementation_on_random_alignments():
+    rng = np.random.default_rng(26)
+    for _ in range(400):
+        S, T = rng.integers(1, 12, size=2)
+        a = rng.random((S, T)) < rng.uniform(0.05, 0.5)
+        b = rng.random((S, T)) < rng.uniform(0.05, 0.5)
+        forward = {(int(i), int(j)) for i, j in zip(*np.nonzero(a))}
+        reverse = {(int(i), int(j)) for i, j in zip(*np.nonzero(b))}
+        for heuristic, final in (("grow-diag", None), ("grow-diag-final", "or"), ("grow-diag-final-and", "and")):
+            assert sym.symmetrize(forward, reverse, heuristic, S, T) == _atools_on_grids(a, b, final), heuristic
+
+
+def test_links_outside_the_sentence_are_refused():
+    with pytest.raises(ValueError, match="outside"):
+        sym.symmetrize({(3, 0)}, {(0, 0)}, "grow-diag-final-and", 2, 2)

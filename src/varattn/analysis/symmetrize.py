@@ -6,14 +6,20 @@ A model trained source -> target links every target word to source words (an asy
 
 - ``intersect``: F ∩ R (high precision);
 - ``union``: F ∪ R (high recall);
-- ``grow-diag``: start from F ∩ R; repeat until nothing changes: for every link (i, j) of the current
-  alignment, in the order i = 0.., j = 0.., and for each of its 8 neighbours (i ± 1, j ± 1 and the
-  diagonals), add the neighbour when it is in F ∪ R and its source word *or* its target word is still
-  unaligned;
-- ``grow-diag-final``: then, for F and then R, add every link (in order) whose source word *or* target
-  word is still unaligned;
+- ``grow-diag``: start from F ∩ R; the candidates are the other links of F ∪ R, in the order i = 0..,
+  j = 0..; pass over them, adding a candidate when its source word *or* its target word is still
+  unaligned and one of its 8 neighbours (i ± 1, j ± 1 and the diagonals) is already in the alignment
+  (links added earlier in the same pass count); repeat passes over the candidates left until a pass adds
+  nothing;
+- ``grow-diag-final``: then, for F and then R, each link in the order i = 0.., j = 0.., add it when its
+  source word *or* its target word is still unaligned;
 - ``grow-diag-final-and``: the same final step, but only when the source word *and* the target word are
   both unaligned.
+
+This is the loop of ``atools -c grow-diag-final-and`` (fast_align's tool, the reference most aligners'
+published numbers use), which tests/test_symmetrize.py checks link for link against atools' own output.
+Moses' ``symal`` instead walks the alignment's points and their neighbours; the two can differ in a few
+links where a candidate is reachable from two directions.
 
 Soft symmetrisation combines the two directions' posterior matrices over words, ``[S, T]`` each
 (cell (i, j): the forward model's p(source i | target j) and the reverse model's p(target j | source i)):
@@ -33,7 +39,7 @@ HARD = ("intersect", "union", "grow-diag", "grow-diag-final", "grow-diag-final-a
 SOFT = ("soft-product", "soft-mean")
 HEURISTICS = HARD + SOFT
 
-_NEIGHBOURS = ((-1, 0), (0, -1), (1, 0), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))
+_NEIGHBOURS = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1))
 
 
 def transpose(links: Iterable[Link]) -> set[Link]:
@@ -41,33 +47,33 @@ def transpose(links: Iterable[Link]) -> set[Link]:
     return {(j, i) for i, j in links}
 
 
-def _grow_diag(forward: set[Link], reverse: set[Link], src_len: int, tgt_len: int) -> set[Link]:
-    union = forward | reverse
+def _aligned(alignment: set[Link]) -> tuple[set[int], set[int]]:
+    return {i for i, _ in alignment}, {j for _, j in alignment}
+
+
+def _grow_diag(forward: set[Link], reverse: set[Link]) -> set[Link]:
     alignment = forward & reverse
-    src_aligned = {i for i, _ in alignment}
-    tgt_aligned = {j for _, j in alignment}
-    added = True
-    while added:
-        added = False
-        for i in range(src_len):
-            for j in range(tgt_len):
-                if (i, j) not in alignment:
-                    continue
-                for di, dj in _NEIGHBOURS:
-                    new = (i + di, j + dj)
-                    if new in union and new not in alignment and (
-                            new[0] not in src_aligned or new[1] not in tgt_aligned):
-                        alignment.add(new)
-                        src_aligned.add(new[0])
-                        tgt_aligned.add(new[1])
-                        added = True
+    src_aligned, tgt_aligned = _aligned(alignment)
+    candidates = sorted((forward | reverse) - alignment)
+    while candidates:
+        left = []
+        for i, j in candidates:
+            if (i not in src_aligned or j not in tgt_aligned) and any(
+                    (i + di, j + dj) in alignment for di, dj in _NEIGHBOURS):
+                alignment.add((i, j))
+                src_aligned.add(i)
+                tgt_aligned.add(j)
+            else:
+                left.append((i, j))
+        if len(left) == len(candidates):
+            break
+        candidates = left
     return alignment
 
 
 def _final(alignment: set[Link], direction: set[Link], both: bool) -> None:
-    src_aligned = {i for i, _ in alignment}
-    tgt_aligned = {j for _, j in alignment}
-    for i, j in sorted(direction):
+    src_aligned, tgt_aligned = _aligned(alignment)
+    for i, j in sorted(direction - alignment):
         free_src, free_tgt = i not in src_aligned, j not in tgt_aligned
         if (free_src and free_tgt) if both else (free_src or free_tgt):
             alignment.add((i, j))
@@ -79,19 +85,20 @@ def symmetrize(forward: Iterable[Link], reverse: Iterable[Link], heuristic: str,
                tgt_len: int | None = None) -> set[Link]:
     """One of :data:`HARD` on two link sets over (source word i, target word j), both in that order.
 
-    ``src_len``/``tgt_len``: the sentence lengths in words (default: one past the largest index linked).
+    ``src_len``/``tgt_len``: the sentence lengths in words, when known: a link outside them is a
+    ValueError (the heuristics themselves only visit linked cells).
     """
     forward, reverse = set(forward), set(reverse)
     if heuristic not in HARD:
         raise ValueError(f"unknown heuristic {heuristic!r}; choose one of {', '.join(HARD)}")
+    for i, j in forward | reverse:
+        if i < 0 or j < 0 or (src_len is not None and i >= src_len) or (tgt_len is not None and j >= tgt_len):
+            raise ValueError(f"link {i}-{j} lies outside a sentence pair of {src_len} x {tgt_len} words")
     if heuristic == "intersect":
         return forward & reverse
     if heuristic == "union":
         return forward | reverse
-    everything = forward | reverse
-    src_len = src_len if src_len is not None else 1 + max((i for i, _ in everything), default=-1)
-    tgt_len = tgt_len if tgt_len is not None else 1 + max((j for _, j in everything), default=-1)
-    alignment = _grow_diag(forward, reverse, src_len, tgt_len)
+    alignment = _grow_diag(forward, reverse)
     if heuristic != "grow-diag":
         both = heuristic == "grow-diag-final-and"
         _final(alignment, forward, both)

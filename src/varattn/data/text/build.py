@@ -5,10 +5,10 @@ Steps, in order, for splits given as raw (or already tokenised) lines:
 1. tokenise and lowercase with the :class:`~varattn.data.text.tokenize.Pipeline` (skipped for lines marked
    ``pretokenized``); whitespace is normalised;
 2. drop pairs with an empty side, in every split (counted as ``dropped_empty``, their 1-based line
-   numbers in the split's input listed as ``empty_lines``, the first :data:`LISTED` of them);
+   numbers in the split's input listed as ``empty_lines``, every one of them);
 3. learn joint BPE on train source + target (``bpe_merges > 0``) and apply it to every split;
 4. drop train pairs with more than ``max_len`` final tokens on either side (``dropped_long``, their line
-   numbers as ``long_lines``); without a ``max_len`` the limit is :data:`DEFAULT_MAX_LEN`, so one stray
+   numbers, every one, as ``long_lines``); without a ``max_len`` the limit is :data:`DEFAULT_MAX_LEN`, so one stray
    paragraph cannot turn into a batch of its own far beyond the token budget; evaluation splits are kept
    whole unless ``filter_eval`` (their scores should cover the whole test set);
 5. build source and target vocabularies from train;
@@ -51,7 +51,6 @@ __all__ = ["FORMAT", "TextSplit", "BuildOptions", "build_prepared", "encode_ragg
 
 FORMAT = 1
 DEFAULT_MAX_LEN = 250  # tokens per side of a training pair when the recipe sets no max_len
-LISTED = 100  # line numbers listed per split in meta.json for dropped pairs
 
 
 @dataclass
@@ -199,7 +198,7 @@ def _build(tmp, source, splits, pipeline, options, inputs, settings, extra_meta)
         empty = [i + 1 for i in range(len(src)) if not (src[i] and tgt[i])]
         stats[sp.name] = {"dropped_empty": len(empty)}
         if empty:
-            stats[sp.name]["empty_lines"] = empty[:LISTED]
+            stats[sp.name]["empty_lines"] = empty
             log.warning("%s: %d pairs with an empty side dropped (lines %s%s)", sp.name, len(empty),
                         ", ".join(map(str, empty[:10])), " ..." if len(empty) > 10 else "")
         keep_idx[sp.name] = idx
@@ -236,7 +235,7 @@ def _build(tmp, source, splits, pipeline, options, inputs, settings, extra_meta)
         if len(keep) != len(src):
             kept = set(keep)
             long_lines = [keep_idx[sp.name][i] + 1 for i in range(len(src)) if i not in kept]
-            stats[sp.name]["long_lines"] = long_lines[:LISTED]
+            stats[sp.name]["long_lines"] = long_lines
             log.warning("%s: %d pairs longer than %d tokens dropped (lines %s%s)", sp.name, len(long_lines),
                         options.max_len, ", ".join(map(str, long_lines[:10])), " ..." if len(long_lines) > 10 else "")
             final[sp.name] = ([src[i] for i in keep], [tgt[i] for i in keep])

@@ -1,0 +1,231 @@
+"""Peer word aligners on the English-French gold set (issue 26): eflomal and fast_align, trained on exactly
+the text varattn's aligner trains on, scored by varattn's own AER and symmetrisation.
+
+Training text (:mod:`align_data`): Multi30k En-Fr train (29,000 pairs) followed by the 447 Hansards gold
+sentences, Moses escapes undone, lowercased; AER, precision and recall over the 447 gold pairs (sure and
+possible links, i English, j French). Each aligner runs both directions on one thread (OMP_NUM_THREADS=1):
+
+- eflomal (the pip package's ``eflomal-align``, its defaults: IBM1 + HMM + fertility, 3 samplers) gives
+  both directions in one run;
+- fast_align (``-d -o -v``, its recommended options; ``-r`` for the reverse direction), when
+  ``--fast-align-dir`` holds the ``fast_align`` and ``atools`` binaries built from
+  github.com/clab/fast_align (``cmake .. && make``).
+
+Rows: forward (each French word's English word), reverse (each English word's French word, written in
+forward orientation by both tools), and varattn's intersect, union, grow-diag-final and
+grow-diag-final-and of the two. Wall time and peak memory (the aligner process and its children's peak
+resident set) per row: a directional row costs its run (eflomal's one run gives both directions), a
+symmetrised row the run(s) plus varattn's symmetrisation of all 29,447 pairs. With fast_align, atools'
+own symmetrisation of the same links is compared with varattn's, pair for pair. ``--repeats N`` runs
+the aligners N times, interleaved (eflomal, fast_align, eflomal, ...); eflomal samples, so its AER varies
+from run to run: the table gives each row's mean and range over the repeats.
+
+    python benchmarks/peer_aligners.py --data ../shared/data --fast-align-dir /tmp/fast_align/build
+
+Writes ``peer_aligners.{json,md}`` into ``--results`` (default ``benchmarks/results``), with the command,
+the commit and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from align_data import write_training_text  # noqa: E402
+
+SYMMETRISED = ("intersect", "union", "grow-diag-final", "grow-diag-final-and")
+ROWS = ("forward", "reverse") + SYMMETRISED
+
+
+def measured(command: list[str], stdout: Path | None = None) -> dict:
+    """Run ``command`` on one thread; its wall seconds and peak resident memory (MiB, itself and the
+    children it waited for)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    started = time.perf_counter()
+    with open(stdout, "w") if stdout else open(os.devnull, "w") as out, open(os.devnull, "w") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(command)}: exit status {os.waitstatus_to_exitcode(status)}")
+    return {"seconds": round(seconds, 2), "peak_mib": round(usage.ru_maxrss / 1024, 1)}
+
+
+def read_links(path: Path) -> list[set]:
+    links = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        links.append({tuple(int(x) for x in item.split("-")) for item in line.split()})
+    return links
+
+
+def run_eflomal(text: Path, work: Path, repeat: int) -> tuple[dict, list[set], list[set]]:
+    fw, rv = work / f"eflomal.{repeat}.fwd", work / f"eflomal.{repeat}.rev"
+    cost = measured([str(Path(sys.executable).with_name("eflomal-align")), "-i", str(text / "train.en-fr"),
+                     "-f", str(fw), "-r", str(rv), "--overwrite"])
+    return {"forward": cost, "reverse": cost, "runs": "one run, both directions"}, read_links(fw), read_links(rv)
+
+
+def run_fast_align(text: Path, work: Path, binaries: Path, repeat: int) -> tuple[dict, list[set], list[set]]:
+    fw, rv = work / f"fast_align.{repeat}.fwd", work / f"fast_align.{repeat}.rev"
+    command = [str(binaries / "fast_align"), "-i", str(text / "train.en-fr"), "-d", "-o", "-v"]
+    cost = {"forward": measured(command, fw), "reverse": measured(command + ["-r"], rv),
+            "runs": "one run per direction"}
+    return cost, read_links(fw), read_links(rv)
+
+
+def atools(binaries: Path, fw: Path, rv: Path, heuristic: str) -> list[set]:
+    found = subprocess.run([str(binaries / "atools"), "-i", str(fw), "-j", str(rv), "-c", heuristic],
+                           check=True, capture_output=True, text=True).stdout
+    return [{tuple(int(x) for x in item.split("-")) for item in line.split()} for line in found.splitlines()]
+
+
+def rows_of(cost: dict, forward: list[set], reverse: list[set], golds: list, first_gold: int) -> dict:
+    """AER/precision/recall and cost of every row for one run of an aligner."""
+    from varattn.analysis import aer, symmetrize
+
+    def scored(links: list[set]) -> dict:
+        return aer.score(links[first_gold:first_gold + len(golds)], golds).as_dict()
+
+    both = max(cost["forward"]["peak_mib"], cost["reverse"]["peak_mib"])
+    if cost["forward"] is cost["reverse"]:
+        runs_seconds = cost["forward"]["seconds"]
+    else:
+        runs_seconds = cost["forward"]["seconds"] + cost["reverse"]["seconds"]
+    rows = {"forward": {**scored(forward), **cost["forward"]}, "reverse": {**scored(reverse), **cost["reverse"]}}
+    for heuristic in SYMMETRISED:
+        started = time.perf_counter()
+        links = [symmetrize.symmetrize(f, r, heuristic) for f, r in zip(forward, reverse)]
+        seconds = time.perf_counter() - started
+        rows[heuristic] = {**scored(links), "seconds": round(runs_seconds + seconds, 2), "peak_mib": both,
+                           "symmetrize_seconds": round(seconds, 2), "links": links}
+    return rows
+
+
+def commit() -> str:
+    found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return found + (" (with uncommitted changes)" if dirty else "")
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "threads": 1}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data", help="the shared data folder")
+    parser.add_argument("--work", default="runs/peer-aligners", help="folder for the text and the links")
+    parser.add_argument("--fast-align-dir", help="folder with fast_align and atools binaries (else no fast_align)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each aligner, interleaved")
+    parser.add_argument("--results", default=str(HERE / "results"))
+    args = parser.parse_args()
+    from importlib.metadata import version
+
+    from varattn.analysis import aer
+
+    work = Path(args.work)
+    text = work / "text"
+    manifest = write_training_text(args.data, text)
+    golds = aer.read_gold(text / "gold.align")
+    first_gold = manifest["gold_first_line"] - 1
+    aligners = ["eflomal"]
+    binaries = Path(args.fast_align_dir) if args.fast_align_dir else None
+    if binaries is not None:
+        for name in ("fast_align", "atools"):
+            if not (binaries / name).is_file():
+                parser.error(f"{binaries / name}: missing — build fast_align (cmake .. && make) into --fast-align-dir")
+        aligners.append("fast_align")
+    runs: dict[str, list[dict]] = {name: [] for name in aligners}
+    parity = {}
+    for repeat in range(args.repeats):
+        for name in aligners:
+            print(f"repeat {repeat + 1}/{args.repeats}: {name}", file=sys.stderr, flush=True)
+            if name == "eflomal":
+                cost, forward, reverse = run_eflomal(text, work, repeat)
+            else:
+                cost, forward, reverse = run_fast_align(text, work, binaries, repeat)
+            rows = rows_of(cost, forward, reverse, golds, first_gold)
+            if binaries is not None and repeat == 0:  # atools on the same links, pair for pair
+                prefix = work / f"{name}.{repeat}"
+                for heuristic in SYMMETRISED:
+                    theirs = atools(binaries, Path(f"{prefix}.fwd"), Path(f"{prefix}.rev"), heuristic)
+                    ours = rows[heuristic]["links"]
+                    parity[f"{name} {heuristic}"] = {
+                        "pairs": len(ours), "pairs_differing": sum(a != b for a, b in zip(ours, theirs)),
+                        "links_varattn": sum(map(len, ours)), "links_atools": sum(map(len, theirs)),
+                        "links_differing": sum(len(a ^ b) for a, b in zip(ours, theirs))}
+            for heuristic in SYMMETRISED:
+                del rows[heuristic]["links"]
+            runs[name].append(rows)
+    table = {}
+    for name, repeats in runs.items():
+        table[name] = {}
+        for row in ROWS:
+            values = [r[row] for r in repeats]
+            table[name][row] = {key: round(statistics.mean(v[key] for v in values), 4)
+                                for key in ("aer", "precision", "recall", "seconds", "peak_mib")}
+            table[name][row]["aer_range"] = [round(min(v["aer"] for v in values), 4),
+                                             round(max(v["aer"] for v in values), 4)]
+    versions = {"eflomal": version("eflomal")}
+    if binaries is not None:
+        versions["fast_align"] = "github.com/clab/fast_align (built from --fast-align-dir)"
+    document = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit(),
+                "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "versions": versions,
+                "text": manifest, "repeats": args.repeats, "table": table, "runs": runs,
+                "atools_parity": parity}
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "peer_aligners.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
+    (results / "peer_aligners.md").write_text(markdown(document), encoding="utf-8")
+    print(markdown(document))
+
+
+def markdown(document: dict) -> str:
+    m = document["machine"]
+    lines = ["# Peer aligners on the English-French gold set (447 Hansards pairs)", "",
+             f"`{document['command']}`", "",
+             f"Commit {document['commit']}; {m['cpu']}, {m['cores']} cores, one thread (OMP_NUM_THREADS=1); "
+             f"Python {m['python']}; {document['date']}; versions: "
+             + ", ".join(f"{k} {v}" for k, v in document["versions"].items()) + ".", "",
+             f"Training text: {document['text']['pairs']:,} pairs (Multi30k En-Fr train "
+             f"{document['text']['multi30k_pairs']:,} + the {document['text']['gold_pairs']} gold sentences), "
+             "Moses escapes undone, lowercased (benchmarks/align_data.py). Symmetrisation and AER: varattn's "
+             "(varattn.analysis.symmetrize, varattn.analysis.aer). Seconds: the aligner's run(s) (eflomal: one "
+             "run gives both directions) plus, for symmetrised rows, varattn's symmetrisation of all pairs; "
+             "peak memory: the aligner process with its children. "
+             f"{document['repeats']} run(s) of each aligner, interleaved; AER is the mean, range in brackets.", "",
+             "| aligner | links | AER | precision | recall | seconds | peak MiB |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, rows in document["table"].items():
+        for row, v in rows.items():
+            spread = f" [{v['aer_range'][0]:.3f}-{v['aer_range'][1]:.3f}]" if document["repeats"] > 1 else ""
+            lines.append(f"| {name} | {row} | {v['aer']:.3f}{spread} | {v['precision']:.3f} | {v['recall']:.3f} | "
+                         f"{v['seconds']:.1f} | {v['peak_mib']:.0f} |")
+    if document["atools_parity"]:
+        lines += ["", "varattn's symmetrisation against fast_align's `atools -c` on the same links (all pairs):", "",
+                  "| links | heuristic | pairs differing | links varattn | links atools | links differing |",
+                  "| --- | --- | ---: | ---: | ---: | ---: |"]
+        for key, v in document["atools_parity"].items():
+            name, heuristic = key.split(" ", 1)
+            lines.append(f"| {name} | {heuristic} | {v['pairs_differing']} of {v['pairs']:,} | "
+                         f"{v['links_varattn']:,} | {v['links_atools']:,} | {v['links_differing']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
