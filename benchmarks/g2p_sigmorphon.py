@@ -16,6 +16,7 @@ one in progress when stopped is started again.
     python benchmarks/g2p_sigmorphon.py run                                         # the whole first stage
     python benchmarks/g2p_sigmorphon.py run --modes best2 --seeds 2 3               # three seeds for the two best
     python benchmarks/g2p_sigmorphon.py report                                      # the tables only
+    python benchmarks/g2p_sigmorphon.py align                                       # prior vs posterior links
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -55,6 +58,12 @@ def commit() -> str:
     return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
+def rel(path: Path) -> str:
+    """``path`` relative to the project root where it lies inside it (commands run there)."""
+    path = Path(path).resolve()
+    return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT) else str(path)
+
+
 def varattn(args: list[str], log: Path) -> float:
     """Run ``python -m varattn ARGS`` on one thread, appending its output to ``log``; its wall seconds."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -74,7 +83,7 @@ def prepare(work: Path, shared: Path, lang: str) -> Path:
     data = work / "data" / lang
     if not (data / "meta.json").is_file():
         (work / "logs").mkdir(parents=True, exist_ok=True)
-        varattn(["prepare", "sigmorphon-g2p", "--from", str(shared), "--lang", lang, "--out", str(data), "--force"],
+        varattn(["prepare", "sigmorphon-g2p", "--from", rel(shared), "--lang", lang, "--out", rel(data), "--force"],
                 work / "logs" / f"prepare-{lang}.log")
     return data
 
@@ -91,7 +100,7 @@ def do_job(work: Path, shared: Path, lang: str, mode: str, seed: int, overrides:
     log = work / "logs" / f"{name}.log"
     if log.exists():
         log.unlink()
-    train = ["train", f"configs/g2p/{mode}.yaml", "--out", str(run_dir), f"data.dir={data}",
+    train = ["train", f"configs/g2p/{mode}.yaml", "--out", rel(run_dir), f"data.dir={rel(data)}",
              f"train.seed={seed}", *overrides]
     if (run_dir / "config.yaml").is_file():
         train.insert(1, "--resume")
@@ -100,8 +109,8 @@ def do_job(work: Path, shared: Path, lang: str, mode: str, seed: int, overrides:
     eval_seconds = {}
     for split in ("valid", "test"):
         out = run_dir / f"eval-{split}.json"
-        evaluate = ["evaluate", str(run_dir), "--data", str(data), "--split", split, "--beam", "5", "--kmax",
-                    "--json", str(out), "--device", "cpu"]
+        evaluate = ["evaluate", rel(run_dir), "--data", rel(data), "--split", split, "--beam", "5", "--kmax",
+                    "--json", rel(out), "--device", "cpu"]
         eval_seconds[split] = varattn(evaluate, log)
         scores[split] = json.loads(out.read_text(encoding="utf-8"))
         if split == "valid":
@@ -159,7 +168,7 @@ def report(work: Path, note: str = "") -> None:
     if note:
         lines += [note, ""]
     lines += ["Test WER (%) of the best checkpoint (the mode's dev perplexity), beam 5; dev WER in brackets; "
-              "mean ± sd where several seeds finished (seeds in the last column). The baseline is the shared "
+              "mean ± sd and ×N where N seeds finished. The baseline is the shared "
               "task's (ensembled neural transducer, test WER).", ""]
     header = "| language | baseline | " + " | ".join(modes) + " |"
     lines += [header, "|" + " --- |" * (2 + len(modes))]
@@ -210,9 +219,57 @@ def report(work: Path, note: str = "") -> None:
                                         encoding="utf-8")
 
 
+def alignments(work: Path, limit: int) -> None:
+    """For every finished latent run: how monotone the prior's argmax links, the exact posterior's and
+    (vae-*) q's are on the first ``limit`` test words; writes benchmarks/results/g2p_alignments.{md,json}."""
+    sys.path.insert(0, str(ROOT / "src"))
+    import torch
+
+    from varattn.analysis.align import align_split
+    from varattn.tasks.transduction.align import exact_posteriors, monotonicity
+    from varattn.tasks.transduction.data import load_transduction
+    from varattn.training.runs import load_run
+
+    torch.set_num_threads(1)
+    rows = []
+    for record in load_results(work):
+        if record["mode"] == "soft":
+            names = ["attention"]
+        else:
+            names = ["prior", "exact-posterior"] + (["posterior"] if record["mode"].startswith("vae") else [])
+        name = job_name(record["lang"], record["mode"], record["seed"])
+        run = load_run(work / "runs" / name, torch.device("cpu"))
+        data = load_transduction(work / "data" / record["lang"])
+        pairs = align_split(run, data, "test", limit=limit)
+        matrices = {k: [p.matrices[k] for p in pairs] for k in names if k in pairs[0].matrices}
+        if "exact-posterior" in names:
+            split = data.split("test")
+            matrices["exact-posterior"] = exact_posteriors(run, [split.src(i) for i in range(len(pairs))],
+                                                           [split.tgt(i) for i in range(len(pairs))])
+        for k, found in matrices.items():
+            entropy = float(np.mean([-(m[:-1] * np.log(np.clip(m[:-1], 1e-30, 1))).sum(-1).mean() for m in found]))
+            rows.append({"run": name, "distribution": k, **monotonicity(found), "entropy": entropy})
+    lines = ["# G2P alignments: prior, exact posterior and q (issue 23)", "",
+             f"Written by `python benchmarks/g2p_sigmorphon.py align --limit {limit}` (commit {commit()}; {machine()}) "
+             f"from the runs of `g2p_sigmorphon.md`: the first {limit} test words of each run, teacher-forced on "
+             "the gold pronunciation. No gold letter-phone links exist for these data; letter-to-sound "
+             "alignments of alphabetic scripts are close to monotone, so the share of monotone steps and "
+             "words and the share of letters linked at all are the measures; entropy in nats per phone.", "",
+             "| run | distribution | monotone steps | monotone words | letters covered | entropy |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['run']} | {r['distribution']} | {r['monotone_steps']:.3f} | {r['monotone_words']:.3f} | "
+                     f"{r['covered']:.3f} | {r['entropy']:.3f} |")
+    out = HERE / "results" / "g2p_alignments.md"
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out.with_suffix(".json").write_text(json.dumps({"commit": commit(), "machine": machine(), "limit": limit,
+                                                    "rows": rows}, indent=1) + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["run", "report"])
+    parser.add_argument("action", choices=["run", "report", "align"])
+    parser.add_argument("--limit", type=int, default=1000, help="align: test words per run")
     parser.add_argument("--work", default=str(ROOT / "runs" / "g2p"))
     parser.add_argument("--shared", default=str(ROOT.parent / "shared" / "data" / "sigmorphon2021-g2p" / "medium"))
     parser.add_argument("--langs", nargs="+", default=LANGS)
@@ -223,9 +280,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--note", default="", help="report: a line printed under the machine")
     parser.add_argument("overrides", nargs="*", help="section.field=value for every training run")
     args = parser.parse_args(argv)
-    work = Path(args.work)
+    work = Path(args.work).resolve()
     if args.action == "report":
         report(work, args.note)
+        return
+    if args.action == "align":
+        alignments(work, args.limit)
         return
     modes = args.modes
     if modes == ["best2"]:
