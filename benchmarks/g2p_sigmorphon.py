@@ -104,7 +104,9 @@ def do_job(work: Path, shared: Path, lang: str, mode: str, seed: int, overrides:
              f"train.seed={seed}", *overrides]
     if (run_dir / "config.yaml").is_file():
         train.insert(1, "--resume")
+    load_before = os.getloadavg()[0]
     train_seconds = varattn(train, log)
+    load_after = os.getloadavg()[0]
     scores = {}
     eval_seconds = {}
     for split in ("valid", "test"):
@@ -122,7 +124,7 @@ def do_job(work: Path, shared: Path, lang: str, mode: str, seed: int, overrides:
               "test_ppl": scores["test"]["ppl"], "test_entropy": scores["test"]["entropy"],
               "test_kl": scores["test"].get("kl"), "epochs": len(history),
               "best_epoch": min(history, key=lambda h: h.get("elbo_ppl", h["ppl"]))["epoch"] if history else None,
-              "train_seconds": round(train_seconds, 1), "eval_seconds": {k: round(v, 1) for k, v in eval_seconds.items()},
+              "train_seconds": round(train_seconds, 1), "load_average": [round(load_before, 2), round(load_after, 2)], "eval_seconds": {k: round(v, 1) for k, v in eval_seconds.items()},
               "commands": ["varattn " + " ".join(train), "varattn " + " ".join(evaluate_valid),
                            "varattn " + " ".join(evaluate_valid).replace("--split valid", "--split test")
                            .replace("eval-valid", "eval-test")],
@@ -198,12 +200,13 @@ def report(work: Path, note: str = "") -> None:
     lines.append(f"| **macro** | {BASELINE_MACRO:.2f} over 10 | " + " | ".join(macro_cells) + " |")
     lines += ["", "Every run (one line each, in the order they finished):", "",
               "| run | dev WER | dev PER | test WER | test PER | test PPL | prior entropy | KL | epochs (best) | "
-              "train s | eval s (dev+test) | commit |", "|" + " --- |" * 12]
+              "train s | load (1 min, start/end) | eval s (dev+test) | commit |", "|" + " --- |" * 13]
     for r in sorted(results, key=lambda r: r["finished"]):
         lines.append(f"| {job_name(r['lang'], r['mode'], r['seed'])} | {r['dev_wer']:.2f} | {r['dev_per']:.2f} | "
                      f"{r['test_wer']:.2f} | {r['test_per']:.2f} | {fmt(r['test_ppl'], '.3f')} | "
                      f"{fmt(r['test_entropy'], '.3f')} | {fmt(r['test_kl'], '.3f')} | {r['epochs']} ({r['best_epoch']}) | "
-                     f"{r['train_seconds']:.0f} | {sum(r['eval_seconds'].values()):.0f} | {r['commit']} |")
+                     f"{r['train_seconds']:.0f} | {'/'.join(map(str, r.get('load_average', []))) or '—'} | "
+                     f"{sum(r['eval_seconds'].values()):.0f} | {r['commit']} |")
     ranking = dev_ranking(results)
     if ranking:
         lines += ["", "Modes by macro dev WER (seed 1, over the languages all of them finished): "
