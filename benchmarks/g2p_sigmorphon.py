@@ -249,20 +249,25 @@ def alignments(work: Path, limit: int) -> None:
             split = data.split("test")
             matrices["exact-posterior"] = exact_posteriors(run, [split.src(i) for i in range(len(pairs))],
                                                            [split.tgt(i) for i in range(len(pairs))])
+        first = next(iter(matrices.values()))
         for k, found in matrices.items():
             entropy = float(np.mean([-(m[:-1] * np.log(np.clip(m[:-1], 1e-30, 1))).sum(-1).mean() for m in found]))
-            rows.append({"run": name, "distribution": k, **monotonicity(found), "entropy": entropy})
+            same = [float((m[:-1].argmax(-1) == f[:-1].argmax(-1)).mean()) for m, f in zip(found, first)]
+            rows.append({"run": name, "distribution": k, **monotonicity(found), "entropy": entropy,
+                         "same_as_first": float(np.mean(same))})
     lines = ["# G2P alignments: prior, exact posterior and q (issue 23)", "",
              f"Written by `python benchmarks/g2p_sigmorphon.py align --limit {limit}` (commit {commit()}; {machine()}) "
              f"from the runs of `g2p_sigmorphon.md`: the first {limit} test words of each run, teacher-forced on "
              "the gold pronunciation. No gold letter-phone links exist for these data; letter-to-sound "
              "alignments of alphabetic scripts are close to monotone, so the share of monotone steps and "
              "words and the share of letters linked at all are the measures; entropy in nats per phone.", "",
-             "| run | distribution | monotone steps | monotone words | letters covered | entropy |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "The last column: the share of phones whose argmax letter is the one of the run's first "
+             "distribution (the prior, or a soft model's attention).", "",
+             "| run | distribution | monotone steps | monotone words | letters covered | entropy | same argmax |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['run']} | {r['distribution']} | {r['monotone_steps']:.3f} | {r['monotone_words']:.3f} | "
-                     f"{r['covered']:.3f} | {r['entropy']:.3f} |")
+                     f"{r['covered']:.3f} | {r['entropy']:.3f} | {r['same_as_first']:.3f} |")
     out = HERE / "results" / "g2p_alignments.md"
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out.with_suffix(".json").write_text(json.dumps({"commit": commit(), "machine": machine(), "limit": limit,
