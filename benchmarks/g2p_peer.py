@@ -10,6 +10,8 @@ Phonetisaurus is installed apart from varattn's environment (it pins nothing var
     python -m venv /tmp/peer && /tmp/peer/bin/pip install phonetisaurus
     python benchmarks/g2p_peer.py --phonetisaurus /tmp/peer/bin/phonetisaurus [--langs fre kor]
 
+The aligned training corpus (``--corpus``: Phonetisaurus' EM many-to-many alignment of every training
+entry) is kept as ``WORK/LANG.corpus``; ``g2p_sigmorphon.py align`` compares varattn's alignments with it.
 Each finished language is written at once to ``benchmarks/results/g2p_peer.{md,json}``.
 """
 
@@ -49,8 +51,8 @@ def score_language(tool: str, shared: Path, work: Path, lang: str) -> dict:
     lexicon.write_text("".join(f"{w}\t{' '.join(p)}\n" for w, p in train), encoding="utf-8")
     model = work / f"{lang}.fst"
     started = time.perf_counter()
-    subprocess.run([tool, "train", "--model", str(model), "--casing", "ignore", str(lexicon)], check=True,
-                   capture_output=True)
+    subprocess.run([tool, "train", "--model", str(model), "--corpus", str(work / f"{lang}.corpus"), "--casing",
+                    "ignore", str(lexicon)], check=True, capture_output=True)
     train_seconds = time.perf_counter() - started
     words = work / f"{lang}.test.words"
     words.write_text("".join(w + "\n" for w, _ in test), encoding="utf-8")

@@ -222,7 +222,38 @@ def report(work: Path, note: str = "") -> None:
                                         encoding="utf-8")
 
 
-def alignments(work: Path, limit: int) -> None:
+def m2m_links(corpus: Path) -> list[tuple[list[str], list[str], set[tuple[int, int]]]]:
+    """Phonetisaurus' aligned corpus -> per entry (letters, phones, links (letter i, phone j)): every
+    letter of a chunk ``l|l}p|p`` is linked to every phone of it; ``_`` is the empty side."""
+    entries = []
+    for line in corpus.read_text(encoding="utf-8").splitlines():
+        letters, phones, links = [], [], set()
+        for chunk in line.split():
+            left, _, right = chunk.partition("}")
+            gs = [] if left == "_" else left.split("|")
+            ps = [] if right == "_" else right.split("|")
+            links |= {(len(letters) + a, len(phones) + b) for a in range(len(gs)) for b in range(len(ps))}
+            letters += gs
+            phones += ps
+        entries.append((letters, phones, links))
+    return entries
+
+
+def m2m_agreement(matrices, entries, src_tokens, tgt_tokens) -> tuple[float, int]:
+    """The share of phones whose argmax letter the EM aligner links to it, over the words both tokenised
+    alike; and that number of words."""
+    hits = total = words = 0
+    for matrix, (letters, phones, links), src, tgt in zip(matrices, entries, src_tokens, tgt_tokens):
+        if letters != list(src) or phones != list(tgt):
+            continue
+        best = matrix[:-1].argmax(-1)
+        hits += sum((int(i), j) in links for j, i in enumerate(best))
+        total += len(best)
+        words += 1
+    return (hits / total if total else float("nan")), words
+
+
+def alignments(work: Path, limit: int, peer: Path) -> None:
     """For every finished latent run: how monotone the prior's argmax links, the exact posterior's and
     (vae-*) q's are on the first ``limit`` test words; writes benchmarks/results/g2p_alignments.{md,json}."""
     sys.path.insert(0, str(ROOT / "src"))
@@ -250,24 +281,40 @@ def alignments(work: Path, limit: int) -> None:
             matrices["exact-posterior"] = exact_posteriors(run, [split.src(i) for i in range(len(pairs))],
                                                            [split.tgt(i) for i in range(len(pairs))])
         first = next(iter(matrices.values()))
+        corpus = peer / f"{record['lang']}.corpus"
+        m2m = {}
+        if corpus.is_file():  # agreement with Phonetisaurus' EM alignment, on the first training words
+            train_pairs = align_split(run, data, "train", limit=limit)
+            train = data.split("train")
+            on_train = {k: [p.matrices[k] for p in train_pairs] for k in matrices if k in train_pairs[0].matrices}
+            if "exact-posterior" in matrices:
+                on_train["exact-posterior"] = exact_posteriors(run, [train.src(i) for i in range(len(train_pairs))],
+                                                               [train.tgt(i) for i in range(len(train_pairs))])
+            entries = m2m_links(corpus)[:limit]
+            for k, found in on_train.items():
+                m2m[k] = m2m_agreement(found, entries, [p.src for p in train_pairs], [p.tgt[:-1] for p in train_pairs])
         for k, found in matrices.items():
             entropy = float(np.mean([-(m[:-1] * np.log(np.clip(m[:-1], 1e-30, 1))).sum(-1).mean() for m in found]))
             same = [float((m[:-1].argmax(-1) == f[:-1].argmax(-1)).mean()) for m, f in zip(found, first)]
             rows.append({"run": name, "distribution": k, **monotonicity(found), "entropy": entropy,
-                         "same_as_first": float(np.mean(same))})
+                         "same_as_first": float(np.mean(same)), "m2m_agreement": m2m.get(k, (None, 0))[0],
+                         "m2m_words": m2m.get(k, (None, 0))[1]})
     lines = ["# G2P alignments: prior, exact posterior and q (issue 23)", "",
              f"Written by `python benchmarks/g2p_sigmorphon.py align --limit {limit}` (commit {commit()}; {machine()}) "
              f"from the runs of `g2p_sigmorphon.md`: the first {limit} test words of each run, teacher-forced on "
              "the gold pronunciation. No gold letter-phone links exist for these data; letter-to-sound "
              "alignments of alphabetic scripts are close to monotone, so the share of monotone steps and "
              "words and the share of letters linked at all are the measures; entropy in nats per phone.", "",
-             "The last column: the share of phones whose argmax letter is the one of the run's first "
-             "distribution (the prior, or a soft model's attention).", "",
-             "| run | distribution | monotone steps | monotone words | letters covered | entropy | same argmax |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "Same argmax: the share of phones whose argmax letter is the one of the run's first "
+             "distribution (the prior, or a soft model's attention). EM agreement: on the first training words, "
+             "the share of phones whose argmax letter Phonetisaurus' EM many-to-many alignment "
+             "(`benchmarks/g2p_peer.py`, `--corpus`) links to that phone (words in brackets).", "",
+             "| run | distribution | monotone steps | monotone words | letters covered | entropy | same argmax | EM agreement |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['run']} | {r['distribution']} | {r['monotone_steps']:.3f} | {r['monotone_words']:.3f} | "
-                     f"{r['covered']:.3f} | {r['entropy']:.3f} | {r['same_as_first']:.3f} |")
+                     f"{r['covered']:.3f} | {r['entropy']:.3f} | {r['same_as_first']:.3f} | "
+                     + (f"{r['m2m_agreement']:.3f} ({r['m2m_words']})" if r["m2m_agreement"] is not None else "—") + " |")
     out = HERE / "results" / "g2p_alignments.md"
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out.with_suffix(".json").write_text(json.dumps({"commit": commit(), "machine": machine(), "limit": limit,
@@ -277,7 +324,8 @@ def alignments(work: Path, limit: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["run", "report", "align"])
-    parser.add_argument("--limit", type=int, default=1000, help="align: test words per run")
+    parser.add_argument("--limit", type=int, default=1000, help="align: test (and training) words per run")
+    parser.add_argument("--peer", default=str(ROOT / "runs" / "g2p-peer"), help="align: g2p_peer.py's work folder")
     parser.add_argument("--work", default=str(ROOT / "runs" / "g2p"))
     parser.add_argument("--shared", default=str(ROOT.parent / "shared" / "data" / "sigmorphon2021-g2p" / "medium"))
     parser.add_argument("--langs", nargs="+", default=LANGS)
@@ -293,7 +341,7 @@ def main(argv: list[str] | None = None) -> None:
         report(work, args.note)
         return
     if args.action == "align":
-        alignments(work, args.limit)
+        alignments(work, args.limit, Path(args.peer))
         return
     modes = args.modes
     if modes == ["best2"]:
