@@ -236,6 +236,14 @@ def test_train_evaluate_translate_align(tiny_lexicon, tmp_path, capsys, one_thre
         pairs = [tuple(map(int, link.split("-"))) for link in line.split()]
         assert sorted(j for _, j in pairs) == list(range(len(phones.split())))  # one letter per phone
         assert all(0 <= i < len(word) for i, _ in pairs)
+    # raw words and pronunciations, a pair a line: the links index the letters, a space inside a word is one
+    write(tmp_path / "pairs.txt", ["chat ||| ʃ a", "la bas ||| l a b a"])
+    status, _, err = run_cli(capsys, "align", run, "--pairs", tmp_path / "pairs.txt", "--out", tmp_path / "raw",
+                             "--pictures", "0", "--grid", "0")
+    assert status == 0, err
+    document = json.loads((tmp_path / "raw" / "alignments.json").read_text(encoding="utf-8"))
+    assert [p["src"] for p in document["pairs"]] == [list("chat"), ["l", "a", "▁", "b", "a", "s"]]
+    assert [p["tgt"] for p in document["pairs"]] == [["ʃ", "a", "</s>"], ["l", "a", "b", "a", "</s>"]]
 
 
 def test_api_and_exact_posterior(tiny_lexicon, one_thread):
