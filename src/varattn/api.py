@@ -118,7 +118,7 @@ def load(path_or_hub_id: str | os.PathLike, device: str | torch.device | None = 
     device = resolve_device("auto" if device is None else str(device))
     path = _resolve(path_or_hub_id)
     run = open_export(path, device) if is_export(path) else load_run(path, device)
-    if getattr(run.task, "name", "translation") != "translation":
+    if getattr(run.task, "name", "translation") not in ("translation", "transduction"):
         raise UserError(f"{path}: a {run.task.name} model — varattn.load opens translation models")
     return Model(run, str(path))
 

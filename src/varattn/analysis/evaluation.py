@@ -85,7 +85,14 @@ def evaluate_vqa(run: LoadedRun, data, split: str, **options) -> dict:
 
 
 #: task name -> what `varattn evaluate` reports for a run of that task
-EVALUATORS = {"translation": evaluate_run, "vqa": evaluate_vqa}
+def evaluate_transduction(run: LoadedRun, data, split: str, **options) -> dict:
+    """Scores, WER and PER of a transduction (G2P) run (:mod:`varattn.tasks.transduction.evaluate`)."""
+    from varattn.tasks.transduction.evaluate import evaluate_transduction as scores
+
+    return scores(run, data, split, **options)
+
+
+EVALUATORS = {"translation": evaluate_run, "vqa": evaluate_vqa, "transduction": evaluate_transduction}
 
 
 def evaluate(run: LoadedRun, data_dir, split: str, **options) -> dict:

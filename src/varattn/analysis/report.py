@@ -87,7 +87,7 @@ def run_align(run: LoadedRun, out: str | Path, *, data: PreparedData | None = No
         raise UserError(f"symmetrize {symmetrize}: needs a run trained the other way (reverse_run)")
     for loaded in (run, reverse_run):
         task = getattr(loaded, "task", None)
-        if task is not None and getattr(task, "name", "translation") != "translation":
+        if task is not None and getattr(task, "name", "translation") not in ("translation", "transduction"):
             raise UserError(f"{loaded.checkpoint}: a {task.name} model — varattn align works on translation models")
     for loaded in (run, reverse_run) if distribution else ():
         if loaded is None or hasattr(loaded.model, "cross_alignment"):

@@ -52,6 +52,12 @@ def _add_prepare(sub) -> None:
     p.add_argument("--questions", type=int, default=None, help="vqa-synthetic: training questions (default 10000)")
     p.add_argument("--feature-dim", type=int, default=None,
                    help="vqa-synthetic: region feature width (default 64); vqa: the width the features must have")
+    p.add_argument("--lang", help="sigmorphon-g2p: the language of the files (e.g. fre, kor, vie_hanoi)")
+    for name in ("train", "valid", "test"):
+        p.add_argument(f"--{name}", help=f"lexicon: {name} file, word<TAB>space-separated symbols per line"
+                                         + (" (optional)" if name == "test" else ""))
+    p.add_argument("--normalization", help="lexicon, sigmorphon-g2p: Unicode normalisation of the words: nfc "
+                                           "(default), nfd, nfkc, nfkd or none")
 
 
 def _add_train(sub) -> None:
@@ -442,6 +448,7 @@ PARAMETER_FLAGS = {
     "bpe_merges": "--bpe-merges", "max_len": "--max-len", "min_freq": "--min-freq", "feature_dim": "--feature-dim",
     "one_based": "--one-based", "train_src": "--train-src", "train_tgt": "--train-tgt",
     "valid_src": "--valid-src", "valid_tgt": "--valid-tgt", "test_src": "--test-src", "test_tgt": "--test-tgt",
+    "normalization": "--normalization",
 }
 VALUED_FLAGS = {"pairs": "--pairs", "questions": "--questions", "answers": "--answers", "split": "--split"}
 

@@ -53,6 +53,7 @@ class Task(Protocol):
 TASKS: dict[str, str] = {
     "translation": "varattn.tasks.translation:TranslationTask",
     "vqa": "varattn.tasks.vqa:VQATask",
+    "transduction": "varattn.tasks.transduction:TransductionTask",
 }
 
 

@@ -73,6 +73,11 @@ class PrepareRequest:
     answers: int | None = None
     questions: int | None = None
     feature_dim: int | None = None
+    lang: str | None = None  # sigmorphon-g2p: the language code of the files (fre, kor, ...)
+    train: str | os.PathLike | None = None  # lexicon: word<TAB>symbols files
+    valid: str | os.PathLike | None = None
+    test: str | os.PathLike | None = None
+    normalization: str = "nfc"  # lexicon / sigmorphon-g2p: Unicode normalisation of the words
     build: BuildOptions = field(default_factory=BuildOptions)  # bpe_merges, max_len, min_freq, ... progress
 
     @property
@@ -183,6 +188,22 @@ def _vqa_synthetic(out_dir, r: PrepareRequest) -> dict:
     return prepare_vqa_synthetic(out_dir, questions=r.questions or 10000, seed=r.seed,
                                  feature_dim=r.feature_dim or 64, answers=r.answers or 3000, min_freq=r.min_freq,
                                  progress=r.progress)
+
+
+@recipe("sigmorphon-g2p")
+def _sigmorphon_g2p(out_dir, r: PrepareRequest) -> dict:
+    from varattn.tasks.transduction.data import prepare_sigmorphon
+
+    return prepare_sigmorphon(out_dir, from_dir=r.from_dir, lang=r.lang, normalization=r.normalization,
+                              options=r.build_options())
+
+
+@recipe("lexicon")
+def _lexicon(out_dir, r: PrepareRequest) -> dict:
+    from varattn.tasks.transduction.data import prepare_lexicon
+
+    return prepare_lexicon(out_dir, train=r.train, valid=r.valid, test=r.test, normalization=r.normalization,
+                           lowercase=bool(r.lowercase), options=r.build_options())
 
 
 # --- synthetic -----------------------------------------------------------------------------------

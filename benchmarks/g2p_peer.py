@@ -1,0 +1,111 @@
+"""A peer G2P system on the same data: Phonetisaurus (joint-sequence WFST n-gram model; the PyPI
+package ``phonetisaurus`` 0.3.0 with its bundled binaries, default settings: EM many-to-many alignment
+with up to two letters and two phones per chunk and phone deletions, an order-8 joint n-gram model),
+trained on each language's train split, its best pronunciation scored on test with the same WER and PER
+as varattn (:mod:`varattn.tasks.transduction.metrics`). Spaces inside words (Vietnamese) are written ▁,
+as varattn's source tokens do, since Phonetisaurus splits a lexicon entry on whitespace.
+
+Phonetisaurus is installed apart from varattn's environment (it pins nothing varattn needs):
+
+    python -m venv /tmp/peer && /tmp/peer/bin/pip install phonetisaurus
+    python benchmarks/g2p_peer.py --phonetisaurus /tmp/peer/bin/phonetisaurus [--langs fre kor]
+
+The aligned training corpus (``--corpus``: Phonetisaurus' EM many-to-many alignment of every training
+entry) is kept as ``WORK/LANG.corpus``; ``g2p_sigmorphon.py align`` compares varattn's alignments with it.
+Each finished language is written at once to ``benchmarks/results/g2p_peer.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(HERE))
+
+from g2p_sigmorphon import BASELINE, LANGS, commit, machine  # noqa: E402
+from varattn.tasks.transduction import metrics  # noqa: E402
+
+SPACE = "\u2581"
+
+
+def read(path: Path) -> list[tuple[str, list[str]]]:
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        word, _, phones = line.partition("\t")
+        entries.append((SPACE.join(word.split()), phones.split()))
+    return entries
+
+
+def score_language(tool: str, shared: Path, work: Path, lang: str) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    train = read(shared / f"{lang}_train.tsv")
+    test = read(shared / f"{lang}_test.tsv")
+    lexicon = work / f"{lang}.train.txt"
+    lexicon.write_text("".join(f"{w}\t{' '.join(p)}\n" for w, p in train), encoding="utf-8")
+    model = work / f"{lang}.fst"
+    started = time.perf_counter()
+    subprocess.run([tool, "train", "--model", str(model), "--corpus", str(work / f"{lang}.corpus"), "--casing",
+                    "ignore", str(lexicon)], check=True, capture_output=True)
+    train_seconds = time.perf_counter() - started
+    words = work / f"{lang}.test.words"
+    words.write_text("".join(w + "\n" for w, _ in test), encoding="utf-8")
+    started = time.perf_counter()
+    with open(words, encoding="utf-8") as stdin:
+        done = subprocess.run([tool, "predict", "--model", str(model), "--casing", "ignore", "--word-separator", "\t"],
+                              stdin=stdin, check=True, capture_output=True, text=True)
+    predict_seconds = time.perf_counter() - started
+    predicted: dict[str, list[str]] = {}
+    for line in done.stdout.splitlines():
+        word, _, phones = line.partition("\t")
+        predicted.setdefault(word, phones.split())
+    hypotheses = [predicted.get(w, []) for w, _ in test]
+    references = [p for _, p in test]
+    return {"lang": lang, "test_wer": metrics.wer(hypotheses, references), "test_per": metrics.per(hypotheses, references),
+            "missing": sum(w not in predicted for w, _ in test), "train_seconds": round(train_seconds, 1),
+            "predict_seconds": round(predict_seconds, 1), "commit": commit(), "machine": machine(),
+            "command": f"phonetisaurus train --model {lang}.fst --casing ignore {lang}.train.txt; phonetisaurus "
+                       f"predict --model {lang}.fst --casing ignore --word-separator '\\t' < {lang}.test.words"}
+
+
+def write(results: list[dict]) -> None:
+    lines = ["# Peer: Phonetisaurus on SIGMORPHON 2021 task 1 medium (issue 23)", "",
+             f"Written by `python benchmarks/g2p_peer.py` ({machine()}). Phonetisaurus 0.3.0 from PyPI, default "
+             "training settings, best pronunciation, test split; WER and PER computed by varattn's metrics.", "",
+             "| language | baseline WER | Phonetisaurus WER | PER | train s | commit |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        lines.append(f"| {r['lang']} | {BASELINE[r['lang']]:.2f} | {r['test_wer']:.2f} | {r['test_per']:.2f} | "
+                     f"{r['train_seconds']:.0f} | {r['commit']} |")
+    if results:
+        macro = metrics.macro({r["lang"]: r["test_wer"] for r in results})
+        base = metrics.macro({r["lang"]: BASELINE[r["lang"]] for r in results})
+        lines.append(f"| **macro over {len(results)}** | {base:.2f} | {macro:.2f} | | | |")
+        lines += ["", "Command per language (in the work folder):", "", "```", results[0]["command"], "```"]
+    out = HERE / "results" / "g2p_peer.md"
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--phonetisaurus", default="phonetisaurus", help="the phonetisaurus command")
+    parser.add_argument("--shared", default=str(ROOT.parent / "shared" / "data" / "sigmorphon2021-g2p" / "medium"))
+    parser.add_argument("--work", default=str(ROOT / "runs" / "g2p-peer"))
+    parser.add_argument("--langs", nargs="+", default=LANGS)
+    args = parser.parse_args(argv)
+    out = HERE / "results" / "g2p_peer.json"
+    results = [r for r in (json.loads(out.read_text()) if out.is_file() else []) if r["lang"] not in args.langs]
+    for lang in args.langs:
+        results.append(score_language(args.phonetisaurus, Path(args.shared), Path(args.work), lang))
+        print(f"{lang}: WER {results[-1]['test_wer']:.2f}, train {results[-1]['train_seconds']:.0f} s", flush=True)
+        write(sorted(results, key=lambda r: LANGS.index(r["lang"])))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""Grapheme-to-phoneme conversion on SIGMORPHON 2021 task 1, medium subtask (issue 23).
+
+Protocol: every language of ``--langs`` (default the ten medium ones) is prepared with ``varattn prepare
+sigmorphon-g2p`` and trained with ``configs/g2p/MODE.yaml`` for every mode of ``--modes`` (default soft,
+marginal, hard-enum, vae-enum), seed 1. Each run's best checkpoint (the mode's validation perplexity)
+is decoded with beam 5 on dev and on test (``varattn evaluate``): modes are compared on dev (macro dev
+WER over the languages every mode finished); test is reported, never used to choose. ``--seeds 2 3`` for
+the two modes best on dev completes three seeds for them (``best2`` selects them from the results so far).
+
+Each finished run writes ``WORK/results/LANG-MODE-sSEED.json`` (scores, wall times, the commands, the
+commit and the machine) and the tables ``benchmarks/results/g2p_sigmorphon.{md,json}`` are rewritten
+from every finished run, so a stop loses at most the run in progress. Runs already finished are skipped;
+one in progress when stopped is started again.
+
+    python benchmarks/g2p_sigmorphon.py run --langs fre --modes soft marginal      # what was measured first
+    python benchmarks/g2p_sigmorphon.py run                                         # the whole first stage
+    python benchmarks/g2p_sigmorphon.py run --modes best2 --seeds 2 3               # three seeds for the two best
+    python benchmarks/g2p_sigmorphon.py report                                      # the tables only
+    python benchmarks/g2p_sigmorphon.py align                                       # prior vs posterior links
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LANGS = ["arm_e", "bul", "dut", "fre", "geo", "hbs_latn", "hun", "jpn_hira", "kor", "vie_hanoi"]
+MODES = ["soft", "marginal", "hard-enum", "vae-enum"]
+# test WER of the shared task's baseline (ensembled neural transducer), from the task repository's README
+BASELINE = {"arm_e": 7.00, "bul": 18.30, "dut": 14.70, "fre": 8.50, "geo": 0.00, "hbs_latn": 32.10, "hun": 1.80,
+            "jpn_hira": 5.20, "kor": 16.30, "vie_hanoi": 2.50}
+BASELINE_MACRO = 10.64
+RESULTS = HERE / "results" / "g2p_sigmorphon"
+
+
+def machine() -> str:
+    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+             if line.startswith("model name")] if Path("/proc/cpuinfo").is_file() else []
+    return f"{names[0] if names else platform.machine()}, {os.cpu_count()} cores, one thread per run"
+
+
+def commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def rel(path: Path) -> str:
+    """``path`` relative to the project root where it lies inside it (commands run there)."""
+    path = Path(path).resolve()
+    return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT) else str(path)
+
+
+def varattn(args: list[str], log: Path) -> float:
+    """Run ``python -m varattn ARGS`` on one thread, appending its output to ``log``; its wall seconds."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    started = time.perf_counter()
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write("$ varattn " + " ".join(args) + "\n")
+        handle.flush()
+        done = subprocess.run([sys.executable, "-m", "varattn", *args], stdout=handle, stderr=subprocess.STDOUT,
+                              env=env, cwd=ROOT)
+    if done.returncode:
+        raise SystemExit(f"varattn {' '.join(args)} failed (status {done.returncode}) — see {log}")
+    return time.perf_counter() - started
+
+
+def prepare(work: Path, shared: Path, lang: str) -> Path:
+    data = work / "data" / lang
+    if not (data / "meta.json").is_file():
+        (work / "logs").mkdir(parents=True, exist_ok=True)
+        varattn(["prepare", "sigmorphon-g2p", "--from", rel(shared), "--lang", lang, "--out", rel(data), "--force"],
+                work / "logs" / f"prepare-{lang}.log")
+    return data
+
+
+def job_name(lang: str, mode: str, seed: int) -> str:
+    return f"{lang}-{mode}-s{seed}"
+
+
+def do_job(work: Path, shared: Path, lang: str, mode: str, seed: int, overrides: list[str]) -> dict:
+    """Prepare, train and evaluate one run; its record (also written to WORK/results)."""
+    name = job_name(lang, mode, seed)
+    data = prepare(work, shared, lang)
+    run_dir = work / "runs" / name
+    log = work / "logs" / f"{name}.log"
+    if log.exists():
+        log.unlink()
+    train = ["train", f"configs/g2p/{mode}.yaml", "--out", rel(run_dir), f"data.dir={rel(data)}",
+             f"train.seed={seed}", *overrides]
+    if (run_dir / "config.yaml").is_file():
+        train.insert(1, "--resume")
+    load_before = os.getloadavg()[0]
+    train_seconds = varattn(train, log)
+    load_after = os.getloadavg()[0]
+    scores = {}
+    eval_seconds = {}
+    for split in ("valid", "test"):
+        out = run_dir / f"eval-{split}.json"
+        evaluate = ["evaluate", rel(run_dir), "--data", rel(data), "--split", split, "--beam", "5", "--kmax",
+                    "--json", rel(out), "--device", "cpu"]
+        eval_seconds[split] = varattn(evaluate, log)
+        scores[split] = json.loads(out.read_text(encoding="utf-8"))
+        if split == "valid":
+            evaluate_valid = evaluate
+    history = [json.loads(line) for line in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+    record = {"lang": lang, "mode": mode, "seed": seed, "overrides": overrides,
+              "dev_wer": scores["valid"]["wer"], "dev_per": scores["valid"]["per"],
+              "test_wer": scores["test"]["wer"], "test_per": scores["test"]["per"],
+              "test_ppl": scores["test"]["ppl"], "test_entropy": scores["test"]["entropy"],
+              "test_kl": scores["test"].get("kl"), "epochs": len(history),
+              "best_epoch": min(history, key=lambda h: h.get("elbo_ppl", h["ppl"]))["epoch"] if history else None,
+              "train_seconds": round(train_seconds, 1), "load_average": [round(load_before, 2), round(load_after, 2)], "eval_seconds": {k: round(v, 1) for k, v in eval_seconds.items()},
+              "commands": ["varattn " + " ".join(train), "varattn " + " ".join(evaluate_valid),
+                           "varattn " + " ".join(evaluate_valid).replace("--split valid", "--split test")
+                           .replace("eval-valid", "eval-test")],
+              "commit": commit(), "machine": machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (work / "results").mkdir(parents=True, exist_ok=True)
+    (work / "results" / f"{name}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return record
+
+
+def load_results(work: Path) -> list[dict]:
+    folder = work / "results"
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def dev_ranking(results: list[dict]) -> list[tuple[str, float, int]]:
+    """(mode, macro dev WER of seed 1, languages) over the languages every ranked mode finished, best first."""
+    seed1 = [r for r in results if r["seed"] == 1]
+    modes = sorted({r["mode"] for r in seed1})
+    langs = set.intersection(*[{r["lang"] for r in seed1 if r["mode"] == m} for m in modes]) if modes else set()
+    ranking = []
+    for mode in modes:
+        values = [r["dev_wer"] for r in seed1 if r["mode"] == mode and r["lang"] in langs]
+        if values:
+            ranking.append((mode, statistics.mean(values), len(values)))
+    return sorted(ranking, key=lambda item: item[1])
+
+
+def fmt(value, spec: str = ".2f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def report(work: Path, note: str = "") -> None:
+    """Rewrite benchmarks/results/g2p_sigmorphon.{md,json} from every finished run."""
+    results = load_results(work)
+    by = {}
+    for r in results:
+        by.setdefault((r["lang"], r["mode"]), []).append(r)
+    modes = [m for m in MODES if any(k[1] == m for k in by)] + sorted({k[1] for k in by} - set(MODES))
+    lines = ["# G2P: SIGMORPHON 2021 task 1, medium subtask (issue 23)", "",
+             "Written by `benchmarks/g2p_sigmorphon.py` from every finished run; each row carries its commit, "
+             "each run's record (`WORK/results/*.json`, copied into `g2p_sigmorphon.json`) its exact commands.",
+             f"Machine: {machine()}.", ""]
+    if note:
+        lines += [note, ""]
+    lines += ["Test WER (%) of the best checkpoint (the mode's dev perplexity), beam 5; dev WER in brackets; "
+              "mean ± sd and ×N where N seeds finished. The baseline is the shared "
+              "task's (ensembled neural transducer, test WER).", ""]
+    header = "| language | baseline | " + " | ".join(modes) + " |"
+    lines += [header, "|" + " --- |" * (2 + len(modes))]
+    langs = [l for l in LANGS if any(k[0] == l for k in by)] + sorted({k[0] for k in by} - set(LANGS))
+    for lang in langs:
+        cells = []
+        for mode in modes:
+            runs = by.get((lang, mode), [])
+            if not runs:
+                cells.append("")
+                continue
+            tests = [r["test_wer"] for r in runs]
+            devs = [r["dev_wer"] for r in runs]
+            spread = f" ± {statistics.stdev(tests):.2f}" if len(tests) > 1 else ""
+            cells.append(f"{statistics.mean(tests):.2f}{spread} ({statistics.mean(devs):.2f})"
+                         + (f" ×{len(runs)}" if len(runs) > 1 else ""))
+        lines.append(f"| {lang} | {fmt(BASELINE.get(lang))} | " + " | ".join(cells) + " |")
+    macro_cells = []
+    for mode in modes:
+        done = [l for l in langs if (l, mode) in by]
+        if not done:
+            macro_cells.append("")
+            continue
+        test = statistics.mean(statistics.mean(r["test_wer"] for r in by[(l, mode)]) for l in done)
+        base = statistics.mean(BASELINE[l] for l in done if l in BASELINE)
+        macro_cells.append(f"{test:.2f} over {len(done)} (baseline {base:.2f})")
+    lines.append(f"| **macro** | {BASELINE_MACRO:.2f} over 10 | " + " | ".join(macro_cells) + " |")
+    lines += ["", "Every run (one line each, in the order they finished):", "",
+              "| run | dev WER | dev PER | test WER | test PER | test PPL | prior entropy | KL | epochs (best) | "
+              "train s | load (1 min, start/end) | eval s (dev+test) | commit |", "|" + " --- |" * 13]
+    for r in sorted(results, key=lambda r: r["finished"]):
+        lines.append(f"| {job_name(r['lang'], r['mode'], r['seed'])} | {r['dev_wer']:.2f} | {r['dev_per']:.2f} | "
+                     f"{r['test_wer']:.2f} | {r['test_per']:.2f} | {fmt(r['test_ppl'], '.3f')} | "
+                     f"{fmt(r['test_entropy'], '.3f')} | {fmt(r['test_kl'], '.3f')} | {r['epochs']} ({r['best_epoch']}) | "
+                     f"{r['train_seconds']:.0f} | {'/'.join(map(str, r.get('load_average', []))) or '—'} | "
+                     f"{sum(r['eval_seconds'].values()):.0f} | {r['commit']} |")
+    ranking = dev_ranking(results)
+    if ranking:
+        lines += ["", "Modes by macro dev WER (seed 1, over the languages all of them finished): "
+                  + ", ".join(f"{m} {v:.2f} ({n} languages)" for m, v, n in ranking) + "."]
+    if results:
+        lines += ["", "Commands of one run (the others differ in language, mode and seed):", "", "```"]
+        lines += results[0]["commands"] + ["```"]
+    out = HERE / "results" / "g2p_sigmorphon.md"
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out.with_suffix(".json").write_text(json.dumps({"machine": machine(), "baseline": BASELINE,
+                                                    "baseline_macro": BASELINE_MACRO, "ranking": ranking,
+                                                    "runs": results}, indent=1, ensure_ascii=False) + "\n",
+                                        encoding="utf-8")
+
+
+def m2m_links(corpus: Path) -> list[tuple[list[str], list[str], set[tuple[int, int]]]]:
+    """Phonetisaurus' aligned corpus -> per entry (letters, phones, links (letter i, phone j)): every
+    letter of a chunk ``l|l}p|p`` is linked to every phone of it; ``_`` is the empty side."""
+    entries = []
+    for line in corpus.read_text(encoding="utf-8").splitlines():
+        letters, phones, links = [], [], set()
+        for chunk in line.split():
+            left, _, right = chunk.partition("}")
+            gs = [] if left == "_" else left.split("|")
+            ps = [] if right == "_" else right.split("|")
+            links |= {(len(letters) + a, len(phones) + b) for a in range(len(gs)) for b in range(len(ps))}
+            letters += gs
+            phones += ps
+        entries.append((letters, phones, links))
+    return entries
+
+
+def m2m_agreement(matrices, entries, src_tokens, tgt_tokens) -> tuple[float, int]:
+    """The share of phones whose argmax letter the EM aligner links to it, over the words both tokenised
+    alike; and that number of words."""
+    hits = total = words = 0
+    for matrix, (letters, phones, links), src, tgt in zip(matrices, entries, src_tokens, tgt_tokens):
+        if letters != list(src) or phones != list(tgt):
+            continue
+        best = matrix[:-1].argmax(-1)
+        hits += sum((int(i), j) in links for j, i in enumerate(best))
+        total += len(best)
+        words += 1
+    return (hits / total if total else float("nan")), words
+
+
+def alignments(work: Path, limit: int, peer: Path) -> None:
+    """For every finished latent run: how monotone the prior's argmax links, the exact posterior's and
+    (vae-*) q's are on the first ``limit`` test words; writes benchmarks/results/g2p_alignments.{md,json}."""
+    sys.path.insert(0, str(ROOT / "src"))
+    import torch
+
+    from varattn.analysis.align import align_split
+    from varattn.tasks.transduction.align import exact_posteriors, monotonicity
+    from varattn.tasks.transduction.data import load_transduction
+    from varattn.training.runs import load_run
+
+    torch.set_num_threads(1)
+    rows = []
+    for record in load_results(work):
+        if record["mode"] == "soft":
+            names = ["attention"]
+        else:
+            names = ["prior", "exact-posterior"] + (["posterior"] if record["mode"].startswith("vae") else [])
+        name = job_name(record["lang"], record["mode"], record["seed"])
+        run = load_run(work / "runs" / name, torch.device("cpu"))
+        data = load_transduction(work / "data" / record["lang"])
+        pairs = align_split(run, data, "test", limit=limit)
+        matrices = {k: [p.matrices[k] for p in pairs] for k in names if k in pairs[0].matrices}
+        if "exact-posterior" in names:
+            split = data.split("test")
+            matrices["exact-posterior"] = exact_posteriors(run, [split.src(i) for i in range(len(pairs))],
+                                                           [split.tgt(i) for i in range(len(pairs))])
+        first = next(iter(matrices.values()))
+        corpus = peer / f"{record['lang']}.corpus"
+        m2m = {}
+        if corpus.is_file():  # agreement with Phonetisaurus' EM alignment, on the first training words
+            train_pairs = align_split(run, data, "train", limit=limit)
+            train = data.split("train")
+            on_train = {k: [p.matrices[k] for p in train_pairs] for k in matrices if k in train_pairs[0].matrices}
+            if "exact-posterior" in matrices:
+                on_train["exact-posterior"] = exact_posteriors(run, [train.src(i) for i in range(len(train_pairs))],
+                                                               [train.tgt(i) for i in range(len(train_pairs))])
+            entries = m2m_links(corpus)[:limit]
+            for k, found in on_train.items():
+                m2m[k] = m2m_agreement(found, entries, [p.src for p in train_pairs], [p.tgt[:-1] for p in train_pairs])
+        for k, found in matrices.items():
+            entropy = float(np.mean([-(m[:-1] * np.log(np.clip(m[:-1], 1e-30, 1))).sum(-1).mean() for m in found]))
+            same = [float((m[:-1].argmax(-1) == f[:-1].argmax(-1)).mean()) for m, f in zip(found, first)]
+            rows.append({"run": name, "distribution": k, **monotonicity(found), "entropy": entropy,
+                         "same_as_first": float(np.mean(same)), "m2m_agreement": m2m.get(k, (None, 0))[0],
+                         "m2m_words": m2m.get(k, (None, 0))[1]})
+    lines = ["# G2P alignments: prior, exact posterior and q (issue 23)", "",
+             f"Written by `python benchmarks/g2p_sigmorphon.py align --limit {limit}` (commit {commit()}; {machine()}) "
+             f"from the runs of `g2p_sigmorphon.md`: the first {limit} test words of each run, teacher-forced on "
+             "the gold pronunciation. No gold letter-phone links exist for these data; letter-to-sound "
+             "alignments of alphabetic scripts are close to monotone, so the share of monotone steps and "
+             "words and the share of letters linked at all are the measures; entropy in nats per phone.", "",
+             "Same argmax: the share of phones whose argmax letter is the one of the run's first "
+             "distribution (the prior, or a soft model's attention). EM agreement: on the first training words, "
+             "the share of phones whose argmax letter Phonetisaurus' EM many-to-many alignment "
+             "(`benchmarks/g2p_peer.py`, `--corpus`) links to that phone (words in brackets).", "",
+             "| run | distribution | monotone steps | monotone words | letters covered | entropy | same argmax | EM agreement |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['run']} | {r['distribution']} | {r['monotone_steps']:.3f} | {r['monotone_words']:.3f} | "
+                     f"{r['covered']:.3f} | {r['entropy']:.3f} | {r['same_as_first']:.3f} | "
+                     + (f"{r['m2m_agreement']:.3f} ({r['m2m_words']})" if r["m2m_agreement"] is not None else "—") + " |")
+    out = HERE / "results" / "g2p_alignments.md"
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out.with_suffix(".json").write_text(json.dumps({"commit": commit(), "machine": machine(), "limit": limit,
+                                                    "rows": rows}, indent=1) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["run", "report", "align"])
+    parser.add_argument("--limit", type=int, default=1000, help="align: test (and training) words per run")
+    parser.add_argument("--peer", default=str(ROOT / "runs" / "g2p-peer"), help="align: g2p_peer.py's work folder")
+    parser.add_argument("--work", default=str(ROOT / "runs" / "g2p"))
+    parser.add_argument("--shared", default=str(ROOT.parent / "shared" / "data" / "sigmorphon2021-g2p" / "medium"))
+    parser.add_argument("--langs", nargs="+", default=LANGS)
+    parser.add_argument("--modes", nargs="+", default=MODES, help="modes, or best2: the two best on dev so far")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1])
+    parser.add_argument("--by", choices=["lang", "mode"], default="lang",
+                        help="order: every mode of a language before the next language (lang), or the reverse")
+    parser.add_argument("--note", default="", help="report: a line printed under the machine")
+    parser.add_argument("overrides", nargs="*", help="section.field=value for every training run")
+    args = parser.parse_args(argv)
+    work = Path(args.work).resolve()
+    if args.action == "report":
+        report(work, args.note)
+        return
+    if args.action == "align":
+        alignments(work, args.limit, Path(args.peer))
+        return
+    modes = args.modes
+    if modes == ["best2"]:
+        modes = [m for m, _, _ in dev_ranking(load_results(work))[:2]]
+        if len(modes) < 2:
+            raise SystemExit("best2: fewer than two modes have finished runs — run the first stage first")
+    jobs = [(l, m, s) for s in args.seeds for l in args.langs for m in modes] if args.by == "lang" else \
+        [(l, m, s) for s in args.seeds for m in modes for l in args.langs]
+    for lang, mode, seed in jobs:
+        if (work / "results" / f"{job_name(lang, mode, seed)}.json").is_file():
+            continue
+        print(f"{time.strftime('%H:%M:%S')} {job_name(lang, mode, seed)}", flush=True)
+        record = do_job(work, Path(args.shared), lang, mode, seed, args.overrides)
+        print(f"  dev WER {record['dev_wer']:.2f}, test WER {record['test_wer']:.2f}, train {record['train_seconds']:.0f} s",
+              flush=True)
+        report(work, args.note)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Character-to-symbol transduction (grapheme-to-phoneme conversion) as a :class:`varattn.tasks.Task`.
+
+The data are lexicons (:mod:`.data`: characters in, space-separated symbols out), the model is the
+translation model of ``model.arch`` (``rnn`` or ``transformer``) in any latent mode, trained by the
+translation loss; decoding is the same beam search. Validation adds to the translation scores (exact
+PPL, prior entropy, KL; :mod:`varattn.tasks.translation_scores`) the greedy ``wer`` and ``per`` of the
+split (:mod:`.metrics`); the checkpoint is chosen as for translation, by the mode's perplexity.
+"""
+
+from __future__ import annotations
+
+from varattn.config import Config
+from varattn.tasks.translation import TranslationTask
+from varattn.tasks.translation_scores import score_split
+from varattn.tasks.transduction.data import load_transduction
+
+__all__ = ["TransductionTask"]
+
+
+class TransductionTask(TranslationTask):
+    name = "transduction"
+
+    def load(self, data_dir, reverse: bool = False):
+        return load_transduction(data_dir, reverse=reverse)
+
+    def score(self, model, split, device, config: Config) -> dict:
+        from varattn.tasks.transduction.evaluate import decode_split
+
+        scores = score_split(model, split, device, max_tokens=config.data.eval_max_tokens,
+                             samples=config.train.eval_samples, seed=config.train.seed, bf16=config.train.bf16)
+        import dataclasses
+
+        greedy = dataclasses.replace(config.decode, beam=1)
+        found = decode_split(model, device, split, greedy)
+        scores.update(wer=found["wer"], per=found["per"])
+        return scores
