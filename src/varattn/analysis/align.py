@@ -32,6 +32,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from varattn import stopping
 from varattn.analysis import aer
 
 from varattn import latent
@@ -99,7 +100,8 @@ def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[
     """Teacher-forced matrices for parallel id sequences (no BOS/EOS), batched by tokens; in order.
 
     ``src_tokens``/``tgt_tokens`` are the strings shown for the ids (same lengths); ``indices`` the pair
-    numbers recorded (default 0, 1, ...).
+    numbers recorded (default 0, 1, ...). When SIGINT or SIGTERM asks to stop (:mod:`varattn.stopping`),
+    the batch in progress is finished and only the pairs complete from the first one on are returned.
     """
     model, device = run.model, run.device
     for n, (s, t) in enumerate(zip(src_ids, tgt_ids)):
@@ -135,8 +137,11 @@ def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[
                 src=list(src_tokens[i]), tgt=list(tgt_tokens[i]) + [END],
                 matrices={k: p[row, :T, :S].astype(np.float64).round(DIGITS) for k, p in probs.items()},
                 entropy={k: float(e[row]) / T for k, e in ents.items()})
+        if stopping.requested():  # SIGINT/SIGTERM: keep the pairs complete from the first one on
+            break
     model.train(was_training)
-    return results  # type: ignore[return-value]
+    complete = next((n for n, pair in enumerate(results) if pair is None), len(results))
+    return results[:complete]  # type: ignore[return-value]
 
 
 def _check_vocab(run: LoadedRun, data: PreparedData) -> None:
@@ -237,12 +242,13 @@ def scores(pairs: Sequence[PairAlignment], threshold: float = 0.0) -> dict[str, 
             for name in pairs[0].matrices}
 
 
-def split_aer(run: LoadedRun, data: PreparedData, split_name: str) -> dict:
+def split_aer(run: LoadedRun, data: PreparedData, split_name: str, limit: int | None = None) -> dict:
     """For `varattn evaluate`: ``aer``, ``align_precision``, ``align_recall`` per distribution (argmax
-    links, no threshold, word level) when the split has gold alignments; otherwise ``{}``."""
+    links, no threshold, word level) over the first ``limit`` pairs (default all) when the split has gold
+    alignments; otherwise ``{}``."""
     if data.split(split_name).gold_alignments() is None:
         return {}
-    found = scores(align_split(run, data, split_name))
+    found = scores(align_split(run, data, split_name, limit=limit))
     return {"aer": {k: c.aer for k, c in found.items()},
             "align_precision": {k: c.precision for k, c in found.items()},
             "align_recall": {k: c.recall for k, c in found.items()}}
