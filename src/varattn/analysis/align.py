@@ -139,6 +139,8 @@ def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[
                 entropy={k: float(e[row]) / T for k, e in ents.items()})
         if stopping.requested():  # SIGINT/SIGTERM: keep the pairs complete from the first one on
             break
+    if hasattr(batches, "close"):  # a progress bar left early: clear it from the terminal
+        batches.close()
     model.train(was_training)
     complete = next((n for n, pair in enumerate(results) if pair is None), len(results))
     return results[:complete]  # type: ignore[return-value]

@@ -240,6 +240,12 @@ def _pair_html(pair: PairAlignment, image: str, threshold: float) -> str:
     if pair.translation is not None:
         rows.append(("translation", html.unescape(pair.translation)))
     rows.append(("entropy", " · ".join(f"{name} {value:.3f} nats" for name, value in pair.entropy.items())))
+    from varattn.analysis.pictures import near_uniform_rows
+
+    flat = {name: int(near_uniform_rows(matrix).sum()) for name, matrix in pair.matrices.items()}
+    if any(flat.values()):
+        rows.append(("near-uniform", " · ".join(f"{name} {count} of {len(pair.tgt)} rows (entropy ≥ 0.9 log S)"
+                                                 for name, count in flat.items() if count)))
     if pair.gold is not None:
         rows.append(("AER", " · ".join(f"{name} {aer.counts(pair.word_links(name, threshold), pair.gold).aer:.3f}"
                                          for name in pair.matrices)))

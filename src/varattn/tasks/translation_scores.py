@@ -72,6 +72,8 @@ def score_split(model: torch.nn.Module, split, device: torch.device, *, max_toke
         scored += len(indices)
         if stopping.requested():  # SIGINT/SIGTERM: the scores of the batches done so far
             break
+    if hasattr(batches, "close"):  # a progress bar left early: clear it from the terminal
+        batches.close()
     model.train(was_training)
     result = {"ppl": perplexity(totals["nll"] / tokens), "entropy": totals["entropy"] / tokens,
               "tokens": tokens, "sentences": scored}

@@ -286,7 +286,7 @@ def _build(tmp, source, splits, pipeline, options, inputs, settings, extra_meta)
             "src_unk": int((src_ids == UNK).sum()),
             "tgt_unk": int((tgt_ids == UNK).sum()),
         }
-        log.info("%s: %s", sp.name, stats[sp.name])
+        log.debug("%s: %s", sp.name, stats[sp.name])
 
     meta = {
         "format": FORMAT,
