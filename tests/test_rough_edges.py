@@ -461,9 +461,9 @@ def test_10_near_uniform_rows_are_flagged_in_the_picture():
     pair = PairAlignment(0, list("abcde"), ["x", "y", "z", "w", "</s>"], {"prior": matrix}, {"prior": 0.0})
     figure = pair_figure(pair)
     texts = [t.get_text() for ax in figure.axes for t in ax.texts]
-    titles = [ax.get_title() for ax in figure.axes]
+    captions = [ax.get_xlabel() for ax in figure.axes]
     assert texts.count(" ≈ uniform") == 2
-    assert any(f"colours 0 to {matrix.max():.2f}" in title for title in titles)
+    assert f"colours 0 (black) to {matrix.max():.2f} (white)" in captions
 
 
 # --- 11. the README's word-alignment block runs as written (at tiny sizes) ---------------------------

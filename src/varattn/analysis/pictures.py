@@ -5,7 +5,7 @@
   overlay in two colours as in Deng et al. (2018): prior in red, posterior in blue, so cells where they
   agree turn pink to white. Heat maps use ``magma``: the larger the probability, the brighter the cell.
   Each picture's colours run from 0 to *its own* largest probability (so a flat prior is not a black
-  square); each panel's title and the colour bar say that maximum, and rows whose entropy is close to
+  square); each panel's caption and the colour bar say that maximum, and rows whose entropy is close to
   log S (:func:`near_uniform_rows`) are marked "≈ uniform". Gold links, when known, are outlined in cyan.
 - :func:`grid_figure`: several pairs on one page (the overlay, or the single heat map).
 - :func:`save`: PNG and/or SVG; :func:`png_base64` for inline images.
@@ -109,8 +109,8 @@ def peak(pair: PairAlignment, names: Sequence[str] | None = None) -> float:
 def draw_heatmap(ax, pair: PairAlignment, name: str, vmax: float | None = None):
     """One distribution of ``pair`` as a heat map on ``ax`` (linear, 0 to ``vmax``: default its maximum)."""
     vmax = peak(pair, [name]) if vmax is None else vmax
-    shown = _draw(ax, pair, pair.matrices[name], f"{name} (colours 0 to {vmax:.2f})", cmap=CMAP, vmin=0.0,
-                  vmax=vmax)
+    shown = _draw(ax, pair, pair.matrices[name], name, cmap=CMAP, vmin=0.0, vmax=vmax)
+    ax.set_xlabel(f"colours 0 (black) to {vmax:.2f} (white)", fontsize=FONT - 1)
     _flag_uniform(ax, pair.matrices[name])
     return shown
 
