@@ -322,7 +322,10 @@ def cmd_evaluate(args) -> None:
     if args.json:
         from varattn.data.textio import atomic_write_bytes
 
-        atomic_write_bytes(args.json, json.dumps(results, indent=1).encode("utf-8"))
+        try:
+            atomic_write_bytes(args.json, json.dumps(results, indent=1).encode("utf-8"))
+        except OSError as error:  # name the file meant, not its temporary twin
+            raise OSError(error.errno, error.strerror, args.json) from None
         print(f"results written to {args.json}")
     if signum:
         kept = f"partial results in {args.json} and above" if args.json else "partial results above"
