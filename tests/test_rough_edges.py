@@ -186,6 +186,9 @@ def test_3_sigterm_during_translate_output_keeps_the_complete_lines(run, synthet
 
 
 def test_3_sigterm_during_align_keeps_the_complete_pairs(run, synthetic_data, tmp_path):
+    from varattn.data.text.batching import TokenBatcher
+    from varattn.data.text.prepared import load_prepared
+
     out = tmp_path / "align"
     done = launch(["align", str(run), "--data", str(synthetic_data), "--split", "test", "--out", str(out),
                    "--pictures", "0", "--grid", "0", "--device", "cpu"], "varattn.analysis.align:collate:2", tmp_path)
@@ -193,10 +196,14 @@ def test_3_sigterm_during_align_keeps_the_complete_pairs(run, synthetic_data, tm
     assert done.returncode == 143 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     summary = json.loads((out / "summary.json").read_text())
     kept = json.loads((out / "alignments.json").read_text())["pairs"]
-    total = len((synthetic_data / "test.src.txt").read_text().splitlines())
-    assert 0 < summary["pairs"] == len(kept) < total and "partial" in summary
-    assert [pair["index"] for pair in kept] == list(range(len(kept)))  # a prefix, nothing skipped
-    assert f"after aligning {len(kept)} of {total} pairs" in lines[0]
+    split = load_prepared(synthetic_data).split("test")
+    batches = TokenBatcher(split.src_lengths, split.tgt_lengths, 150, shuffle=False).batches(0)  # one chunk
+    done_pairs = set(batches[0].tolist()) | set(batches[1].tolist())  # the batch in progress finished
+    complete = next(i for i in range(len(split)) if i not in done_pairs)  # the prefix they make whole
+    assert summary["pairs"] == len(kept) == complete < len(split) and "partial" in summary
+    assert [pair["index"] for pair in kept] == list(range(complete))
+    assert f"after aligning {complete} of {len(split)} pairs" in lines[0]
+    assert len((out / "prior.align").read_text().splitlines()) == complete
 
 
 # --- 4. a stopped run says why ----------------------------------------------------------------------

@@ -93,6 +93,9 @@ class PairAlignment:
         return record
 
 
+CHUNK = 256  # consecutive pairs sorted into batches together (see extract)
+
+
 @torch.no_grad()
 def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]],
             src_tokens: Sequence[list[str]], tgt_tokens: Sequence[list[str]], *,
@@ -109,10 +112,12 @@ def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[
             raise UserError(f"pair {n + 1}: empty source or target — remove empty lines from both files")
     names = distributions(model.config.mode, model.has_posterior)
     pairs = IdPairs(src_ids, tgt_ids)
-    batcher = TokenBatcher([len(s) for s in src_ids], [len(t) for t in tgt_ids],
-                           run.config.data.eval_max_tokens, shuffle=False)
+    src_lengths, tgt_lengths = [len(s) for s in src_ids], [len(t) for t in tgt_ids]
     results: list[PairAlignment | None] = [None] * len(src_ids)
-    batches = batcher.batches(0)
+    # sorted by length within chunks of the input: what a signal leaves undone is at most one chunk
+    batches = [rows + start for start in range(0, len(src_ids), CHUNK)
+               for rows in TokenBatcher(src_lengths[start:start + CHUNK], tgt_lengths[start:start + CHUNK],
+                                        run.config.data.eval_max_tokens, shuffle=False).batches(0)]
     if progress:
         from tqdm import tqdm
 

@@ -27,6 +27,9 @@ class Translation:
     nbest: list[tuple[Hypothesis, str]] = field(default_factory=list)  # best first, the best included
 
 
+CHUNK = 256  # consecutive inputs sorted into batches together (see decode_nbest)
+
+
 def token_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
     """Indices grouped by length so that rows x longest row <= batch_tokens (at least one row)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
@@ -53,7 +56,14 @@ def decode_nbest(run: LoadedRun, ids: list[list[int]], decode: DecodeConfig, *, 
     from varattn import stopping
 
     results: list[list[Hypothesis] | None] = [None] * len(ids)
-    batches = token_batches([max(1, len(x)) for x in ids], decode.batch_tokens)
+    lengths = [max(1, len(x)) for x in ids]
+    # sorted by length within chunks of the input: what a signal leaves undone is at most one chunk
+    batches = [[start + i for i in batch] for start in range(0, len(ids), CHUNK)
+               for batch in token_batches(lengths[start:start + CHUNK], decode.batch_tokens)]
+    for batch in batches:  # refuse what cannot fit before decoding anything
+        nonempty = [len(ids[i]) for i in batch if len(ids[i])]
+        if nonempty:
+            _check_beams(len(nonempty) * decode.beam, max(nonempty), len(run.data.tgt_vocab), run.device)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -66,7 +76,6 @@ def decode_nbest(run: LoadedRun, ids: list[list[int]], decode: DecodeConfig, *, 
         nonempty = [i for i in batch if len(ids[i])]
         if nonempty:
             width = max(len(ids[i]) for i in nonempty)
-            _check_beams(len(nonempty) * decode.beam, width, len(run.data.tgt_vocab), run.device)
             src = torch.full((len(nonempty), width), PAD, dtype=torch.long)
             for row, i in enumerate(nonempty):
                 src[row, : len(ids[i])] = torch.as_tensor(ids[i])
