@@ -309,6 +309,9 @@ def _coerce(value, annotation: str, where: str, key: str):
         return float(value)
     if expected is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
         return float(value)  # YAML 1.1 reads 3e-4 and 1E-3 as text
+    if expected is float and isinstance(value, str) and _NON_FINITE.fullmatch(value.strip()):
+        raise UserError(f"{where}: {key}={value} is a float but not a finite number — give a finite number "
+                        f"(default {_default(key)!r})")
     if expected is str and value is None:
         return ""
     if expected is int and isinstance(value, bool) or not isinstance(value, expected):
@@ -319,6 +322,7 @@ def _coerce(value, annotation: str, where: str, key: str):
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_NON_FINITE = re.compile(r"[-+]?\.?(nan|inf|infinity)", re.IGNORECASE)  # what float() reads as nan or +-inf
 
 
 def _example(annotation: str) -> str:
@@ -362,6 +366,9 @@ def load(path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
         line = f":{mark.line + 1}" if mark is not None else ""
         reason = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise UserError(f"{path}{line}: not valid YAML ({reason}) — fix the syntax") from None
+    if not data:
+        raise UserError(f"{path}: the config is empty — it would train the 512-wide defaults on no data; start "
+                        "from a recipe, e.g. configs/quickstart.yaml, or list the sections to set")
     config = from_dict(data, str(path))
     apply_overrides(config, overrides)
     origins = {item.split("=", 1)[0]: f"override {item!r}" for item in overrides}

@@ -35,6 +35,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from varattn import stopping
 from varattn.analysis import aer
 
 from varattn import latent
@@ -97,6 +98,9 @@ class PairAlignment:
         return record
 
 
+CHUNK = 256  # consecutive pairs sorted into batches together (see extract)
+
+
 @torch.no_grad()
 def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]],
             src_tokens: Sequence[list[str]], tgt_tokens: Sequence[list[str]], *,
@@ -104,7 +108,8 @@ def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[
     """Teacher-forced matrices for parallel id sequences (no BOS/EOS), batched by tokens; in order.
 
     ``src_tokens``/``tgt_tokens`` are the strings shown for the ids (same lengths); ``indices`` the pair
-    numbers recorded (default 0, 1, ...).
+    numbers recorded (default 0, 1, ...). When SIGINT or SIGTERM asks to stop (:mod:`varattn.stopping`),
+    the batch in progress is finished and only the pairs complete from the first one on are returned.
     """
     model, device = run.model, run.device
     for n, (s, t) in enumerate(zip(src_ids, tgt_ids)):
@@ -112,10 +117,12 @@ def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[
             raise UserError(f"pair {n + 1}: empty source or target — remove empty lines from both files")
     names = distributions(model.config.mode, model.has_posterior)
     pairs = IdPairs(src_ids, tgt_ids)
-    batcher = TokenBatcher([len(s) for s in src_ids], [len(t) for t in tgt_ids],
-                           run.config.data.eval_max_tokens, shuffle=False)
+    src_lengths, tgt_lengths = [len(s) for s in src_ids], [len(t) for t in tgt_ids]
     results: list[PairAlignment | None] = [None] * len(src_ids)
-    batches = batcher.batches(0)
+    # sorted by length within chunks of the input: what a signal leaves undone is at most one chunk
+    batches = [rows + start for start in range(0, len(src_ids), CHUNK)
+               for rows in TokenBatcher(src_lengths[start:start + CHUNK], tgt_lengths[start:start + CHUNK],
+                                        run.config.data.eval_max_tokens, shuffle=False).batches(0)]
     if progress:
         from tqdm import tqdm
 
@@ -140,8 +147,13 @@ def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[
                 src=list(src_tokens[i]), tgt=list(tgt_tokens[i]) + [END],
                 matrices={k: p[row, :T, :S].astype(np.float64).round(DIGITS) for k, p in probs.items()},
                 entropy={k: float(e[row]) / T for k, e in ents.items()})
+        if stopping.requested():  # SIGINT/SIGTERM: keep the pairs complete from the first one on
+            break
+    if hasattr(batches, "close"):  # a progress bar left early: clear it from the terminal
+        batches.close()
     model.train(was_training)
-    return results  # type: ignore[return-value]
+    complete = next((n for n, pair in enumerate(results) if pair is None), len(results))
+    return results[:complete]  # type: ignore[return-value]
 
 
 def _chain_scores(fwd: latent.LatentOutput) -> dict:
@@ -255,12 +267,13 @@ def scores(pairs: Sequence[PairAlignment], threshold: float = 0.0) -> dict[str, 
             for name in pairs[0].matrices}
 
 
-def split_aer(run: LoadedRun, data: PreparedData, split_name: str) -> dict:
+def split_aer(run: LoadedRun, data: PreparedData, split_name: str, limit: int | None = None) -> dict:
     """For `varattn evaluate`: ``aer``, ``align_precision``, ``align_recall`` per distribution (argmax
-    links, no threshold, word level) when the split has gold alignments; otherwise ``{}``."""
+    links, no threshold, word level) over the first ``limit`` pairs (default all) when the split has gold
+    alignments; otherwise ``{}``."""
     if data.split(split_name).gold_alignments() is None:
         return {}
-    found = scores(align_split(run, data, split_name))
+    found = scores(align_split(run, data, split_name, limit=limit))
     return {"aer": {k: c.aer for k, c in found.items()},
             "align_precision": {k: c.precision for k, c in found.items()},
             "align_recall": {k: c.recall for k, c in found.items()}}

@@ -6,6 +6,7 @@ import dataclasses
 
 import sacrebleu
 
+from varattn import stopping
 from varattn.config import DecodeConfig
 from varattn.data.text.prepared import PreparedData
 from varattn.errors import UserError
@@ -21,7 +22,7 @@ OPTIONAL_KEYS = ("kmax_ppl", "elbo_ppl", "kl")
 
 
 def evaluate_run(run: LoadedRun, data: PreparedData, split_name: str, *, kmax: tuple[int, ...] = (1, 2, 3, 5),
-                 bleu: bool = True, decode: DecodeConfig | None = None) -> dict:
+                 bleu: bool = True, decode: DecodeConfig | None = None, limit: int | None = None) -> dict:
     """Every metric of `varattn evaluate` for one split (see :mod:`varattn.tasks.translation_scores` for the scores).
 
     ``kmax_ppl`` (latent modes with enumeration), ``elbo_ppl`` and ``kl`` (models with q) are None where
@@ -30,22 +31,46 @@ def evaluate_run(run: LoadedRun, data: PreparedData, split_name: str, *, kmax: t
     with ``tokenize="none"`` (multi-bleu.perl's convention); ``sacrebleu`` the detokenised output against
     the raw reference (or the detokenised reference) with 13a, lowercased when the data pipeline
     lowercases.
+
+    ``limit``: score only the first ``limit`` pairs of the split. When SIGINT or SIGTERM asks to stop
+    (:mod:`varattn.stopping`), the results hold what was complete and ``partial`` says what is missing.
     """
     check_vocabularies(run, data, "evaluate on")
     split = data.split(split_name)
+    if limit is not None:
+        if limit < 1:
+            raise UserError(f"limit {limit}: score at least 1 sentence")
+        split = split.first(limit)
     config = run.config
     results = {"split": split_name, "checkpoint": str(run.checkpoint), "mode": config.model.mode}
+    if limit is not None:
+        results["limit"] = len(split)
     results.update(score_split(run.model, split, run.device, max_tokens=config.data.eval_max_tokens, kmax=kmax,
                                samples=config.train.eval_samples, seed=config.train.seed, bf16=config.train.bf16,
                                progress=True))
     for key in OPTIONAL_KEYS:
         results.setdefault(key, None)
+    signum = stopping.requested()
+    if signum:
+        results["partial"] = (f"stopped by {stopping.name(signum)} after scoring {results['sentences']} of "
+                              f"{len(split)} sentences (shortest first): the scores cover those only; no AER, no BLEU")
+        return results
     from varattn.analysis.align import split_aer  # aer / align_precision / align_recall when the split has gold links
 
-    results.update(split_aer(run, data, split_name))
+    aer_scores = split_aer(run, data, split_name, limit=len(split))
+    signum = stopping.requested()
+    if signum:
+        results["partial"] = f"stopped by {stopping.name(signum)} while aligning: scores complete; no AER, no BLEU"
+        return results
+    results.update(aer_scores)
     if bleu:
         decode = decode or config.decode
         found = decode_ids(run, [split.src(i).tolist() for i in range(len(split))], decode, progress=True)
+        signum = stopping.requested()
+        if signum:
+            results["partial"] = (f"stopped by {stopping.name(signum)} while decoding ({len(found)} of {len(split)} "
+                                  "sentences decoded): scores and AER complete; no BLEU")
+            return results
         pipeline = run.data.pipeline
         hypotheses = [pipeline.decode_target(run.data.tgt_vocab.decode(h.tokens)) for h in found]
         references = split.references()
@@ -104,6 +129,28 @@ def evaluate(run: LoadedRun, data_dir, split: str, **options) -> dict:
                         "evaluate on data of the run's task")
     data = task.load(data_dir, reverse=run.config.data.reverse)
     return EVALUATORS[task.name](run, data, split, **options)
+
+
+# What each score of `varattn evaluate` measures, and which way is better (printed under its table).
+LEGEND = (
+    ("ppl", "perplexity of the references, exp(mean -log p(y_t)), exact marginal over z under the prior "
+            "(soft: expected context); lower is better"),
+    ("entropy", "entropy of the prior over source positions, nats per token; lower = sharper alignments"),
+    ("kmax_ppl[K]", "ppl when each token sums over only the K most probable positions"),
+    ("elbo_ppl", "ppl from the variational bound with q (vae-* only); an upper bound on ppl"),
+    ("kl", "KL(q || prior) per token (vae-* only); near 0 means q collapsed onto the prior"),
+    ("aer", "alignment error rate of argmax links against the gold links, word level; lower is better"),
+    ("bleu", "BPE-removed output against the tokenised reference (tokenize none), 0-100; higher is better"),
+    ("sacrebleu", "detokenised output against the raw reference (13a), 0-100; higher is better"),
+)
+
+
+def legend(results: dict) -> str:
+    """The lines of :data:`LEGEND` for the scores present in ``results``."""
+    present = {key.split("[")[0] for key in results} | {"aer" for key in results if key.startswith("align_")}
+    rows = [(key, meaning) for key, meaning in LEGEND if key.split("[")[0] in present]
+    width = max((len(key) for key, _ in rows), default=0)
+    return "\n".join(f"  {key.ljust(width)}  {meaning}" for key, meaning in rows)
 
 
 def format_table(results: dict) -> str:

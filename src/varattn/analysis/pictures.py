@@ -5,7 +5,8 @@
   overlay in two colours as in Deng et al. (2018): prior in red, posterior in blue, so cells where they
   agree turn pink to white. Heat maps use ``magma``: the larger the probability, the brighter the cell.
   Each picture's colours run from 0 to *its own* largest probability (so a flat prior is not a black
-  square), and the colour bar says that maximum. Gold links, when known, are outlined in cyan.
+  square); each panel's caption and the colour bar say that maximum, and rows whose entropy is close to
+  log S (:func:`near_uniform_rows`) are marked "≈ uniform". Gold links, when known, are outlined in cyan.
 - :func:`grid_figure`: several pairs on one page (the overlay, or the single heat map).
 - :func:`save`: PNG and/or SVG; :func:`png_base64` for inline images.
 
@@ -76,6 +77,29 @@ def _draw(ax, pair: PairAlignment, image: np.ndarray, title: str, **imshow) -> o
     return shown
 
 
+NEAR_UNIFORM = 0.9  # a row whose entropy is at least this fraction of log S is flagged as near-uniform
+
+
+def near_uniform_rows(matrix: np.ndarray, fraction: float = NEAR_UNIFORM) -> np.ndarray:
+    """[T, S] rows summing to 1 -> bool [T]: the rows whose entropy is at least ``fraction`` of log S, the
+    entropy of the uniform distribution (never for S = 1). Colours are scaled to a picture's maximum, so
+    such a row, nearly flat, would otherwise look like structure."""
+    probs = np.clip(np.asarray(matrix, dtype=np.float64), 0.0, None)
+    width = probs.shape[-1]
+    if width < 2:
+        return np.zeros(probs.shape[0], dtype=bool)
+    logs = np.log(np.where(probs > 0, probs, 1.0))
+    entropy = -(probs * logs).sum(-1)
+    return entropy >= fraction * np.log(width)
+
+
+def _flag_uniform(ax, matrix: np.ndarray) -> None:
+    """Write "≈ uniform" to the right of each near-uniform row."""
+    for row in np.flatnonzero(near_uniform_rows(matrix)):
+        ax.text(matrix.shape[1] - 0.4, row, " ≈ uniform", va="center", ha="left", fontsize=FONT - 1,
+                color="#b00020", clip_on=False)
+
+
 def peak(pair: PairAlignment, names: Sequence[str] | None = None) -> float:
     """The largest probability of the named matrices (default all): the top of a picture's colour scale."""
     names = list(pair.matrices) if names is None else names
@@ -85,7 +109,10 @@ def peak(pair: PairAlignment, names: Sequence[str] | None = None) -> float:
 def draw_heatmap(ax, pair: PairAlignment, name: str, vmax: float | None = None):
     """One distribution of ``pair`` as a heat map on ``ax`` (linear, 0 to ``vmax``: default its maximum)."""
     vmax = peak(pair, [name]) if vmax is None else vmax
-    return _draw(ax, pair, pair.matrices[name], name, cmap=CMAP, vmin=0.0, vmax=vmax)
+    shown = _draw(ax, pair, pair.matrices[name], name, cmap=CMAP, vmin=0.0, vmax=vmax)
+    ax.set_xlabel(f"colours 0 (black) to {vmax:.2f} (white)", fontsize=FONT - 1)
+    _flag_uniform(ax, pair.matrices[name])
+    return shown
 
 
 def draw_overlay(ax, pair: PairAlignment, first: str = "prior", second: str = "posterior",

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Callable, Sequence
 
+from varattn import stopping
 from varattn.analysis import aer
 
 from varattn.analysis import align
@@ -26,6 +27,8 @@ from varattn.data.text.prepared import PreparedData
 from varattn.data.text.tokenize import remove_bpe
 from varattn.errors import UserError
 from varattn.training.runs import LoadedRun
+
+HTML_LIMIT = 100  # pairs drawn in the HTML report by default (1-2 s each)
 
 
 def read_inputs(run: LoadedRun, *, pairs: str | None = None, src: str | None = None, tgt: str | None = None,
@@ -61,7 +64,7 @@ def run_align(run: LoadedRun, out: str | Path, *, data: PreparedData | None = No
               gold: str | None = None, one_based: bool = False,
               limit: int | None = None, threshold: float = 0.0, pictures: int = 10,
               formats: Sequence[str] = ("png", "svg"), grid: int = 6, html_path: str | None = None,
-              translate: bool = True, progress: bool = False,
+              html_limit: int | None = HTML_LIMIT, translate: bool = True, progress: bool = False,
               echo: Callable[[str], None] = lambda _: None) -> dict:
     """Everything `varattn align` does; returns (and writes to ``out/summary.json``) a summary.
 
@@ -70,7 +73,11 @@ def run_align(run: LoadedRun, out: str | Path, *, data: PreparedData | None = No
     other way) the pairs are aligned both ways and symmetrised by ``symmetrize`` (default
     grow-diag-final-and). Word links of ``distribution`` (default: the posterior where there is one) go to
     ``out/links.align``, with ``out/scores.tsv`` per sentence and, where asked, probabilities
-    (``output_probs``) and word pairs (``output_words``).
+    (``output_probs``) and word pairs (``output_words``). The HTML report draws the first ``html_limit``
+    pairs (None or 0: all; each picture takes a second or two); ``summary["html"]`` says how many.
+
+    When SIGINT or SIGTERM asks to stop (:mod:`varattn.stopping`), the batch in progress is finished, the
+    pairs complete so far are exported, and ``summary["partial"]`` says what was left out.
     """
     from varattn.analysis import pictures as drawing
     from varattn.analysis import symmetrize as sym
@@ -120,15 +127,27 @@ def run_align(run: LoadedRun, out: str | Path, *, data: PreparedData | None = No
             reverse_pairs = align.align_words(reverse_run, tgt_words, src_words, progress=progress)
         source = {"pairs": pairs_file} if pairs_file else {"src": src, "tgt": tgt}
         source["pretokenized"] = pretokenized
+    partial = None
+    signum = stopping.requested()
+    if signum:
+        total = len(pairs) if data is None else min(limit or len(data.split(split)), len(data.split(split)))
+        kept = min(len(pairs), len(reverse_pairs)) if reverse_pairs is not None else len(pairs)
+        pairs = pairs[:kept]
+        reverse_pairs = reverse_pairs[:kept] if reverse_pairs is not None else None
+        partial = (f"stopped by {stopping.name(signum)} after aligning {kept} of "
+                   f"{total if data is not None else len(src_words)} pairs: exports cover those; no pictures, "
+                   "no HTML report")
+        pictures, grid, html_path = 0, 0, None
     if gold:
         golds = aer.read_gold(gold, one_based=one_based)
         align.attach_gold(pairs, golds, gold)
         if reverse_pairs is not None:
             align.attach_gold(reverse_pairs, [aer.GoldLinks(frozenset(sym.transpose(g.sure)),
                                                             frozenset(sym.transpose(g.possible))) for g in golds], gold)
+    drawn = pairs[:html_limit] if html_limit else pairs
     if translate and html_path:
-        echo(f"translating {len(pairs)} sources")
-        align.translate(run, pairs, progress=progress)
+        echo(f"translating {len(drawn)} sources")
+        align.translate(run, drawn, progress=progress)
     meta = {"checkpoint": str(run.checkpoint), "mode": run.config.model.mode, **source}
     files = align.write_exports(pairs, out, threshold=threshold, meta=meta)
     found = align.scores(pairs, threshold)
@@ -155,6 +174,8 @@ def run_align(run: LoadedRun, out: str | Path, *, data: PreparedData | None = No
     for pair in items:
         figure = drawing.pair_figure(pair, f"pair {pair.index}")
         files += drawing.save(figure, out / "pictures" / f"pair-{pair.index:05d}", formats)
+        if stopping.requested():
+            break
     if grid and pairs:
         files += drawing.save(drawing.grid_figure(pairs[:grid], columns=2), out / "grid", formats)
     summary = {**meta, "pairs": len(pairs), "threshold": threshold,
@@ -170,10 +191,16 @@ def run_align(run: LoadedRun, out: str | Path, *, data: PreparedData | None = No
     if pairs and pairs[0].gold is not None:
         summary["links"]["score"] = wordlinks.score(chosen, [p.gold for p in pairs]).as_dict()
     if html_path:
-        echo(f"drawing {len(pairs)} pairs into {html_path}")
-        write_html(pairs, html_path, title=f"{Path(run.checkpoint).parent.name}: {source.get('split', src)}",
-                   summary=summary, threshold=threshold, progress=progress)
+        echo(f"drawing {len(drawn)} of {len(pairs)} pairs into {html_path}")
+        shown = write_html(drawn, html_path, title=f"{Path(run.checkpoint).parent.name}: {source.get('split', src)}",
+                           summary=summary, threshold=threshold, progress=progress, total=len(pairs))
+        summary["html"] = {"path": str(html_path), "drawn": shown, "pairs": len(pairs)}
         files.append(Path(html_path))
+    signum = stopping.requested()
+    if signum and partial is None:
+        partial = f"stopped by {stopping.name(signum)} while drawing: exports complete, pictures and report cut short"
+    if partial:
+        summary["partial"] = partial
     summary["files"] = [str(path) for path in files]
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary
@@ -213,6 +240,12 @@ def _pair_html(pair: PairAlignment, image: str, threshold: float) -> str:
     if pair.translation is not None:
         rows.append(("translation", html.unescape(pair.translation)))
     rows.append(("entropy", " · ".join(f"{name} {value:.3f} nats" for name, value in pair.entropy.items())))
+    from varattn.analysis.pictures import near_uniform_rows
+
+    flat = {name: int(near_uniform_rows(matrix).sum()) for name, matrix in pair.matrices.items()}
+    if any(flat.values()):
+        rows.append(("near-uniform", " · ".join(f"{name} {count} of {len(pair.tgt)} rows (entropy ≥ 0.9 log S)"
+                                                 for name, count in flat.items() if count)))
     if pair.gold is not None:
         rows.append(("AER", " · ".join(f"{name} {aer.counts(pair.word_links(name, threshold), pair.gold).aer:.3f}"
                                          for name in pair.matrices)))
@@ -223,8 +256,10 @@ def _pair_html(pair: PairAlignment, image: str, threshold: float) -> str:
 
 
 def write_html(pairs: Sequence[PairAlignment], path: str | Path, *, title: str, summary: dict,
-               threshold: float = 0.0, progress: bool = False) -> Path:
-    """One self-contained HTML file: a summary table, a filter box and every pair with its picture."""
+               threshold: float = 0.0, progress: bool = False, total: int | None = None) -> int:
+    """One self-contained HTML file: a summary table, a filter box and every pair of ``pairs`` with its
+    picture (``total``: the pairs aligned, when only the first of them are drawn). Returns the number of
+    pairs drawn (fewer when SIGINT or SIGTERM asked to stop)."""
     from varattn.analysis import pictures as drawing
 
     names = list(pairs[0].matrices) if pairs else []
@@ -240,10 +275,15 @@ def write_html(pairs: Sequence[PairAlignment], path: str | Path, *, title: str, 
         from tqdm import tqdm
 
         items = tqdm(pairs, desc="drawing", unit="pair", leave=False)
-    sections = [_pair_html(pair, drawing.png_base64(drawing.pair_figure(pair)), threshold) for pair in items]
+    sections = []
+    for pair in items:
+        sections.append(_pair_html(pair, drawing.png_base64(drawing.pair_figure(pair)), threshold))
+        if stopping.requested():
+            break
+    total = len(pairs) if total is None else total
     about = (f"mode <b>{html.escape(str(summary.get('mode')))}</b> · checkpoint "
              f"{html.escape(str(summary.get('checkpoint')))}"
-             f" · {len(pairs)} pairs · rows: target tokens and &lt;/s&gt;; columns: source tokens; links are the "
+             f" · {len(sections)} of {total} pairs drawn · rows: target tokens and &lt;/s&gt;; columns: source tokens; links are the "
              f"argmax per target token{f' with probability ≥ {threshold}' if threshold else ''}; AER at word level")
     document = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -258,4 +298,4 @@ def write_html(pairs: Sequence[PairAlignment], path: str | Path, *, title: str, 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(document, encoding="utf-8")
-    return path
+    return len(sections)

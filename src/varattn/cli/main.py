@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import re
 import sys
 from pathlib import Path
 
+from varattn import stopping
 from varattn.errors import UserError
 
 DESCRIPTION = """Latent alignment and variational attention for sequence models (Deng et al., 2018).
@@ -101,7 +103,10 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--kmax", type=int, nargs="*", default=[1, 2, 3, 5], help="K values for K-max PPL")
     p.add_argument("--no-bleu", action="store_true", help="skip decoding and BLEU")
+    p.add_argument("--limit", type=int, metavar="N", help="score only the first N pairs of the split (a quick look)")
     p.add_argument("--device", default="auto")
+    p.epilog = ("SIGINT or SIGTERM finishes the batch in progress, then prints and writes (--json) what is "
+                "complete, marked partial")
     _add_decoding(p, "--decode-kmax")
 
 
@@ -200,7 +205,9 @@ def _add_align(sub) -> None:
     p.add_argument("--pictures", type=int, default=10, help="draw the first N pairs, one file each (0: none)")
     p.add_argument("--grid", type=int, default=6, help="pairs on the grid page (0: no grid)")
     p.add_argument("--formats", nargs="+", default=["png", "svg"], choices=["png", "svg"])
-    p.add_argument("--html", help="also write a self-contained HTML report of every aligned pair to this file")
+    p.add_argument("--html", help="also write a self-contained HTML report of the aligned pairs to this file")
+    p.add_argument("--html-limit", type=int, default=100, metavar="N",
+                   help="pairs drawn in the HTML report, 1-2 s each (default 100; 0: all)")
     p.add_argument("--no-translate", action="store_true", help="leave the translation row (greedy decoding) out of the HTML report")
     p.add_argument("--device", default="auto")
 
@@ -216,6 +223,9 @@ def _add_export(sub) -> None:
 
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="a local web page and JSON API: translate, see alignments")
+    p.epilog = ("Every request runs on its own thread (werkzeug's threaded server), any number at once: the page, "
+                "/api/info, refused requests and picture drawing never wait; translations and alignments take "
+                "turns on the model, one at a time.")
     p.add_argument("run", help="run directory, checkpoint .json or exported folder")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
@@ -246,8 +256,31 @@ def cmd_prepare(args) -> None:
 
     options = {k: v for k, v in vars(args).items() if k not in ("command", "source", "out", "verbose", "force")}
     report = prepare(args.source, args.out, **{k: v for k, v in options.items() if v is not None})
-    print(json.dumps(report, indent=1))
-    print(f"prepared data written to {args.out}")
+    for line in prepare_summary(report):
+        print(line)
+    print(f"prepared data written to {args.out} (details: {Path(args.out) / 'meta.json'})")
+
+
+def prepare_summary(report: dict) -> list[str]:
+    """A few lines about a prepared folder: pairs per split with what was dropped, vocabulary sizes."""
+    lines = []
+    for name, stats in report.get("splits", {}).items():
+        if not isinstance(stats, dict):
+            continue
+        count = stats.get("pairs", stats.get("questions"))
+        dropped = [f"{stats[key]} {label}" for key, label in (("dropped_empty", "empty"), ("dropped_long", "too long"))
+                   if stats.get(key)]
+        removed = stats.get("format_chars_removed")
+        notes = (["dropped " + ", ".join(dropped)] if dropped else []) + (
+            [f"{removed} invisible format characters removed"] if removed else [])
+        unit = "pairs" if "pairs" in stats else "questions"
+        lines.append(f"{name}: {count} {unit}" + (f" ({'; '.join(notes)})" if notes else ""))
+    vocab = report.get("vocab")
+    if isinstance(vocab, dict):
+        lines.append("vocabulary: " + ", ".join(f"{side} {size}" for side, size in vocab.items()))
+    if report.get("bpe_merges_learned"):
+        lines.append(f"BPE merges learned: {report['bpe_merges_learned']}")
+    return lines
 
 
 def cmd_train(args) -> None:
@@ -279,16 +312,30 @@ def _device(spec: str):
 
 
 def cmd_evaluate(args) -> None:
-    from varattn.analysis.evaluation import evaluate, format_table
+    from varattn.analysis.evaluation import evaluate, format_table, legend
     from varattn.training.runs import load_run
 
+    if args.json:
+        _check_output_folder(args.json, "--json")
     run = load_run(args.run, _device(args.device))
     _override_decode(run.config.decode, args)
-    results = evaluate(run, args.data, args.split, kmax=tuple(args.kmax), bleu=not args.no_bleu)
+    options = {"limit": args.limit} if args.limit is not None else {}
+    with stopping.signals_caught():
+        results = evaluate(run, args.data, args.split, kmax=tuple(args.kmax), bleu=not args.no_bleu, **options)
+        signum = stopping.requested()
     print(format_table(results))
+    print(legend(results))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
+        from varattn.data.textio import atomic_write_bytes
+
+        try:
+            atomic_write_bytes(args.json, json.dumps(results, indent=1).encode("utf-8"))
+        except OSError as error:  # name the file meant, not its temporary twin
+            raise OSError(error.errno, error.strerror, args.json) from None
         print(f"results written to {args.json}")
+    if signum:
+        kept = f"partial results in {args.json} and above" if args.json else "partial results above"
+        raise stopping.Stopped(signum, f"{results.get('partial', 'stopped')}; {kept}")
 
 
 def _read_input(path: str | None) -> list[str]:
@@ -314,26 +361,68 @@ def cmd_translate(args) -> None:
     batches = [_read_input(args.input)] if args.input else line_batches(sys.stdin.buffer, args.buffer)
     if not args.input and sys.stdin.isatty():
         print("type a sentence and press Enter; Ctrl-D ends", file=sys.stderr)
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    done = 0
+    if args.output:
+        _check_output_folder(args.output, "--output")
+    out, tmp = sys.stdout, None
+    if args.output:  # written beside the output and renamed when complete: a failure leaves no half file
+        tmp = Path(args.output).with_name(f".{Path(args.output).name}.tmp")
+        out = open(tmp, "w", encoding="utf-8")
+    done, total, stopped = 0, None, None
+    name = args.input or "<stdin>"
     try:
         try:
-            for lines in batches:
-                translations = translate_lines(run, lines, decode, detokenize=args.detokenize,
-                                               progress=args.input is not None, n_best=args.n_best,
-                                               pretokenized=args.pretokenized)
-                for line in output_lines(translations, n_best=args.n_best, scores=args.scores,
-                                         alignments=args.alignments, start=done):
-                    out.write(line + "\n")
-                out.flush()
-                done += len(lines)
+            # a file's lines are translated batch by batch to the end, or until SIGINT/SIGTERM; standard
+            # input keeps the default signals (a read waiting for input must not outlive them)
+            with stopping.signals_caught() if args.input else contextlib.nullcontext():
+                for lines in batches:
+                    total = len(lines) if args.input else None
+                    translations = translate_lines(run, lines, decode, detokenize=args.detokenize,
+                                                   progress=args.input is not None, n_best=args.n_best,
+                                                   pretokenized=args.pretokenized, name=name, start=done + 1)
+                    for line in output_lines(translations, n_best=args.n_best, scores=args.scores,
+                                             alignments=args.alignments, start=done):
+                        out.write(line + "\n")
+                    out.flush()
+                    done += len(translations)
+                    stopped = stopping.requested()
+                    if stopped:
+                        break
         finally:
             if args.output:
                 out.close()
     except OSError as error:  # a full disk shows when writing, where the error names no file
-        if args.output and not error.filename and not isinstance(error, BrokenPipeError):
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if args.output and (not error.filename or str(error.filename) == str(tmp)) \
+                and not isinstance(error, BrokenPipeError):
             raise OSError(error.errno, error.strerror, args.output) from None
         raise
+    except BaseException:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise
+    if stopped:
+        kept = "nothing was written"
+        if tmp is not None and done:
+            partial = Path(f"{args.output}.partial")
+            os.replace(tmp, partial)
+            kept = f"the first {done} translations are in {partial} ({args.output} was not written)"
+        elif tmp is not None:
+            tmp.unlink(missing_ok=True)
+            kept = f"no line was complete; {args.output} was not written"
+        elif done:
+            kept = f"the first {done} translations were written"
+        raise stopping.Stopped(stopped, f"stopped by {stopping.name(stopped)} after {done} of {total} lines; {kept}")
+    if tmp is not None:
+        os.replace(tmp, args.output)
+
+
+def _check_output_folder(path: str, flag: str) -> None:
+    """Refuse an output path whose folder does not exist, before any work."""
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise UserError(f"{flag} {path}: the folder {folder} does not exist — create it (mkdir -p {folder}) or "
+                        "write elsewhere")
 
 
 def cmd_align(args) -> None:
@@ -358,6 +447,11 @@ def cmd_align(args) -> None:
         from varattn.data.text.prepared import load_prepared
 
         data = load_prepared(args.data, reverse=run.config.data.reverse)
+    with stopping.signals_caught():
+        _align(run, reverse, data, args, run_align)
+
+
+def _align(run, reverse, data, args, run_align) -> None:
     summary = run_align(run, args.out, data=data, split=args.split, src=args.src, tgt=args.tgt,
                         pairs_file=args.pairs, pretokenized=args.pretokenized, reverse_run=reverse,
                         symmetrize=args.symmetrize, distribution=args.distribution, links=args.links,
@@ -365,9 +459,18 @@ def cmd_align(args) -> None:
                         output_words=args.output_words, separator=args.separator, gold=args.gold,
                         one_based=args.one_based, limit=args.limit, threshold=args.threshold,
                         pictures=args.pictures, formats=args.formats, grid=args.grid, html_path=args.html,
-                        translate=not args.no_translate, progress=True, echo=print)
+                        html_limit=args.html_limit, translate=not args.no_translate, progress=True, echo=print)
     print(json.dumps({k: v for k, v in summary.items() if k != "files"}, indent=1))
-    print(f"{len(summary['files'])} files written to {args.out}" + (f"; report: {args.html}" if args.html else ""))
+    report = ""
+    if "html" in summary:
+        html = summary["html"]
+        report = f"; report: {args.html} ({html['drawn']} of {html['pairs']} pairs drawn"
+        report += f"; --html-limit 0 draws all)" if html["drawn"] < html["pairs"] else ")"
+    print(f"{len(summary['files'])} files written to {args.out}{report}")
+    signum = stopping.requested()
+    if signum:
+        raise stopping.Stopped(signum, f"{summary.get('partial', 'stopped')}; written to {args.out} (summary.json "
+                                       "says partial)")
 
 
 def _open_model(path: str, device: str):
@@ -470,6 +573,9 @@ def _os_error_line(error: OSError) -> str:
 
     where = f"{error.filename}: " if error.filename else ""
     cause = error.strerror or str(error)
+    folder = Path(str(error.filename)).parent if error.filename else None
+    if error.errno == errno.ENOENT and folder is not None and not folder.is_dir():
+        return f"{where}the folder {folder} does not exist — create it (mkdir -p {folder}) or write elsewhere"
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         fix = "free some disk space or write to another disk"
     elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):

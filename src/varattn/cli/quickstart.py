@@ -62,7 +62,7 @@ def run_quickstart(out: str | Path, *, pairs: int | None = None, seed: int = 1,
     """Run every step into ``out``; returns (and writes to ``out/summary.json``) the results."""
     from varattn.data.text.prepared import load_prepared
     from varattn.data.corpora.recipes import prepare
-    from varattn.analysis.evaluation import evaluate_run, format_table
+    from varattn.analysis.evaluation import evaluate_run
     from varattn.training.runs import load_run
     from varattn.device import resolve_device
     from varattn.training.trainer import train
@@ -89,7 +89,11 @@ def run_quickstart(out: str | Path, *, pairs: int | None = None, seed: int = 1,
         run = load_run(run_dir, resolve_device(config.train.device))
         results = evaluate_run(run, data, "test")
         (run_dir / "eval_test.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
-        echo(format_table(results))
+        shown = [f"{label} {results[key]:.3f}" for key, label in (("ppl", "exact PPL"), ("elbo_ppl", "ELBO PPL"),
+                                                                  ("kl", "KL"), ("entropy", "prior entropy"),
+                                                                  ("bleu", "BLEU"))
+                 if isinstance(results.get(key), float)]
+        echo(f"  {mode}: {', '.join(shown)} (every score and the decoding settings: {run_dir / 'eval_test.json'})")
         summary["runs"][mode] = {"dir": str(run_dir), "test": results}
         echo(f"[4/4] translating a few test sentences with {mode}")
         sources = [" ".join(data.src_vocab.decode(test.src(i).tolist())) for i in range(5)]

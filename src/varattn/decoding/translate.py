@@ -27,6 +27,9 @@ class Translation:
     nbest: list[tuple[Hypothesis, str]] = field(default_factory=list)  # best first, the best included
 
 
+CHUNK = 256  # consecutive inputs sorted into batches together (see decode_nbest)
+
+
 def token_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
     """Indices grouped by length so that rows x longest row <= batch_tokens (at least one row)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
@@ -48,15 +51,28 @@ def decode_nbest(run: LoadedRun, ids: list[list[int]], decode: DecodeConfig, *, 
     """Beam-search source id sequences (no BOS/EOS) with the settings of ``decode``, batched by tokens
     (``decode.batch_tokens`` padded source tokens per batch, before the beam multiplies the rows); per
     sequence its ``n_best`` hypotheses, best first, in input order. An empty source gets one empty
-    hypothesis."""
-    results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, [])] for _ in ids]
-    batches = token_batches([max(1, len(x)) for x in ids], decode.batch_tokens)
+    hypothesis. When SIGINT or SIGTERM asks to stop (:mod:`varattn.stopping`), the batch in progress is
+    finished and only the sequences complete from the first one on are returned (a shorter list)."""
+    from varattn import stopping
+
+    results: list[list[Hypothesis] | None] = [None] * len(ids)
+    lengths = [max(1, len(x)) for x in ids]
+    # sorted by length within chunks of the input: what a signal leaves undone is at most one chunk
+    batches = [[start + i for i in batch] for start in range(0, len(ids), CHUNK)
+               for batch in token_batches(lengths[start:start + CHUNK], decode.batch_tokens)]
+    for batch in batches:  # refuse what cannot fit before decoding anything
+        nonempty = [len(ids[i]) for i in batch if len(ids[i])]
+        if nonempty:
+            _check_beams(len(nonempty) * decode.beam, max(nonempty), len(run.data.tgt_vocab), run.device)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(ids), desc="decoding", unit="sent", leave=False)
     for batch in batches:
+        for i in batch:
+            if not len(ids[i]):
+                results[i] = [Hypothesis([], 0.0, [])]
         nonempty = [i for i in batch if len(ids[i])]
         if nonempty:
             width = max(len(ids[i]) for i in nonempty)
@@ -71,9 +87,22 @@ def decode_nbest(run: LoadedRun, ids: list[list[int]], decode: DecodeConfig, *, 
                 results[i] = hypotheses
         if bar is not None:
             bar.update(len(batch))
+        if stopping.requested():
+            break
     if bar is not None:
         bar.close()
-    return results
+    complete = next((i for i, found in enumerate(results) if found is None), len(results))
+    return results[:complete]  # type: ignore[return-value]
+
+
+def _check_beams(rows: int, width: int, vocab: int, device: torch.device) -> None:
+    """Refuse a decoding batch whose per-step tensors cannot fit: the next-word scores of every beam
+    row ``[B * beam, V]`` and its source positions ``[B * beam, S]``, float32, with one working copy."""
+    from varattn import memory
+
+    memory.check_fits(rows * (vocab + width) * memory.FLOAT_BYTES * 2, device,
+                      f"decoding {rows:,} beam rows over {width:,} source tokens and {vocab:,} target words",
+                      "lower --beam (or decode.beam) or --batch-tokens, or split the longest input lines")
 
 
 def decode_ids(run: LoadedRun, ids: list[list[int]], decode: DecodeConfig, *, progress: bool = False
@@ -82,14 +111,20 @@ def decode_ids(run: LoadedRun, ids: list[list[int]], decode: DecodeConfig, *, pr
     return [found[0] for found in decode_nbest(run, ids, decode, progress=progress)]
 
 
-def encode_sources(pipeline, lines: Iterable[str], *, pretokenized: bool = False) -> list[list[str]]:
+def encode_sources(pipeline, lines: Iterable[str], *, pretokenized: bool = False, name: str = "input",
+                   start: int = 1) -> list[list[str]]:
     """Raw source lines -> model tokens with the run's pipeline (an empty line gives no tokens).
 
     ``pretokenized``: the lines are already tokenised (and escaped) as the training data was, so only
     lowercasing (where the pipeline lowercases) and BPE are applied. Without it, a line that looks
     already Moses-escaped (``&apos;``, ``&quot;`` ...) is logged as a warning, since tokenising it again
-    escapes the ``&`` once more and the tokens no longer match the training data's.
+    escapes the ``&`` once more and the tokens no longer match the training data's. A line with
+    characters that are all invisible format characters (zero-width spaces, byte-order marks: see
+    :func:`~varattn.data.text.tokenize.normalize`) is refused, naming ``name`` and its line number
+    (``start`` for the first line).
     """
+    from varattn.data.text.tokenize import normalize
+
     lines = list(lines)
     if not pretokenized and pipeline.tokenize and pipeline.escape:
         escaped = sum(1 for line in lines if _ESCAPED.search(line))
@@ -97,9 +132,13 @@ def encode_sources(pipeline, lines: Iterable[str], *, pretokenized: bool = False
             log.warning("%d of %d input lines look already tokenised and escaped (e.g. &apos;); if the input "
                         "is tokenised like the training data, pass pretokenized=True", escaped, len(lines))
     out = []
-    for line in lines:
+    for number, line in enumerate(lines, start):
         if not line.strip():
             out.append([])
+        elif not normalize(line)[0].strip():
+            codes = " ".join(sorted({f"U+{ord(ch):04X}" for ch in line if not ch.isspace()}))
+            raise UserError(f"{name}:{number}: only invisible format characters ({codes}), nothing to translate "
+                            "— remove the line or give text")
         elif pretokenized:
             out.append(pipeline.encode_pretokenized(line))
         else:
@@ -108,12 +147,14 @@ def encode_sources(pipeline, lines: Iterable[str], *, pretokenized: bool = False
 
 
 def translate_lines(run: LoadedRun, lines: Iterable[str], decode: DecodeConfig, *, detokenize: bool = False,
-                    progress: bool = False, n_best: int = 1, pretokenized: bool = False) -> list[Translation]:
+                    progress: bool = False, n_best: int = 1, pretokenized: bool = False, name: str = "input",
+                    start: int = 1) -> list[Translation]:
     """One :class:`Translation` per raw input line, in input order (an empty line gives an empty output);
     with ``n_best`` > 1 each also lists its ``n_best`` hypotheses in ``nbest``. ``pretokenized``: see
-    :func:`encode_sources`."""
+    :func:`encode_sources`. Stopped by a signal (see :func:`decode_nbest`), only the lines complete from
+    the first one on are returned."""
     pipeline, tgt_vocab = run.data.pipeline, run.data.tgt_vocab
-    sources = encode_sources(pipeline, lines, pretokenized=pretokenized)
+    sources = encode_sources(pipeline, lines, pretokenized=pretokenized, name=name, start=start)
     found = decode_nbest(run, [run.data.src_vocab.encode(tokens) for tokens in sources], decode, n_best=n_best,
                          progress=progress)
 

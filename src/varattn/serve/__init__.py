@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 from importlib import resources
 
+from varattn.data.text.tokenize import normalize
 from varattn.errors import UserError
 from varattn.latent import get_mode
 
@@ -49,11 +50,49 @@ def _text(body: dict, key: str, limit: int, required: bool = True) -> str | None
         if not required:
             return None
         raise BadRequest(f"{key}: empty — type a sentence")
+    if not normalize(value)[0].strip():
+        raise BadRequest(f"{key}: only invisible format characters (zero-width spaces, byte-order marks), "
+                         "nothing to translate — type a sentence")
     if len(value) > limit:
         raise BadRequest(f"{key}: {len(value)} characters, more than the limit of {limit}", 413)
     if "\n" in value.strip():
         raise BadRequest(f"{key}: one sentence per request (no line breaks)")
     return value
+
+
+# The keys each route reads; any other key is refused (a typo such as "nbest" would otherwise be ignored).
+ACCEPTED = {"translate": ("source", "beam", "n_best", "kmax", "pretokenized", "picture"),
+            "align": ("source", "target", "pretokenized", "picture")}
+
+
+def _known_keys(body: dict, route: str) -> None:
+    unknown = [key for key in body if key not in ACCEPTED[route]]
+    if unknown:
+        raise BadRequest(f"unknown key {unknown[0]!r} — /api/{route} accepts {', '.join(ACCEPTED[route])}")
+
+
+def example_pair(model) -> tuple[str, str]:
+    """A source sentence and its reference from the first pair of the run's own validation split (BPE
+    removed), for the page's placeholders; a neutral hint naming the languages when that data is not at
+    hand (an exported model, a moved folder)."""
+    from pathlib import Path
+
+    from varattn.data.text.tokenize import remove_bpe
+
+    fallback = (f"a sentence in {model.source_language}", f"its translation in {model.target_language}")
+    config = getattr(getattr(model, "_run", None), "config", None)
+    if config is None or not config.data.dir:
+        return fallback
+    folder, split = Path(config.data.dir), config.data.valid_split
+    names = ("tgt.txt", "src.txt") if config.data.reverse else ("src.txt", "ref.tgt")
+    found = []
+    for name in names:
+        try:
+            with open(folder / f"{split}.{name}", encoding="utf-8") as handle:
+                found.append(remove_bpe(handle.readline()).strip())
+        except (OSError, UnicodeDecodeError):
+            return fallback
+    return (found[0], found[1]) if all(found) else fallback
 
 
 def _integer(body: dict, key: str, default: int, least: int, most: int) -> int:
@@ -83,8 +122,9 @@ def _picture(source_tokens, target_tokens, matrices) -> str:
 
 
 def create_app(model, *, max_chars: int = MAX_CHARS, max_beam: int = MAX_BEAM):
-    """The Flask application serving ``model`` (a :class:`varattn.api.Model`). Requests are served one at a
-    time on the model (a lock), so a threaded server is safe."""
+    """The Flask application serving ``model`` (a :class:`varattn.api.Model`). Translations and alignments
+    take turns on the model (a lock) and draw their pictures after releasing it, so under a threaded
+    server the page, ``/api/info``, refused requests and picture drawing never wait behind a slow one."""
     from flask import Flask, Response, jsonify, request
     from werkzeug.exceptions import HTTPException
 
@@ -93,6 +133,11 @@ def create_app(model, *, max_chars: int = MAX_CHARS, max_beam: int = MAX_BEAM):
     app.json.ensure_ascii = False
     lock = threading.Lock()
     page = resources.files("varattn.serve").joinpath("page.html").read_text(encoding="utf-8")
+    import html
+
+    example = example_pair(model)
+    page = page.replace('placeholder="ein hund läuft ."', f'placeholder="{html.escape(example[0])}"', 1)
+    page = page.replace('placeholder="a dog is running ."', f'placeholder="{html.escape(example[1])}"', 1)
     distribution = "attention" if get_mode(model.mode).soft_context else "prior"
 
     def body() -> dict:
@@ -134,11 +179,13 @@ def create_app(model, *, max_chars: int = MAX_CHARS, max_beam: int = MAX_BEAM):
         return jsonify(mode=model.mode, source_language=model.source_language,
                        target_language=model.target_language, has_posterior=model.has_posterior,
                        distribution=distribution, decode=model.decode,
+                       example={"source": example[0], "reference": example[1]},
                        limits={"max_chars": max_chars, "max_beam": max_beam, "max_body_bytes": MAX_BODY})
 
     @app.post("/api/translate")
     def translate():
         data = body()
+        _known_keys(data, "translate")
         source = _text(data, "source", max_chars)
         beam = _integer(data, "beam", max(int(model.decode.get("beam", 1)), 1), 1, max_beam)
         n_best = _integer(data, "n_best", 1, 1, beam)
@@ -150,13 +197,14 @@ def create_app(model, *, max_chars: int = MAX_CHARS, max_beam: int = MAX_BEAM):
                       "translations": [{"text": t.text, "tokens": t.tokens, "score": t.score,
                                         "log_prob": t.log_prob, "links": t.links} for t in (best.nbest or [best])],
                       "prior": best.prior.tolist()}
-            if picture and best.prior.size:
-                result["picture"] = _picture(best.source_tokens, best.tokens + ["</s>"], {distribution: best.prior})
+        if picture and best.prior.size:  # drawn outside the lock: the model is free for the next request
+            result["picture"] = _picture(best.source_tokens, best.tokens + ["</s>"], {distribution: best.prior})
         return jsonify(result)
 
     @app.post("/api/align")
     def align():
         data = body()
+        _known_keys(data, "align")
         source, target = _text(data, "source", max_chars), _text(data, "target", max_chars)
         pretokenized, picture = _flag(data, "pretokenized", False), _flag(data, "picture", False)
         with lock:
@@ -166,8 +214,8 @@ def create_app(model, *, max_chars: int = MAX_CHARS, max_beam: int = MAX_BEAM):
                       "matrices": {k: v.tolist() for k, v in found.matrices.items()}, "entropy": found.entropy,
                       "links": found.links, "word_links": found.word_links, "log_prob": score.log_prob,
                       "ppl": score.ppl}
-            if picture:
-                result["picture"] = _picture(found.source_tokens, found.target_tokens, found.matrices)
+        if picture:
+            result["picture"] = _picture(found.source_tokens, found.target_tokens, found.matrices)
         return jsonify(result)
 
     return app

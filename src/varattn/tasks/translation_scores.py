@@ -18,6 +18,7 @@ from collections import defaultdict
 
 import torch
 
+from varattn import stopping
 from varattn.device import autocast as device_autocast
 
 from varattn.latent import evaluation_sums, get_mode
@@ -42,7 +43,8 @@ def score_split(model: torch.nn.Module, split, device: torch.device, *, max_toke
                 kmax: tuple[int, ...] = (), samples: int = 10, seed: int = 0, bf16: bool = True,
                 progress: bool = False) -> dict:
     """Scores of a translation ``model`` (any architecture returning a :class:`varattn.latent.LatentOutput`)
-    on a :class:`ParallelSplit`; see the module docstring for the keys."""
+    on a :class:`ParallelSplit`; see the module docstring for the keys. When SIGINT or SIGTERM asks to
+    stop (:mod:`varattn.stopping`), the scores cover the batches done, and ``sentences`` says how many."""
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=device)
@@ -57,6 +59,7 @@ def score_split(model: torch.nn.Module, split, device: torch.device, *, max_toke
         batches = tqdm(batches, desc="scoring", unit="batch", leave=False)
     autocast = device_autocast(device, bf16)
     mode = get_mode(model.config.mode)
+    scored = 0
     for indices in batches:
         batch = collate(split, indices).to(device)
         with autocast:
@@ -66,9 +69,14 @@ def score_split(model: torch.nn.Module, split, device: torch.device, *, max_toke
         for name, value in sums.items():
             totals[name] += float(value)
         tokens += int(out.queries.sum())
+        scored += len(indices)
+        if stopping.requested():  # SIGINT/SIGTERM: the scores of the batches done so far
+            break
+    if hasattr(batches, "close"):  # a progress bar left early: clear it from the terminal
+        batches.close()
     model.train(was_training)
     result = {"ppl": perplexity(totals["nll"] / tokens), "entropy": totals["entropy"] / tokens,
-              "tokens": tokens, "sentences": len(split)}
+              "tokens": tokens, "sentences": scored}
     if kmax and mode.enumerable:
         result["kmax_ppl"] = {str(k): perplexity(totals[f"kmax{k}"] / tokens) for k in kmax}
     if "elbo" in totals:

@@ -140,9 +140,9 @@ def save(run_dir: Path, name: str, model: nn.Module, meta: dict,
             except OSError:
                 pass
         if isinstance(error, OSError):
+            kept = f"the previous {name} is unchanged" if final.is_file() else f"no {name} was written yet"
             raise UserError(f"{run_dir}: cannot write checkpoint {name} "
-                            f"({error.strerror or error}) — {advice(error)}; the previous {name} "
-                            "is unchanged") from None
+                            f"({error.strerror or error}) — {advice(error)}; {kept}") from None
         raise
     clean(run_dir, (name,))
     return final

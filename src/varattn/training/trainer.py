@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from varattn import memory
 from varattn.training import checkpoint
 from varattn import config as config_lib
 from varattn.training import distributed
@@ -109,6 +110,9 @@ class Trainer:
         self.valid_split = self.data.split(config.data.valid_split)
         self.world = distributed.world_from_env()
         self.device = resolve_device(config.train.device, self.world.local_rank)
+        memory.check_model(lambda: self.task.build_model(config, self.data), self.device,
+                           "lower the model's sizes (model.emb_size, model.enc_hidden, model.dec_hidden, "
+                           "model.attn_size, model.inf_hidden, or the transformer section's width and ffn)")
         torch.manual_seed(config.train.seed)
         self.model = self.task.build_model(config, self.data).to(self.device)
         self.net = self.model  # what the loss runs through: the model, or its DDP wrapper
@@ -117,6 +121,7 @@ class Trainer:
         self.sampler.manual_seed(config.train.seed + 1)
         self.progress = Progress(lr=config.train.lr)
         self.batcher = self.task.batcher(self.train_split, config, shuffle=True, seed=config.train.seed)
+        self._check_batches()
         self.metric = self.task.validation_metric(config.model.mode)
         self.writer = None
         if self.world.main and self.run_dir.is_dir():
@@ -137,6 +142,20 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         distributed.barrier(self.world)
+
+    def _check_batches(self) -> None:
+        """Refuse training batches whose output distribution (and its gradient), ``[B, T + 1, V]`` in
+        float32 for the largest batch, cannot fit."""
+        vocab = getattr(self.data, "tgt_vocab", None)
+        lengths = getattr(self.train_split, "tgt_lengths", None)
+        if vocab is None or lengths is None:
+            return
+        largest = max((len(rows) * (int(lengths[rows].max()) + 1) for rows in self.batcher.batches(1) if len(rows)),
+                      default=0)
+        memory.check_fits(largest * len(vocab) * memory.FLOAT_BYTES * 2, self.device,
+                          f"a training batch of {largest:,} padded target tokens over {len(vocab):,} target words "
+                          "(the output distribution and its gradient)",
+                          "lower data.max_tokens or data.max_sentences, or prepare with a smaller --max-len")
 
     def _restore(self, last: Path) -> None:
         record = checkpoint.read_meta(last)
@@ -366,9 +385,12 @@ class Trainer:
                     self.writer.add_scalar("train/loss", loss_value, self.progress.step)
                 if cfg.train.max_steps and self.progress.step >= cfg.train.max_steps:
                     stopped_early = True
+                    self.stop_reason = f"train.max_steps={cfg.train.max_steps} reached"
                 if cfg.train.max_seconds and distributed.global_sum(  # every rank stops at the same step
                         time.perf_counter() - started >= cfg.train.max_seconds, self.world, self.device):
                     stopped_early = True
+                    self.stop_reason = (f"time budget train.max_seconds={cfg.train.max_seconds:g} spent "
+                                        f"(at step {self.progress.step})")
                 if (cfg.train.validate_every and self.progress.step % cfg.train.validate_every == 0
                         and not stopped_early and self.progress.batch < len(batches)):
                     self._record(self.validate(), end_of_epoch=False)  # (the loop's last comes below, once)
@@ -382,11 +404,13 @@ class Trainer:
                 self._interrupt()
         if self.writer is not None:
             self.writer.close()
+        if not (self.progress.stopped or self.stop_reason):
+            self.stop_reason = f"all train.epochs={cfg.train.epochs} epochs done"
         return {"run_dir": str(self.run_dir), "epochs_done": self.progress.epoch - 1,
                 "steps": self.progress.step, "best": {self.metric: self.progress.best,
                                                       "epoch": self.progress.best_epoch},
                 "last": self.progress.history[-1] if self.progress.history else None,
-                "skipped_steps": self.progress.skipped, "stopped": self.progress.stopped or None,
+                "skipped_steps": self.progress.skipped, "stopped": self.progress.stopped or self.stop_reason,
                 "changed": self.changes, "seconds": time.perf_counter() - started}
 
 

@@ -2,7 +2,8 @@
 
 Steps, in order, for splits given as raw (or already tokenised) lines:
 
-1. tokenise and lowercase with the :class:`~varattn.data.text.tokenize.Pipeline` (skipped for lines marked
+1. Unicode NFC and removal of format characters (category Cf, counted as ``format_chars_removed``), then
+   tokenise and lowercase with the :class:`~varattn.data.text.tokenize.Pipeline` (skipped for lines marked
    ``pretokenized``); whitespace is normalised;
 2. drop pairs with an empty side, in every split (counted as ``dropped_empty``, their 1-based line
    numbers in the split's input listed as ``empty_lines``, every one of them);
@@ -41,7 +42,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from varattn.data.textio import sha256_file, staged_folder, write_lines
-from varattn.data.text.tokenize import Pipeline, learn_bpe, remove_bpe
+from varattn.data.text.tokenize import Pipeline, learn_bpe, normalize, remove_bpe
 from varattn.data.vocab import UNK, Vocabulary
 from varattn.errors import UserError
 
@@ -181,22 +182,31 @@ def _build(tmp, source, splits, pipeline, options, inputs, settings, extra_meta)
     pretok: dict[str, tuple[list[str], list[str]]] = {}
     keep_idx: dict[str, list[int]] = {}
     for sp in splits:
+        removed = 0
+        normalised: list[list[str]] = []
+        for side in (sp.src, sp.tgt):
+            lines = []
+            for line in side:
+                text, count = normalize(line)
+                lines.append(text)
+                removed += count
+            normalised.append(lines)
         if sp.pretokenized:
-            src = [" ".join(x.split()) for x in sp.src]
-            tgt = [" ".join(x.split()) for x in sp.tgt]
+            src = [" ".join(x.split()) for x in normalised[0]]
+            tgt = [" ".join(x.split()) for x in normalised[1]]
         else:
             n = len(sp.src)
             src = [
                 pipeline.pretokenize(x, "src")
-                for x in _bar(sp.src, f"tokenise {sp.name}.src", n, options.progress)
+                for x in _bar(normalised[0], f"tokenise {sp.name}.src", n, options.progress)
             ]
             tgt = [
                 pipeline.pretokenize(x, "tgt")
-                for x in _bar(sp.tgt, f"tokenise {sp.name}.tgt", n, options.progress)
+                for x in _bar(normalised[1], f"tokenise {sp.name}.tgt", n, options.progress)
             ]
         idx = [i for i in range(len(src)) if src[i] and tgt[i]]
         empty = [i + 1 for i in range(len(src)) if not (src[i] and tgt[i])]
-        stats[sp.name] = {"dropped_empty": len(empty)}
+        stats[sp.name] = {"dropped_empty": len(empty), "format_chars_removed": removed}
         if empty:
             stats[sp.name]["empty_lines"] = empty
             log.warning("%s: %d pairs with an empty side dropped (lines %s%s)", sp.name, len(empty),
@@ -275,7 +285,7 @@ def _build(tmp, source, splits, pipeline, options, inputs, settings, extra_meta)
             "src_unk": int((src_ids == UNK).sum()),
             "tgt_unk": int((tgt_ids == UNK).sum()),
         }
-        log.info("%s: %s", sp.name, stats[sp.name])
+        log.debug("%s: %s", sp.name, stats[sp.name])
 
     meta = {
         "format": FORMAT,

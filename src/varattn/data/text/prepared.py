@@ -56,9 +56,20 @@ class ParallelSplit:
         self._tgt_off = arrays["tgt_offsets"]
         self.src_lengths: np.ndarray = np.diff(self._src_off)
         self.tgt_lengths: np.ndarray = np.diff(self._tgt_off)
+        self._whole = len(self.src_lengths)  # pairs as stored: the text files' lines (see first())
 
     def __len__(self) -> int:
         return len(self.src_lengths)
+
+    def first(self, count: int) -> "ParallelSplit":
+        """The same split cut to its first ``count`` pairs (all of them when it has fewer); its text files
+        are read whole and checked, then cut alike."""
+        count = min(count, len(self))
+        arrays = {"src": self._src, "src_offsets": self._src_off[: count + 1],
+                  "tgt": self._tgt, "tgt_offsets": self._tgt_off[: count + 1]}
+        cut = ParallelSplit(self.folder, self.name, arrays)
+        cut.reverse, cut._whole = self.reverse, self._whole
+        return cut
 
     def __repr__(self) -> str:
         return f"ParallelSplit({self.name!r}, {len(self)} pairs)"
@@ -78,9 +89,9 @@ class ParallelSplit:
                 raise UserError(f"{p}: file missing — {_AGAIN}")
             return None
         lines = read_lines(p, allow_empty=True)
-        if len(lines) != len(self):
-            raise UserError(f"{p}: has {len(lines)} lines but the split has {len(self)} pairs — {_AGAIN}")
-        return lines
+        if len(lines) != self._whole:
+            raise UserError(f"{p}: has {len(lines)} lines but the split has {self._whole} pairs — {_AGAIN}")
+        return lines[: len(self)]
 
     def references(self) -> list[str]:
         """Tokenised target references before BPE (``{name}.ref.tgt``; reversed: the source tokens with
@@ -108,8 +119,9 @@ class ParallelSplit:
         if not p.is_file():
             return None
         links = read_alignments(p)
-        if len(links) != len(self):
-            raise UserError(f"{p}: has {len(links)} lines but the split has {len(self)} pairs — {_AGAIN}")
+        if len(links) != self._whole:
+            raise UserError(f"{p}: has {len(links)} lines but the split has {self._whole} pairs — {_AGAIN}")
+        links = links[: len(self)]
         return [{(j, i) for i, j in pair} for pair in links] if self.reverse else links
 
 

@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BPE_SEPARATOR",
+    "normalize",
     "is_escaped",
     "moses_escape",
     "moses_unescape",
@@ -53,6 +55,15 @@ def _moses_detokenizer(lang: str):
     from sacremoses import MosesDetokenizer
 
     return MosesDetokenizer(lang=lang)
+
+
+def normalize(text: str) -> tuple[str, int]:
+    """Unicode NFC, then every format character (category Cf: zero-width spaces and joiners, byte-order
+    marks, bidirectional marks, soft hyphens) removed. Returns the text and how many characters were
+    removed; such characters are invisible, so they must never become tokens or keep a line non-empty."""
+    text = unicodedata.normalize("NFC", text)
+    kept = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return kept, len(text) - len(kept)
 
 
 _ENTITY = re.compile(r"&(?:amp|lt|gt|apos|quot|#124|#91|#93);")
@@ -184,8 +195,10 @@ class Pipeline:
     # --- the stages -------------------------------------------------------------------------------
 
     def pretokenize(self, line: str, side: str) -> str:
-        """Tokenise and lowercase one raw line of ``side`` ("src" or "tgt"); whitespace normalised."""
+        """Tokenise and lowercase one raw line of ``side`` ("src" or "tgt"); Unicode and whitespace
+        normalised (:func:`normalize`)."""
         lang = self.src_lang if side == "src" else self.tgt_lang
+        line = normalize(line)[0]
         if self.tokenize:
             line = moses_tokenize(line, lang, escape=self.escape)
         if self.lowercase:
@@ -217,7 +230,7 @@ class Pipeline:
         exactly the pieces of list k, so links over pieces map back onto the given words."""
         out = []
         for word in words:
-            word = match_escaping(word, self.escape)
+            word = match_escaping(normalize(word)[0], self.escape)
             if self.lowercase:
                 word = word.lower()
             out.append(self.apply_bpe(word).split() or [word])
