@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "varattn"
 # Lowest first; a module may import from its own layer or any layer below it, never above.
 LAYERS = {
     "latent": 0,
-    "errors": 1,
+    "errors": 1, "memory": 1, "stopping": 1,
     "device": 1,
     "config": 2,
     "data": 3,

@@ -63,7 +63,8 @@ def decode_nbest(run: LoadedRun, ids: list[list[int]], decode: DecodeConfig, *, 
     for batch in batches:  # refuse what cannot fit before decoding anything
         nonempty = [len(ids[i]) for i in batch if len(ids[i])]
         if nonempty:
-            _check_beams(len(nonempty) * decode.beam, max(nonempty), len(run.data.tgt_vocab), run.device)
+            _check_beams(len(nonempty) * decode.beam, max(nonempty), run.model.output.generator.out_features,
+                         run.device)
     bar = None
     if progress:
         from tqdm import tqdm
