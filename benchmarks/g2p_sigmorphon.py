@@ -261,7 +261,7 @@ def alignments(work: Path, limit: int, peer: Path) -> None:
 
     from varattn.analysis.align import align_split
     from varattn.tasks.transduction.align import exact_posteriors, monotonicity
-    from varattn.tasks.transduction.data import load_transduction
+    from varattn.data.lexicon import load_transduction
     from varattn.training.runs import load_run
 
     torch.set_num_threads(1)

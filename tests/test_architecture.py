@@ -19,9 +19,9 @@ LAYERS = {
     "data": 3,
     "modules": 4,
     "models": 5,
-    "tasks": 6,
-    "training": 7,
-    "decoding": 8,
+    "decoding": 6,  # beam search over any model; a task's validation may decode
+    "tasks": 7,
+    "training": 8,
     "analysis": 9,
     "api": 10,
     "export": 10,

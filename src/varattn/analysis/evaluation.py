@@ -15,6 +15,7 @@ from varattn.tasks import task_for
 from varattn.tasks.vqa import score_vqa
 from varattn.training.runs import LoadedRun, check_vocabularies
 from varattn.decoding.translate import decode_ids
+from varattn.tasks.transduction.decoding import decode_split
 
 
 # Keys that only some models have; `varattn evaluate` lists them as null ("n/a") for the others.
@@ -109,14 +110,27 @@ def evaluate_vqa(run: LoadedRun, data, split: str, **options) -> dict:
     return results
 
 
+def evaluate_transduction(run: LoadedRun, data, split_name: str, *, kmax: tuple[int, ...] = (1, 2, 3, 5),
+                          bleu: bool = True, decode: DecodeConfig | None = None) -> dict:
+    """Every score of `varattn evaluate` on ``split_name`` of a transduction folder; ``bleu`` (the flag
+    `--no-bleu` turns off) decodes and adds ``wer``, ``per``, ``words`` and the decoding settings."""
+    check_vocabularies(run, data, "evaluate on")
+    split = data.split(split_name)
+    config = run.config
+    results = {"split": split_name, "checkpoint": str(run.checkpoint), "mode": config.model.mode}
+    results.update(score_split(run.model, split, run.device, max_tokens=config.data.eval_max_tokens, kmax=kmax,
+                               samples=config.train.eval_samples, seed=config.train.seed, bf16=config.train.bf16,
+                               progress=True))
+    for key in OPTIONAL_KEYS:
+        results.setdefault(key, None)
+    if bleu:
+        decode = decode or config.decode
+        found = decode_split(run.model, run.device, split, decode)
+        results.update(wer=found["wer"], per=found["per"], words=len(split), decoding=dataclasses.asdict(decode))
+    return results
+
+
 #: task name -> what `varattn evaluate` reports for a run of that task
-def evaluate_transduction(run: LoadedRun, data, split: str, **options) -> dict:
-    """Scores, WER and PER of a transduction (G2P) run (:mod:`varattn.tasks.transduction.evaluate`)."""
-    from varattn.tasks.transduction.evaluate import evaluate_transduction as scores
-
-    return scores(run, data, split, **options)
-
-
 EVALUATORS = {"translation": evaluate_run, "vqa": evaluate_vqa, "transduction": evaluate_transduction}
 
 

@@ -5,17 +5,27 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator, Protocol
 
 import torch
 
 from varattn.config import DecodeConfig
 from varattn.data.vocab import PAD
-from varattn.training.runs import LoadedRun
 from varattn.decoding.search import Hypothesis, beam_search
 from varattn.errors import UserError
 
 log = logging.getLogger(__name__)
+
+
+class LoadedRun(Protocol):
+    """What decoding reads of an opened run (:class:`varattn.training.runs.LoadedRun` is one): the model,
+    its device and, to translate raw text, its prepared data (pipeline and vocabularies)."""
+
+    model: torch.nn.Module
+    device: torch.device
+    data: Any
+
+
 _ESCAPED = re.compile(r"&(apos|quot|amp|lt|gt|#91|#93|#124);")
 
 

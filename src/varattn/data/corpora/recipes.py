@@ -192,7 +192,7 @@ def _vqa_synthetic(out_dir, r: PrepareRequest) -> dict:
 
 @recipe("sigmorphon-g2p")
 def _sigmorphon_g2p(out_dir, r: PrepareRequest) -> dict:
-    from varattn.tasks.transduction.data import prepare_sigmorphon
+    from varattn.data.lexicon import prepare_sigmorphon
 
     return prepare_sigmorphon(out_dir, from_dir=r.from_dir, lang=r.lang, normalization=r.normalization,
                               options=r.build_options())
@@ -200,7 +200,7 @@ def _sigmorphon_g2p(out_dir, r: PrepareRequest) -> dict:
 
 @recipe("lexicon")
 def _lexicon(out_dir, r: PrepareRequest) -> dict:
-    from varattn.tasks.transduction.data import prepare_lexicon
+    from varattn.data.lexicon import prepare_lexicon
 
     return prepare_lexicon(out_dir, train=r.train, valid=r.valid, test=r.test, normalization=r.normalization,
                            lowercase=bool(r.lowercase), options=r.build_options())

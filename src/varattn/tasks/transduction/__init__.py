@@ -12,7 +12,7 @@ from __future__ import annotations
 from varattn.config import Config
 from varattn.tasks.translation import TranslationTask
 from varattn.tasks.translation_scores import score_split
-from varattn.tasks.transduction.data import load_transduction
+from varattn.data.lexicon import load_transduction
 
 __all__ = ["TransductionTask"]
 
@@ -24,7 +24,7 @@ class TransductionTask(TranslationTask):
         return load_transduction(data_dir, reverse=reverse)
 
     def score(self, model, split, device, config: Config) -> dict:
-        from varattn.tasks.transduction.evaluate import decode_split
+        from varattn.tasks.transduction.decoding import decode_split
 
         scores = score_split(model, split, device, max_tokens=config.data.eval_max_tokens,
                              samples=config.train.eval_samples, seed=config.train.seed, bf16=config.train.bf16)
