@@ -6,7 +6,7 @@ then takes one log-sum-exp over s per token; ``hmm`` runs the forward algorithm,
 This script times, forward and backward, for a batch of B sentences of T target tokens and S source
 positions:
 
-- ``enumeration``: :func:`varattn.latent.enumeration.enumerate_blockwise` giving ``[B·T, S]``;
+- ``enumeration``: :func:`varattn.modules.enumeration.enumerate_blockwise` giving ``[B·T, S]``;
 - ``independent``: the marginal's reduction, log-sum-exp of prior + emission over s;
 - ``chain``: :func:`varattn.latent.chain.chain_forward` on the same emissions and content scores,
 
@@ -38,7 +38,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from varattn.latent.chain import chain_forward, jump_buckets  # noqa: E402
-from varattn.latent.enumeration import enumerate_blockwise  # noqa: E402
+from varattn.modules.enumeration import enumerate_blockwise  # noqa: E402
 
 
 def machine() -> str:

@@ -3,7 +3,7 @@ its implementations (issue 7, items 2 and the memory target).
 
 Implementations, all with the same weights and inputs:
 
-- ``function``: varattn's :class:`varattn.latent.enumeration.BlockwiseEnumeration` (what ``TokenLikelihood``
+- ``function``: varattn's :class:`varattn.modules.enumeration.BlockwiseEnumeration` (what ``TokenLikelihood``
   uses): per block, logits -> target log-probability; the backward pass recomputes one block's logits
   and forms ``g (onehot - softmax)`` in place; nothing of size V is kept between blocks.
 - ``checkpoint``: the previous ``TokenLikelihood`` path: each block through autograd, wrapped in
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from varattn.latent.enumeration import enumerate_blockwise
+from varattn.modules.enumeration import enumerate_blockwise
 from varattn.modules.output import OutputLayer
 
 HERE = Path(__file__).resolve().parent

@@ -8,7 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from varattn.config import ModelConfig
-from varattn.latent.enumeration import enumerate_blockwise
+from varattn.modules.enumeration import enumerate_blockwise
 from varattn.models.seq2seq import Seq2Seq
 
 from conftest import TINY_MODEL

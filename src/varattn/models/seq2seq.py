@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from varattn.modules.attention import MLPScorer
 from varattn.config import ModelConfig
-from varattn.latent import LatentOutput, get_mode, kmax_log_probs, masked_log_softmax, posterior_scores
+from varattn.latent import LatentOutput, get_mode, posterior_scores
 from varattn.models.chain_decoding import ChainState, chain_step
 from varattn.models.protocol import DecodeStep
 from varattn.data.vocab import PAD
@@ -252,36 +252,8 @@ class Seq2Seq(nn.Module):
 
     def next_log_probs(self, encoded: Encoded, hidden: Tensor, scores: Tensor, kmax: int = 0,
                        soft: bool | None = None, cells: int = 512) -> Tensor:
-        """Next-word log-probabilities ``[N, V]`` at a decoding step.
-
-        hidden ``[N, H]``, scores ``[N, S]``. A soft model uses its expected context; a latent model
-        marginalises ``log Σ_s p(s) p(y | h, x_s)`` exactly, or over the ``kmax`` most probable
-        positions (renormalised) when ``kmax > 0``.
-
-        The mixture is taken in probability space, a block of about ``cells`` (row, position) pairs at a
-        time (their ``[cells, V]`` distributions stay in cache): one softmax over V per pair, then one
-        ``[1, S] x [S, V]`` product per row with the prior — instead of log_softmax, a broadcast add and a
-        logsumexp over S, which cost three more passes over ``[n, S, V]``. Words whose mixed probability
-        underflows float32 (below ~1e-38) get ``log(tiny)`` ≈ -87.3 instead of their exact value; they are
-        never among a beam's candidates.
-        """
+        """Next-word log-probabilities ``[N, V]`` at a decoding step: hidden ``[N, H]``, scores ``[N, S]``
+        (:meth:`varattn.modules.output.OutputLayer.next_word_log_probs`)."""
         soft = self.mode.soft_context if soft is None else soft
-        log_prior = masked_log_softmax(scores.float(), encoded.mask)
-        hidden_proj = self.output_query(hidden)
-        if soft:
-            context = torch.bmm(log_prior.exp().to(encoded.out_memory.dtype)[:, None, :],
-                                encoded.out_memory).squeeze(1)
-            return self.output.log_probs(hidden_proj + context)
-        out_memory = encoded.out_memory
-        if 0 < kmax < log_prior.size(-1):
-            log_prior, index = kmax_log_probs(scores.float(), encoded.mask, kmax).topk(kmax, dim=-1)
-            out_memory = out_memory.gather(1, index[..., None].expand(-1, -1, out_memory.size(-1)))
-        prior = log_prior.exp()  # [N, S'], zero on masked positions
-        rows = max(1, cells // out_memory.size(1))
-        pieces = []
-        for start in range(0, hidden_proj.size(0), rows):
-            part = slice(start, start + rows)
-            probs = self.output.probs(hidden_proj[part, None, :] + out_memory[part])  # [n, S', V]
-            mixed = torch.bmm(prior[part, None, :].to(probs.dtype), probs).squeeze(1)  # [n, V]
-            pieces.append(mixed.clamp_min(torch.finfo(mixed.dtype).tiny).log())
-        return torch.cat(pieces, 0)
+        return self.output.next_word_log_probs(self.output_query(hidden), encoded.out_memory, encoded.mask, scores,
+                                               soft=soft, kmax=kmax, cells=cells)

@@ -31,7 +31,6 @@ from varattn.errors import UserError
 from varattn.latent import LatentOutput, get_mode, posterior_scores
 from varattn.models.chain_decoding import ChainState, chain_step
 from varattn.models.protocol import DecodeStep
-from varattn.models.seq2seq import Seq2Seq
 from varattn.modules.jumps import JumpScores
 from varattn.modules.output import OutputLayer, SourceLikelihood, TokenLikelihood
 
@@ -396,10 +395,17 @@ class TransformerSeq2Seq(nn.Module):
         prior = self.align(hidden, encoded.align_keys)
         return DecodeStep(self.next_log_probs(encoded, hidden, prior, kmax=kmax), prior, state)
 
-    output_query = Seq2Seq.output_query
+    def output_query(self, hidden: Tensor) -> Tensor:
+        """``[..., D]`` -> the decoder state's share of the output layer ``[..., O]``."""
+        return self.output.query(hidden, self.config.emission)
 
-    # the LSTM model's rule, unchanged: soft context, exact marginal over positions, or K-max
-    next_log_probs = Seq2Seq.next_log_probs
+    def next_log_probs(self, encoded, hidden: Tensor, scores: Tensor, kmax: int = 0,
+                       soft: bool | None = None, cells: int = 512) -> Tensor:
+        """Next-word log-probabilities ``[N, V]``: the rule the LSTM model decodes with (soft context,
+        exact marginal over positions, or K-max; :meth:`varattn.modules.output.OutputLayer.next_word_log_probs`)."""
+        soft = self.mode.soft_context if soft is None else soft
+        return self.output.next_word_log_probs(self.output_query(hidden), encoded.out_memory, encoded.mask, scores,
+                                               soft=soft, kmax=kmax, cells=cells)
 
     # -- soft cross-attention maps ----------------------------------------------------------------
 

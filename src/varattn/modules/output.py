@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from varattn.latent.enumeration import enumerate_blockwise
+from varattn.latent import kmax_log_probs, masked_log_softmax
+from varattn.modules.enumeration import enumerate_blockwise
 
 
 class OutputLayer(nn.Module):
@@ -49,6 +50,39 @@ class OutputLayer(nn.Module):
         """pre-activation ``[..., O]`` -> probabilities ``[..., V]`` in float32."""
         return F.softmax(self.generator(self.dropout(torch.tanh(pre))).float(), dim=-1)
 
+    def next_word_log_probs(self, query: Tensor, out_memory: Tensor, mask: Tensor, scores: Tensor, *,
+                            soft: bool, kmax: int = 0, cells: int = 512) -> Tensor:
+        """The decoding rule every architecture shares: next-word log-probabilities ``[N, V]``.
+
+        query ``[N, O]`` (:meth:`query` of the decoder state), out_memory ``[N, S, O]`` (the projected
+        source), mask ``[N, S]``, scores ``[N, S]`` the prior's. ``soft``: the expected context's
+        distribution; otherwise the exact marginal ``log Σ_s p(s) p(y | h, x_s)``, or over the ``kmax``
+        most probable positions (renormalised) when ``kmax > 0``.
+
+        The mixture is taken in probability space, a block of about ``cells`` (row, position) pairs at a
+        time (their ``[cells, V]`` distributions stay in cache): one softmax over V per pair, then one
+        ``[1, S] x [S, V]`` product per row with the prior — instead of log_softmax, a broadcast add and a
+        logsumexp over S, which cost three more passes over ``[n, S, V]``. Words whose mixed probability
+        underflows float32 (below ~1e-38) get ``log(tiny)`` ≈ -87.3 instead of their exact value; they are
+        never among a beam's candidates.
+        """
+        log_prior = masked_log_softmax(scores.float(), mask)
+        if soft:
+            context = torch.bmm(log_prior.exp().to(out_memory.dtype)[:, None, :], out_memory).squeeze(1)
+            return self.log_probs(query + context)
+        if 0 < kmax < log_prior.size(-1):
+            log_prior, index = kmax_log_probs(scores.float(), mask, kmax).topk(kmax, dim=-1)
+            out_memory = out_memory.gather(1, index[..., None].expand(-1, -1, out_memory.size(-1)))
+        prior = log_prior.exp()  # [N, S'], zero on masked positions
+        rows = max(1, cells // out_memory.size(1))
+        pieces = []
+        for start in range(0, query.size(0), rows):
+            part = slice(start, start + rows)
+            probs = self.probs(query[part, None, :] + out_memory[part])  # [n, S', V]
+            mixed = torch.bmm(prior[part, None, :].to(probs.dtype), probs).squeeze(1)  # [n, V]
+            pieces.append(mixed.clamp_min(torch.finfo(mixed.dtype).tiny).log())
+        return torch.cat(pieces, 0)
+
     def target_log_probs(self, pre: Tensor, targets: Tensor, shared_dim: int | None = None) -> Tensor:
         """pre ``[..., O]``, targets ``[...]`` -> ``log p(target)`` ``[...]``. With ``shared_dim``, every
         entry along that dimension of ``pre`` gets the same dropout mask."""
@@ -74,7 +108,7 @@ class TokenLikelihood:
     ``[B, T]``. :meth:`enumerate` is computed block by block of ``block`` (token, position) cells by a
     custom autograd Function that recomputes each block's logits in the backward pass, so at most one
     block of ``[cells, V]`` floats is alive at once; when the whole batch fits in one block nothing is
-    recomputed (see :mod:`varattn.latent.enumeration`).
+    recomputed (see :mod:`varattn.modules.enumeration`).
     """
 
     def __init__(self, layer: OutputLayer, hidden_proj: Tensor, out_memory: Tensor, targets: Tensor,
@@ -102,7 +136,7 @@ class TokenLikelihood:
 
     def enumerate(self) -> Tensor:
         """``log p(y_t | h_t, x_s)`` for every source position: ``[B, T, S]`` (float32; float64 for float64
-        inputs), by :func:`varattn.latent.enumeration.enumerate_blockwise`."""
+        inputs), by :func:`varattn.modules.enumeration.enumerate_blockwise`."""
         batch, length, _ = self.hidden_proj.shape
         sources = self.out_memory.size(1)
         rows = self.hidden_proj.reshape(batch * length, -1)
