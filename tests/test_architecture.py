@@ -86,6 +86,23 @@ def test_imports_point_down():
     assert not upward, "\n".join(upward)
 
 
+CAPABILITY_HOLDERS = ("model", "task", "run", "loaded")
+
+
+def test_capabilities_are_types_not_attribute_probes():
+    """A model's or task's capabilities are asked by type (models/protocol.py, tasks/base.py), never by
+    ``hasattr``/``getattr`` on the object: a probe silently takes the fallback when a name is misspelt."""
+    probes = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("hasattr", "getattr") \
+                    and node.args:
+                probed = ast.unparse(node.args[0]).split(".")[-1]
+                if probed in CAPABILITY_HOLDERS or probed.endswith("_model"):
+                    probes.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {ast.unparse(node)}")
+    assert not probes, "\n".join(probes)
+
+
 def test_latent_core_imports_nothing_else_of_the_package():
     known = modules()
     for name, path in known.items():

@@ -118,7 +118,7 @@ def load(path_or_hub_id: str | os.PathLike, device: str | torch.device | None = 
     device = resolve_device("auto" if device is None else str(device))
     path = _resolve(path_or_hub_id)
     run = open_export(path, device) if is_export(path) else load_run(path, device)
-    if getattr(run.task, "name", "translation") not in ("translation", "transduction"):
+    if not run.task.aligns_sequences:
         raise UserError(f"{path}: a {run.task.name} model — varattn.load opens translation models")
     return Model(run, str(path))
 
@@ -166,7 +166,8 @@ class Model:
     """A trained translation model with its vocabularies and preprocessing; see the module docstring.
 
     Attributes: ``mode`` (e.g. ``"vae-enum"``), ``source_language``, ``target_language``,
-    ``has_posterior``, ``device``, ``decode`` (the run's decoding defaults, a dict), ``path``.
+    ``has_posterior``, ``device``, ``decode`` (the run's decoding defaults, a dict), ``path``, ``config``
+    (the run's whole :class:`varattn.config.Config`).
     """
 
     def __init__(self, run, path: str):
@@ -176,9 +177,10 @@ class Model:
         pipeline = run.data.pipeline
         self.source_language: str = pipeline.src_lang
         self.target_language: str = pipeline.tgt_lang
-        self.has_posterior: bool = bool(getattr(run.model, "has_posterior", False))
+        self.has_posterior: bool = bool(run.model.has_posterior)
         self.device: torch.device = run.device
         self.decode: dict = dict(vars(run.config.decode))
+        self.config = run.config
 
     def __repr__(self) -> str:
         return (f"varattn.Model({self.path!r}, mode={self.mode!r}, {self.source_language}->{self.target_language}, "

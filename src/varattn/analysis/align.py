@@ -44,6 +44,7 @@ from varattn.data.text.batching import IdPairs, TokenBatcher, collate
 from varattn.data.text.pharaoh import format_links
 from varattn.data.text.prepared import PreparedData
 from varattn.errors import UserError
+from varattn.models.protocol import CrossAttentionMaps
 from varattn.training.runs import LoadedRun, check_vocabularies
 
 END = "</s>"
@@ -136,7 +137,8 @@ def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[
         probs = {k: latent.masked_log_softmax(v.float(), fwd.mask).exp().cpu().numpy() for k, v in scores.items()}
         ents = {k: latent.entropy(v.float(), fwd.mask).masked_fill(~fwd.queries, 0.0).sum(-1).cpu()
                 for k, v in scores.items()}
-        cross = model.cross_alignment(batch.src, batch.src_lengths, batch.tgt_in) if hasattr(model, "cross_alignment") else None
+        cross = (model.cross_alignment(batch.src, batch.src_lengths, batch.tgt_in)
+                 if isinstance(model, CrossAttentionMaps) else None)
         if cross is not None:  # a Transformer's soft cross-attention: its chosen layer/head, or their average
             probs["cross"] = cross.float().cpu().numpy()
             ents["cross"] = -(cross * cross.clamp_min(1e-30).log()).sum(-1).masked_fill(~fwd.queries, 0.0).sum(-1).cpu()

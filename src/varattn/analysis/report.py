@@ -26,6 +26,7 @@ from varattn.analysis.align import PairAlignment
 from varattn.data.text.prepared import PreparedData
 from varattn.data.text.tokenize import remove_bpe
 from varattn.errors import UserError
+from varattn.models.protocol import CrossAttentionMaps
 from varattn.training.runs import LoadedRun
 
 HTML_LIMIT = 100  # pairs drawn in the HTML report by default (1-2 s each)
@@ -93,13 +94,13 @@ def run_align(run: LoadedRun, out: str | Path, *, data: PreparedData | None = No
     if symmetrize is not None and reverse_run is None:
         raise UserError(f"symmetrize {symmetrize}: needs a run trained the other way (reverse_run)")
     for loaded in (run, reverse_run):
-        task = getattr(loaded, "task", None)
-        if task is not None and getattr(task, "name", "translation") not in ("translation", "transduction"):
-            raise UserError(f"{loaded.checkpoint}: a {task.name} model — varattn align works on translation models")
+        if loaded is not None and not loaded.task.aligns_sequences:
+            raise UserError(f"{loaded.checkpoint}: a {loaded.task.name} model — varattn align works on "
+                            "translation and transduction models")
     for loaded in (run, reverse_run) if distribution else ():
-        if loaded is None or hasattr(loaded.model, "cross_alignment"):
+        if loaded is None or isinstance(loaded.model, CrossAttentionMaps):
             continue
-        names = align.distributions(loaded.config.model.mode, getattr(loaded.model, "has_posterior", False))
+        names = align.distributions(loaded.config.model.mode, loaded.model.has_posterior)
         if distribution not in names and names != ("attention",):  # fail before the slow part
             raise UserError(f"distribution {distribution!r}: {loaded.checkpoint.parent} gives only "
                             f"{', '.join(names)} — choose one of them")

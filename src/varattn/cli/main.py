@@ -439,7 +439,9 @@ def cmd_align(args) -> None:
     run = load_run(args.run, _device(args.device))
     reverse = load_run(args.reverse_run, _device(args.device)) if args.reverse_run else None
     if args.layer is not None or args.head is not None:
-        if not hasattr(run.model, "select_heads"):
+        from varattn.models.protocol import CrossAttentionMaps
+
+        if not isinstance(run.model, CrossAttentionMaps):
             raise UserError("--layer/--head: only a Transformer run has per-layer, per-head cross-attention")
         run.model.select_heads(args.layer, args.head)
     data = None

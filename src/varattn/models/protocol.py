@@ -47,3 +47,19 @@ class Decodable(Protocol):
     def start(self, encoded: Encoded) -> Any: ...
 
     def step(self, encoded: Encoded, state: Any, prev_tokens: Tensor, kmax: int = 0) -> DecodeStep: ...
+
+
+class CrossAttentionMaps:
+    """A capability: a model whose decoder has soft cross-attention maps besides the latent alignment
+    (the Transformer). Alignment code checks ``isinstance(model, CrossAttentionMaps)``, never the methods.
+
+    - ``select_heads(layer, head)``: which map :meth:`cross_alignment` gives (None averages that axis);
+    - ``cross_alignment(src [B, S], src_lengths [B], tgt_in [B, T]) -> [B, T, S] | None``: the chosen map as
+      probabilities, None when the decoder has no soft cross-attention.
+    """
+
+    def select_heads(self, layer: int | None = None, head: int | None = None) -> None:
+        raise NotImplementedError
+
+    def cross_alignment(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor | None:
+        raise NotImplementedError

@@ -30,7 +30,7 @@ from varattn.data.vocab import PAD
 from varattn.errors import UserError
 from varattn.latent import LatentOutput, get_mode, posterior_scores
 from varattn.models.chain_decoding import ChainState, chain_step
-from varattn.models.protocol import DecodeStep
+from varattn.models.protocol import CrossAttentionMaps, DecodeStep
 from varattn.modules.jumps import JumpScores
 from varattn.modules.output import OutputLayer, SourceLikelihood, TokenLikelihood
 
@@ -272,7 +272,7 @@ class SmoothedLikelihood(TokenLikelihood):
         return (1.0 - self.smoothing) * gold + self.smoothing * log_probs.mean(-1)
 
 
-class TransformerSeq2Seq(nn.Module):
+class TransformerSeq2Seq(nn.Module, CrossAttentionMaps):
     """Transformer translation model for every mode; implements :mod:`varattn.models.protocol`.
 
     ``.config`` is the model section (mode, output size, enumeration block), ``.transformer`` the

@@ -80,8 +80,8 @@ def example_pair(model) -> tuple[str, str]:
     from varattn.data.text.tokenize import remove_bpe
 
     fallback = (f"a sentence in {model.source_language}", f"its translation in {model.target_language}")
-    config = getattr(getattr(model, "_run", None), "config", None)
-    if config is None or not config.data.dir:
+    config = model.config
+    if not config.data.dir:
         return fallback
     folder, split = Path(config.data.dir), config.data.valid_split
     names = ("tgt.txt", "src.txt") if config.data.reverse else ("src.txt", "ref.tgt")

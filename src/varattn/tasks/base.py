@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,34 +19,55 @@ from varattn.config import Config
 from varattn.errors import UserError
 
 
-class Task(Protocol):
-    """What differs between tasks; the data object a task loads has ``split(name)`` (a split with
-    ``__len__``) and ``copy_essentials(dst)`` (what a run needs to be used on its own)."""
+class Task:
+    """What differs between tasks; a task subclasses this and registers in :data:`TASKS`. The data object
+    it loads has ``split(name)`` (a split with ``__len__``) and ``copy_essentials(dst)`` (what a run needs
+    to be used on its own). The methods without a body are required; the hooks below them have defaults."""
 
     name: str
+    #: whether its models map a source sequence to a target sequence with alignments (align, translate, the API)
+    aligns_sequences: bool = False
 
     def load(self, data_dir: str | Path, reverse: bool = False) -> Any:
         """The prepared data folder (lazy: splits load on demand); ``reverse``: its other direction."""
+        raise NotImplementedError
 
     def build_model(self, config: Config, data: Any) -> nn.Module:
         """A fresh model with ``.config`` (the ModelConfig) for this data."""
+        raise NotImplementedError
 
     def batcher(self, split: Any, config: Config, *, shuffle: bool, seed: int) -> Any:
         """An object whose ``batches(epoch)`` lists the index arrays of one epoch."""
+        raise NotImplementedError
 
     def collate(self, split: Any, indices) -> Any:
         """A batch with ``.to(device)``."""
+        raise NotImplementedError
 
     def loss(self, model: nn.Module, batch: Any, generator: torch.Generator, config: Config, warmup: bool
              ) -> tuple[torch.Tensor, dict]:
         """The mean surrogate loss of a batch and reportable sums (``tokens``: the count normalised by),
         by :func:`varattn.latent.batch_objective`."""
+        raise NotImplementedError
 
     def score(self, model: nn.Module, split: Any, device: torch.device, config: Config) -> dict:
         """Validation scores; must contain ``validation_metric(mode)``."""
+        raise NotImplementedError
 
     def validation_metric(self, mode: str) -> str:
         """The score (lower is better) that picks the best checkpoint and drives learning-rate decay."""
+        raise NotImplementedError
+
+    # -- hooks with defaults --------------------------------------------------------------------------
+
+    def plausible(self, data: Any, metric: str, value: float) -> bool:
+        """Whether a finite validation score may become the best checkpoint (not absurd for this data)."""
+        return True
+
+    def largest_batch(self, data: Any, split: Any, batcher: Any) -> tuple[int, str, str] | None:
+        """The bytes the largest training batch's output needs, what they are and how to lower them (the
+        trainer refuses to start when they cannot fit); None when the task does not know."""
+        return None
 
 
 #: task name (as written in a prepared folder's meta.json) -> "module:Class", imported on first use

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import torch
 
-from varattn import latent
+from varattn import latent, memory
 from varattn.config import Config, ModelConfig
 from varattn.data.text.batching import TokenBatcher, collate
 from varattn.data.text.prepared import PreparedData, load_prepared
 from varattn.tasks.translation_scores import score_split, validation_metric
 from varattn.errors import UserError
 from varattn.models.registry import build_translation_model
+from varattn.tasks.base import Task
 
 
 def batch_loss(model: torch.nn.Module, batch, generator: torch.Generator, config: ModelConfig,
@@ -23,8 +24,23 @@ def batch_loss(model: torch.nn.Module, batch, generator: torch.Generator, config
                                   temperature=config.temperature, generator=generator, warmup=warmup)
 
 
-class TranslationTask:
+class TranslationTask(Task):
     name = "translation"
+    aligns_sequences = True
+
+    def plausible(self, data: PreparedData, metric: str, value: float) -> bool:
+        """A perplexity within 1000 times that of a uniform guess over the target vocabulary."""
+        return not metric.endswith("ppl") or value <= 1000.0 * len(data.tgt_vocab)
+
+    def largest_batch(self, data: PreparedData, split, batcher) -> tuple[int, str, str]:
+        """The output distribution and its gradient, ``[B, T + 1, V]`` in float32, of the largest batch."""
+        lengths = split.tgt_lengths
+        largest = max((len(rows) * (int(lengths[rows].max()) + 1) for rows in batcher.batches(1) if len(rows)),
+                      default=0)
+        return (largest * len(data.tgt_vocab) * memory.FLOAT_BYTES * 2,
+                f"a training batch of {largest:,} padded target tokens over {len(data.tgt_vocab):,} target words "
+                "(the output distribution and its gradient)",
+                "lower data.max_tokens or data.max_sentences, or prepare with a smaller --max-len")
 
     def load(self, data_dir, reverse: bool = False) -> PreparedData:
         return load_prepared(data_dir, reverse=reverse)

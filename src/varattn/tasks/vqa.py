@@ -37,6 +37,7 @@ from varattn.config import Config, ModelConfig
 from varattn.data.vqa.prepared import QuestionBatcher, VQABatch, VQAData, VQASplit, collate_vqa, load_vqa
 from varattn.errors import UserError
 from varattn.models.vqa import VQAModel, build_vqa_model
+from varattn.tasks.base import Task
 
 
 def vqa_accuracy(matches: torch.Tensor) -> torch.Tensor:
@@ -145,8 +146,12 @@ def validation_metric(mode: str) -> str:
     return latent.get_mode(mode).validation
 
 
-class VQATask:
+class VQATask(Task):
     name = "vqa"
+
+    def plausible(self, data: VQAData, metric: str, value: float) -> bool:
+        """A negative log-likelihood (or ELBO) within log(1000 ×) that of a uniform guess over the answers."""
+        return metric not in ("nll", "elbo") or value <= math.log(1000.0 * len(data.answers))
 
     def load(self, data_dir, reverse: bool = False) -> VQAData:
         if reverse:

@@ -146,16 +146,9 @@ class Trainer:
     def _check_batches(self) -> None:
         """Refuse training batches whose output distribution (and its gradient), ``[B, T + 1, V]`` in
         float32 for the largest batch, cannot fit."""
-        vocab = getattr(self.data, "tgt_vocab", None)
-        lengths = getattr(self.train_split, "tgt_lengths", None)
-        if vocab is None or lengths is None:
-            return
-        largest = max((len(rows) * (int(lengths[rows].max()) + 1) for rows in self.batcher.batches(1) if len(rows)),
-                      default=0)
-        memory.check_fits(largest * len(vocab) * memory.FLOAT_BYTES * 2, self.device,
-                          f"a training batch of {largest:,} padded target tokens over {len(vocab):,} target words "
-                          "(the output distribution and its gradient)",
-                          "lower data.max_tokens or data.max_sentences, or prepare with a smaller --max-len")
+        need = self.task.largest_batch(self.data, self.train_split, self.batcher)
+        if need is not None:
+            memory.check_fits(need[0], self.device, need[1], need[2])
 
     def _restore(self, last: Path) -> None:
         record = checkpoint.read_meta(last)
@@ -257,16 +250,10 @@ class Trainer:
 
     def _plausible(self, value: float) -> bool:
         """Whether a validation score may become best: finite, and not absurd — within 1000 times the
-        perplexity of a uniform guess over the target vocabulary (for VQA, over the answers)."""
+        perplexity of a uniform guess over the target vocabulary, for VQA over the answers (the task's hook)."""
         if not math.isfinite(value):
             return False
-        vocab = getattr(self.data, "tgt_vocab", None)
-        if vocab is not None and self.metric.endswith("ppl"):
-            return value <= 1000.0 * len(vocab)
-        answers = getattr(self.data, "answers", None)
-        if answers is not None and self.metric in ("nll", "elbo"):
-            return value <= math.log(1000.0 * len(answers))
-        return True
+        return self.task.plausible(self.data, self.metric, value)
 
     def _skip_step(self, loss_value: float) -> None:
         """Count a step whose loss or gradient was not finite (its update is skipped); after
