@@ -248,8 +248,15 @@ def test_cli_translate_and_evaluate_agree(prepared, tmp_path, capsys):
                                   "max_len_b": 4}
     hyp = tmp_path / "hyp.txt"
     source = prepared.parent / "test.de"
-    assert main(["translate", str(run), "--input", str(source), "--output", str(hyp), *decoding, "--kmax", "2"]) == 0
+    assert main(["translate", str(run), "--input", str(source), "--output", str(hyp), *decoding,
+                 "--decode-kmax", "2"]) == 0
     lines = hyp.read_text(encoding="utf-8").splitlines()
+    old_spelling = tmp_path / "old.txt"
+    capsys.readouterr()
+    assert main(["translate", str(run), "--input", str(source), "--output", str(old_spelling), *decoding,
+                 "--kmax", "2"]) == 0
+    assert "--kmax is now --decode-kmax" in capsys.readouterr().err
+    assert old_spelling.read_text(encoding="utf-8").splitlines() == lines
     refs = (prepared / "test.ref.tgt").read_text(encoding="utf-8").splitlines()
     assert len(lines) == len(refs) == 12
     assert sacrebleu.corpus_bleu(lines, [refs], tokenize="none").score == pytest.approx(scores["bleu"])

@@ -202,17 +202,6 @@ def align_split(run: LoadedRun, data: PreparedData, split_name: str, *, limit: i
     return pairs
 
 
-def align_lines(run: LoadedRun, src_lines: Sequence[str], tgt_lines: Sequence[str], *,
-                progress: bool = False) -> list[PairAlignment]:
-    """Align raw sentence pairs, preprocessed with the run's own pipeline (tokeniser, BPE)."""
-    pipeline = run.data.pipeline
-    src_tokens = [pipeline.encode_source(line) for line in src_lines]
-    tgt_tokens = [pipeline.encode_target(line) for line in tgt_lines]
-    src_ids = [run.data.src_vocab.encode(tokens) for tokens in src_tokens]
-    tgt_ids = [run.data.tgt_vocab.encode(tokens) for tokens in tgt_tokens]
-    return extract(run, src_ids, tgt_ids, src_tokens, tgt_tokens, progress=progress)
-
-
 def align_words(run: LoadedRun, src_words: Sequence[Sequence[str]], tgt_words: Sequence[Sequence[str]], *,
                 progress: bool = False) -> list[PairAlignment]:
     """Align pairs given as words (tokenised already): each word becomes its pieces with the run's

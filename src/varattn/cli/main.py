@@ -153,7 +153,9 @@ def _add_translate(sub) -> None:
     p.add_argument("--alignments", action="store_true",
                    help="append ' ||| ' and Pharaoh i-j links (prior argmax source i of target token j)")
     p.add_argument("--device", default="auto")
-    _add_decoding(p, "--kmax")
+    _add_decoding(p, "--decode-kmax")
+    # the old spelling: in evaluate --kmax means the K of K-max perplexity, so translate's is --decode-kmax
+    p.add_argument("--kmax", dest="old_kmax", type=int, metavar="K", help=argparse.SUPPRESS)
 
 
 def _add_quickstart(sub) -> None:
@@ -349,6 +351,11 @@ def _read_input(path: str | None) -> list[str]:
 def cmd_translate(args) -> None:
     from varattn.decoding.translate import line_batches, output_lines, translate_lines
 
+    if args.old_kmax is not None:
+        print(f"varattn translate: --kmax is now --decode-kmax (--kmax {args.old_kmax} read as --decode-kmax "
+              f"{args.old_kmax})", file=sys.stderr)
+        if args.decode_kmax is None:
+            args.decode_kmax = args.old_kmax
     run = _open_model(args.run, args.device)
     decode = run.config.decode
     _override_decode(decode, args)

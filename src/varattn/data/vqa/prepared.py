@@ -143,10 +143,6 @@ class VQAData:
         return list(self.meta.get("splits", {}))
 
     @property
-    def has_features(self) -> bool:
-        return (self.path / "features.npy").is_file()
-
-    @property
     def features(self) -> np.ndarray:
         """float16 [images, R, D], memory-mapped."""
         self._load_images()
