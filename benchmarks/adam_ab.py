@@ -3,7 +3,8 @@
 
 All three optimizers hold the same parameters and gradients (random, fixed), and take turns round by
 round in one process with one thread; each round times ``--steps`` updates per variant. Prints the
-median milliseconds per update and each variant's speed-up over the default (median and range).
+median milliseconds per update and each variant's speed-up over the default (median and range), then the
+command, commit, machine and date.
 
     python benchmarks/adam_ab.py --rounds 8 --steps 20
 """
@@ -16,7 +17,9 @@ import time
 
 import torch
 
-from step_speed_ab import SIZES  # the same model sizes as the step A/B
+from harness import footer, stamp
+from workloads import SIZES  # the same model sizes as the step A/B
+
 VARIANTS = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
 
@@ -63,6 +66,7 @@ def main() -> None:
             ratios = [d / s for d, s in zip(seconds["default"], seconds[name])]
             print(f"  {name:8s} {statistics.median(seconds[name]) * 1000:7.2f} ms per update; speed-up over "
                   f"default: median {statistics.median(ratios):.2f}, range {min(ratios):.2f}-{max(ratios):.2f}")
+    print("\n" + footer(stamp({})), end="")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ every batch size and source length).
 Both arms run the same step function, written out here from the decoder's own parameters (its result is
 checked against ``Decoder.forward``), eagerly and compiled, alternating round by round in one process with
 one thread: forward over the whole target, then backward. Prints the compile time, seconds per round for
-each arm, and the ratio eager / compiled (median and range).
+each arm, and the ratio eager / compiled (median and range), then the command, commit, machine and date.
 
     python benchmarks/compile_decoder_ab.py --setting 256 --rounds 8
 """
@@ -23,7 +23,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from step_speed_ab import SIZES  # the same model sizes as the step A/B
+from harness import footer, stamp
+from workloads import SIZES  # the same model sizes as the step A/B
 
 
 def step(pre_t, context, h, c, recurrent, query_weight, query_bias, v, attn_memory, memory, blocked):
@@ -128,6 +129,7 @@ def main() -> None:
     print(f"eager: {statistics.median(eager_s) / args.repeats * 1000:.1f} ms per forward+backward; compiled: "
           f"{statistics.median(compiled_s) / args.repeats * 1000:.1f} ms")
     print(f"speed-up eager / compiled: median {statistics.median(ratios):.2f}, range {min(ratios):.2f}-{max(ratios):.2f}")
+    print("\n" + footer(stamp({})), end="")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ head / base per round, reported as median and range, with the machine's load.
     python benchmarks/step_speed_ab.py --base 810901d --head WORKTREE --profile   # + torch.profiler tables
 
 With ``--profile``, each version also profiles ``--steps`` steps (``torch.profiler``, CPU) after the
-rounds and prints the operators by self CPU time. Writes ``--json`` when given.
+rounds and prints the operators by self CPU time. Writes ``--json`` when given (with the command, commit,
+machine and date).
 """
 
 from __future__ import annotations
@@ -28,29 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-SIZES = {  # emb, encoder hidden per direction, decoder hidden (= attention = output), layers
-    "256": dict(emb_size=256, enc_hidden=128, enc_layers=1, dec_hidden=256, dec_layers=1, attn_size=256,
-                output_size=256, inf_hidden=128, inf_layers=1),
-    "128": dict(emb_size=128, enc_hidden=64, enc_layers=1, dec_hidden=128, dec_layers=1, attn_size=128,
-                output_size=128, inf_hidden=64, inf_layers=1),
-    "paper": {},
-}
-
-
-def source_tree(version: str, work: Path) -> Path:
-    """The ``src`` folder of ``version`` (a commit unpacked once under ``work``, or the working tree)."""
-    if version == "WORKTREE":
-        return ROOT / "src"
-    commit = subprocess.run(["git", "rev-parse", version], cwd=ROOT, check=True, capture_output=True,
-                            text=True).stdout.strip()
-    target = work / commit[:12]
-    if not (target / "src").is_dir():
-        target.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "archive", commit, "src"], cwd=ROOT, check=True, capture_output=True)
-        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    return target / "src"
+from harness import ROOT, command_line, environment, source_tree, stamp, write_json
+from workloads import SIZES
 
 
 # ----------------------------------------------------------------------------- worker
@@ -141,7 +121,7 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = environment(threads=1)
     forwarded = [a for a in sys.argv[1:]]
     procs = {}
     for name, version in (("base", args.base), ("head", args.head)):
@@ -176,11 +156,10 @@ def main() -> None:
     ratios = [r["ratio"] for r in rounds] or [float("nan")]
     result = {"base": args.base, "head": args.head, "mode": args.mode, "setting": args.setting,
               "max_tokens": args.max_tokens, "steps_per_round": args.steps, "rounds": rounds,
-              "ratio": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)},
-              "command": "python benchmarks/step_speed_ab.py " + " ".join(sys.argv[1:])}
+              "ratio": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}}
     print(f"head/base: median {result['ratio']['median']:.3f} (range {min(ratios):.3f}-{max(ratios):.3f})")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1), encoding="utf-8")
+        write_json(args.json, stamp(result, command_line(__file__), threads=1))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -27,8 +28,12 @@ def one_thread():
 
 
 def load_benchmark(name: str) -> ModuleType:
-    """``benchmarks/NAME.py`` imported as a module (the benchmarks are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    """``benchmarks/NAME.py`` imported as a module (the benchmarks are scripts, not a package; their folder
+    goes on ``sys.path``, as when a script runs, for their ``from harness import ...``)."""
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
