@@ -7,7 +7,8 @@ best checkpoint, decodes the first ``--sentences`` of ``--split`` of ``--data`` 
 sentences, then times :func:`varattn.decoding.translate.decode_nbest` on all of them with the given beam,
 K-max and the run's α / eos_norm / length limits. Reports seconds per round and version, the ratio
 base/head (the speed-up) per round, and whether the best hypotheses, their scores and log-probabilities
-are identical between the versions.
+are identical between the versions. Writes ``--json`` when given (with the command, commit, machine and
+date).
 
     python benchmarks/decode_speed_ab.py --base 43cc11c --head WORKTREE --run runs/vae-enum \\
         --data data/m30k-3k --sentences 300 --beam 5 --kmax 0 --rounds 3
@@ -24,10 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-from step_speed_ab import source_tree  # noqa: E402
+from harness import ROOT, command_line, environment, source_tree, stamp, write_json
 
 
 def worker(args) -> None:
@@ -73,7 +71,7 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = environment(threads=1)
     sources = {name: source_tree(getattr(args, name), Path(args.work)) for name in ("base", "head")}
     rounds, outputs = [], {}
     for r in range(args.rounds):
@@ -91,13 +89,13 @@ def main() -> None:
               f"base/head {row['speedup']:.2f}  load {row['load_1min']:.2f}", flush=True)
     same = {key: outputs["base"][key] == outputs["head"][key] for key in ("tokens", "scores", "log_probs")}
     speedups = [r["speedup"] for r in rounds]
-    record = {"command": "python benchmarks/decode_speed_ab.py " + " ".join(sys.argv[1:]), "rounds": rounds,
+    record = {"rounds": rounds,
               "speedup": {"median": statistics.median(speedups), "min": min(speedups), "max": max(speedups)},
               "identical": same, "sentences": args.sentences, "beam": args.beam, "kmax": args.kmax}
     print(f"base/head: median {record['speedup']['median']:.2f} (range {min(speedups):.2f}-{max(speedups):.2f}); "
           f"identical best hypotheses / scores / log-probs: {same['tokens']} / {same['scores']} / {same['log_probs']}")
     if args.json:
-        Path(args.json).write_text(json.dumps(record, indent=1), encoding="utf-8")
+        write_json(args.json, stamp(record, command_line(__file__), threads=1))
 
 
 if __name__ == "__main__":
