@@ -24,36 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "src"))
-
-from varattn.latent.chain import chain_forward, jump_buckets  # noqa: E402
-from varattn.modules.enumeration import enumerate_blockwise  # noqa: E402
-
-
-def machine() -> str:
-    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-             if line.startswith("model name")] if Path("/proc/cpuinfo").is_file() else []
-    return f"{names[0] if names else platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, " \
-           f"{torch.get_num_threads()} thread(s)"
-
-
-def commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+from harness import RESULTS, command_line, table, write_results
+from varattn.latent.chain import chain_forward, jump_buckets
+from varattn.modules.enumeration import enumerate_blockwise
 
 
 def inputs(batch: int, steps: int, sources: int, vocab: int, width: int, generator: torch.Generator) -> dict:
@@ -114,15 +92,12 @@ def measure(batch: int, sources: int, vocab: int, width: int, repeats: int, bloc
                                 / (median["enumeration"] + median["independent"]), 4)}
 
 
-def table(rows: list[dict]) -> str:
-    lines = ["| S = T | enumeration (ms) | independent (ms) | chain (ms) | chain / enumeration "
-             "| hmm step / marginal step |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for row in rows:
-        ms = row["median_ms"]
-        lines.append(f"| {row['sources']} | {ms['enumeration']:.1f} | {ms['independent']:.2f} | {ms['chain']:.2f} | "
-                     f"{row['chain_over_enumeration']:.3f} | {row['step_ratio']:.3f} |")
-    return "\n".join(lines)
+def rows_table(rows: list[dict]) -> str:
+    return table(["S = T", "enumeration (ms)", "independent (ms)", "chain (ms)", "chain / enumeration",
+                  "hmm step / marginal step"],
+                 [[row["sources"], f"{row['median_ms']['enumeration']:.1f}", f"{row['median_ms']['independent']:.2f}",
+                   f"{row['median_ms']['chain']:.2f}", f"{row['chain_over_enumeration']:.3f}",
+                   f"{row['step_ratio']:.3f}"] for row in rows], align="rrrrrr")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,27 +108,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=int, default=256, help="O, the output layer's input width")
     parser.add_argument("--block", type=int, default=64, help="target tokens per enumeration block")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--results", default=str(HERE / "results" / "chain_speed"))
+    parser.add_argument("--results", default=str(RESULTS / "chain_speed"))
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rows = []
     for sources in args.sources:
         rows.append(measure(args.batch, sources, args.vocab, args.width, args.repeats, args.block))
         print(json.dumps(rows[-1]), flush=True)
-    command = "python benchmarks/chain_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    record = {"command": command.strip(), "commit": commit(), "machine": machine(),
-              "date": time.strftime("%Y-%m-%d %H:%M"), "load_average": os.getloadavg()[0], "rows": rows}
-    out = Path(args.results)
     text = (f"# The chain's cost beside the enumeration (mode hmm vs marginal)\n\n"
             f"B = {args.batch} sentences, T = S, V = {args.vocab}, O = {args.width}; forward + backward, "
-            f"median of {args.repeats} interleaved repetitions.\n\n{table(rows)}\n\n"
-            f"- command: `{record['command']}`\n- commit: {record['commit']}\n- machine: {record['machine']} "
-            f"(load average {record['load_average']:.1f} at the end: the machine is shared, read the ratios)\n"
-            f"- date: {record['date']}\n")
-    for suffix, content in ((".json", json.dumps(record, indent=1)), (".md", text)):
-        temporary = out.with_suffix(suffix + ".tmp")
-        temporary.write_text(content, encoding="utf-8")
-        os.replace(temporary, out.with_suffix(suffix))
+            f"median of {args.repeats} interleaved repetitions.\n\n{rows_table(rows)}\n\n"
+            f"Load average {os.getloadavg()[0]:.1f} at the end: the machine is shared, read the ratios.\n")
+    write_results(args.results, {"rows": rows}, text, command=command_line(__file__, argv))
     print(text)
 
 
