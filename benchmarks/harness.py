@@ -16,6 +16,8 @@ imports that version.
   temporary file, then ``os.replace``); :func:`write_results` stamps a record with its command, commit,
   machine and date (:func:`stamp`) and ends the markdown with them (:func:`footer`).
 - :func:`source_tree`: the ``src`` folder of a git commit, for the A/B scripts.
+- :func:`rss_bytes`, :func:`peak_rss_bytes`, :func:`reset_peak_rss`: this process's resident memory now
+  and at its peak (Linux ``/proc``), for the CPU memory probes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shlex
 import subprocess
 import sys
@@ -216,6 +219,32 @@ def source_tree(version: str, work: Path) -> Path:
         archive = subprocess.run(["git", "archive", found, "src"], cwd=ROOT, check=True, capture_output=True)
         subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
     return target / "src"
+
+
+# ----------------------------------------------------------------------------- memory of this process
+
+
+def rss_bytes() -> int:
+    """Resident set size now."""
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    """The resident set's high-water mark (``VmHWM``; ``ru_maxrss`` where /proc has none)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Set the high-water mark to the resident set now (Linux >= 4.0); whether that worked."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
 # ----------------------------------------------------------------------------- results files

@@ -45,12 +45,9 @@ import argparse
 import gc
 import json
 import os
-import platform
-import resource
 import subprocess
 import sys
 import time
-from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -58,16 +55,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness import (RESULTS, command_line, environment, fmt, machine, peak_rss_bytes, reset_peak_rss, rss_bytes,
+                     table, write_results)
 from varattn import latent
 from varattn.config import ModelConfig
+from varattn.data.vocab import PAD
 from varattn.latent import MODES
-from varattn.data.text.batching import TokenBatcher, collate
-from varattn.data.vocab import PAD, SPECIALS, UNK
 from varattn.models.seq2seq import Seq2Seq
 from varattn.modules.output import TokenLikelihood
+from workloads import IWSLT, Device, Pairs, load_pairs, make_batches
 
-HERE = Path(__file__).resolve().parent
-IWSLT = HERE.parent.parent / "shared" / "data" / "iwslt14-deen"
 ENUMERATING = ("marginal", "hard-enum", "vae-enum")
 IWSLT_EPOCH_TOKENS = 3.6e6  # target tokens of an IWSLT'14 De-En training epoch (issue 7)
 
@@ -87,73 +84,7 @@ SETTINGS = {
 }
 
 
-# ----------------------------------------------------------------------------- machine and data
-
-
-def machine(device: torch.device) -> dict:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "host": platform.node(),
-            "load_average_1min": os.getloadavg()[0]}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-    return info
-
-
-class Pairs:
-    """Token-id pairs in memory, with the ``src(i)`` / ``tgt(i)`` interface :func:`collate` reads."""
-
-    def __init__(self, src: list[np.ndarray], tgt: list[np.ndarray], src_vocab: int, tgt_vocab: int, source: str):
-        self.src_ids, self.tgt_ids = src, tgt
-        self.src_vocab, self.tgt_vocab, self.source = src_vocab, tgt_vocab, source
-
-    def src(self, i: int) -> np.ndarray:
-        return self.src_ids[i]
-
-    def tgt(self, i: int) -> np.ndarray:
-        return self.tgt_ids[i]
-
-
-def _ids(lines: list[list[str]], cap: int) -> tuple[list[np.ndarray], int]:
-    counts = Counter(token for line in lines for token in line)
-    kept = sorted(counts, key=lambda t: (-counts[t], t))[: cap or None]
-    index = {token: len(SPECIALS) + k for k, token in enumerate(kept)}
-    return [np.array([index.get(t, UNK) for t in line], dtype=np.int64) for line in lines], len(SPECIALS) + len(kept)
-
-
-def load_pairs(data: Path, vocab_cap: int, seed: int, max_len: int = 125) -> Pairs:
-    src_file, tgt_file = data / "valid.de.bpe", data / "valid.en.bpe"
-    if src_file.is_file() and tgt_file.is_file():
-        pairs = [(s.split(), t.split()) for s, t in zip(src_file.read_text(encoding="utf-8").splitlines(),
-                                                         tgt_file.read_text(encoding="utf-8").splitlines())]
-        pairs = [(s, t) for s, t in pairs if 0 < len(s) <= max_len and 0 < len(t) <= max_len]
-        src, src_v = _ids([s for s, _ in pairs], vocab_cap)
-        tgt, tgt_v = _ids([t for _, t in pairs], vocab_cap)
-        return Pairs(src, tgt, src_v, tgt_v, f"IWSLT'14 De-En valid BPE ({data})")
-    # no data beside the project: random tokens with IWSLT-like lengths (means 25 and 23 BPE tokens)
-    rng = np.random.default_rng(seed)
-    src_v = len(SPECIALS) + (min(vocab_cap, 9275) if vocab_cap else 9275)
-    tgt_v = len(SPECIALS) + (min(vocab_cap, 7460) if vocab_cap else 7460)
-    count = 7000
-    src_len = np.clip(rng.gamma(2.5, 10.0, count), 1, max_len).astype(int)
-    tgt_len = np.clip(src_len * rng.normal(0.92, 0.15, count), 1, max_len).astype(int)
-    src = [rng.integers(len(SPECIALS), src_v, n) for n in src_len]
-    tgt = [rng.integers(len(SPECIALS), tgt_v, n) for n in tgt_len]
-    return Pairs(src, tgt, src_v, tgt_v, "random tokens, IWSLT-like lengths (no IWSLT files found)")
-
-
-def make_batches(pairs: Pairs, max_tokens: int, count: int, seed: int) -> list:
-    batcher = TokenBatcher([len(s) for s in pairs.src_ids], [len(t) for t in pairs.tgt_ids], max_tokens,
-                           shuffle=True, seed=seed)
-    return [collate(pairs, indices) for indices in batcher.batches(0)[:count]]
+# ----------------------------------------------------------------------------- data
 
 
 def cells(batch) -> int:
@@ -198,24 +129,6 @@ def naive_forward(model: Seq2Seq, batch) -> latent.LatentOutput:
 
 
 # ----------------------------------------------------------------------------- measuring
-
-
-class Device:
-    def __init__(self, device: torch.device, bf16: bool):
-        self.device = device
-        self.cuda = device.type == "cuda"
-        self.bf16 = bf16 and self.cuda
-
-    def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-
-    def autocast(self):
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.bf16)
-
-    @property
-    def dtype(self) -> str:
-        return "bf16 autocast (float32 log-sum-exp, KL, weights)" if self.bf16 else "float32"
 
 
 def peak_matmul(dev: Device, size: int, seconds: float = 1.0) -> float:
@@ -353,26 +266,6 @@ def largest_batch(mode: str, naive: bool, start: int, cap: int, setting: dict, p
 # ----------------------------------------------------------------------------- CPU memory probes
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def high_water_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def reset_high_water() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: VmHWM := current RSS
-        return True
-    except OSError:
-        return False
-
-
 def probe(args, setting: dict, pairs: Pairs, dev: Device) -> None:
     """Subprocess body: a warm-up step on the smallest timed batch (loads the kernels, makes the Adam
     moments), then the peak resident memory of a step on the largest, above the memory before it."""
@@ -383,9 +276,9 @@ def probe(args, setting: dict, pairs: Pairs, dev: Device) -> None:
     runner.optimizer.zero_grad(set_to_none=True)
     batch = max(batches, key=cells)
     before = rss_bytes()
-    exact = reset_high_water()
+    exact = reset_peak_rss()
     runner.step(batch)
-    extra = high_water_bytes() - before
+    extra = peak_rss_bytes() - before
     print(json.dumps({"peak_bytes": runner.state_bytes + extra, "step_extra_bytes": extra, "cells": cells(batch),
                       "high_water_reset": exact}))
 
@@ -399,7 +292,7 @@ def cpu_peak_memory(args, mode: str, naive: bool) -> dict:
         command += ["--block", str(args.block)]
     if naive:
         command.append("--probe-naive")
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    env = environment(torch.get_num_threads(), MALLOC_MMAP_THRESHOLD_="65536")
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(f"memory probe for {mode} failed:\n{done.stderr}")
@@ -425,7 +318,7 @@ def run(args) -> dict:
     batches = [b.to(dev.device) for b in make_batches(pairs, args.batch_tokens, count, args.seed)]
     info = machine(dev.device)
     peak = peak_matmul(dev, args.matmul_size)
-    print(f"# {info.get('gpu', info['cpu'])}, {info['threads']} threads, torch {info['torch']}; "
+    print(f"# {where(info)}, {info['threads']} threads, torch {info['torch']}; "
           f"{dev.dtype}; matmul peak {peak / 1e9:.1f} GFLOP/s", flush=True)
 
     # the naive path's batch, then every runner (the modes take turns step by step)
@@ -539,31 +432,31 @@ def run(args) -> dict:
     }
 
 
-def fmt(value, spec: str, none: str = "–") -> str:
-    return none if value is None else format(value, spec)
+def where(info: dict) -> str:
+    """The GPU a run measured on CUDA, else the CPU."""
+    if info.get("device", "cpu").startswith("cuda") and info.get("gpu"):
+        return info["gpu"]
+    return f"{info['cpu']} ({info['cpu_cores']} cores)"
 
 
-def table(result: dict) -> str:
+def report(result: dict) -> str:
     info = result["machine"]
-    where = info.get("gpu") or f"{info['cpu']} ({info['cpu_cores']} cores)"
+    rows = [[r["mode"], r["path"], f"{r['tokens_per_s']:.0f}", fmt(r.get("vs_soft"), ".2f"),
+             fmt(r.get("vs_naive"), ".1f"), fmt(r.get("peak_bytes") and r["peak_bytes"] / 2**20, ".0f"),
+             f"{r['target_tokens_per_batch']:.0f}",
+             fmt(r["enum_flops_per_step"] / 1e9 if r["enum_flops_per_step"] else None, ".1f"),
+             fmt(r["enum_fraction_of_peak"] and 100 * r["enum_fraction_of_peak"], ".1f"),
+             f"{r['iwslt_epoch_hours']:.1f}"] for r in result["rows"]]
     lines = [
-        f"{where}, {info['threads']} threads, torch {info['torch']}, load {info['load_average_1min']:.1f}; "
+        f"{where(info)}, {info['threads']} threads, torch {info['torch']}, load {info['load_average_1min']:.1f}; "
         f"{result['dtype']}; setting {result['setting']} (O = {result['output_size']}, "
         f"V = {result['vocab']['tgt']}); batch {result['batch_tokens']} tokens (padded source + target), "
         f"naive batch {result['naive_batch_tokens']} ({result['naive_batch_note']}); "
         f"matmul peak {result['matmul']['flop_per_s'] / 1e9:.1f} GFLOP/s.",
         "",
-        "| mode | path | target tok/s | × soft | × naive | peak MB | tgt tokens/batch | enum GFLOP/step (3×fwd) "
-        "| enum % of peak (whole step) | IWSLT epoch (h) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        table(["mode", "path", "target tok/s", "× soft", "× naive", "peak MB", "tgt tokens/batch",
+               "enum GFLOP/step (3×fwd)", "enum % of peak (whole step)", "IWSLT epoch (h)"], rows, align="llrrrrrrrr"),
     ]
-    for r in result["rows"]:
-        lines.append(
-            f"| {r['mode']} | {r['path']} | {r['tokens_per_s']:.0f} | {fmt(r.get('vs_soft'), '.2f')} | "
-            f"{fmt(r.get('vs_naive'), '.1f')} | {fmt(r.get('peak_bytes') and r['peak_bytes'] / 2**20, '.0f')} | "
-            f"{r['target_tokens_per_batch']:.0f} | {fmt(r['enum_flops_per_step'] / 1e9 if r['enum_flops_per_step'] else None, '.1f')} | "
-            f"{fmt(r['enum_fraction_of_peak'] and 100 * r['enum_fraction_of_peak'], '.1f')} | "
-            f"{r['iwslt_epoch_hours']:.1f} |")
     enum = result["enumeration"]
     if enum:
         text = (f"\n`enumerate()` + backward alone (block {enum['block_cells']} cells): "
@@ -628,16 +521,13 @@ def main(argv: list[str] | None = None) -> None:
         probe(args, setting, pairs, Device(torch.device(args.device), args.bf16))
         return
     result = run(args)
-    text = table(result)
+    text = report(result)
     print(text)
     suffix = "" if args.setting == default_setting else f"_{args.setting}"
-    out = Path(args.out or HERE / "results" / f"speed_{device_type}{suffix}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    out.with_suffix(".md").write_text(
-        f"# Training speed and memory ({result['device']}, setting {result['setting']})\n\n"
-        f"`python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`\n\n{text}\n", encoding="utf-8")
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    out = Path(args.out or RESULTS / f"speed_{device_type}{suffix}")
+    write_results(out, result, f"# Training speed and memory ({result['device']}, setting {result['setting']})\n\n"
+                  f"{text}\n", command=command_line(__file__, argv))
+    print(f"wrote {out}.json and {out}.md")
 
 
 if __name__ == "__main__":

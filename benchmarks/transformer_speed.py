@@ -5,8 +5,8 @@ cache kernels per shape; without this the first trainee of each batch pays for i
 is trained by every (mode, architecture) in turn — forward, the mode's objective,
 backward, gradient clipping, an Adam step, what ``varattn train`` does — so a busy machine slows them
 alike; rates are medians of target tokens per second over the timed batches, and the ratio is
-Transformer / RNN of those medians. Batches come from IWSLT'14 De-En ``valid.*.bpe`` (see
-``benchmarks/speed.py``, whose data and device helpers this reuses; random tokens with IWSLT-like lengths
+Transformer / RNN of those medians. Batches come from IWSLT'14 De-En ``valid.*.bpe`` (the data and device
+helpers of ``benchmarks/speed.py``, in ``benchmarks/workloads.py``; random tokens with IWSLT-like lengths
 where the files are absent).
 
     python benchmarks/transformer_speed.py                              # CPU, one thread, CPU-scale sizes
@@ -22,22 +22,17 @@ full vocabularies, batches of 4,096 tokens.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import speed  # noqa: E402  (benchmarks/speed.py: data, batches, device helpers)
-
-from varattn import latent  # noqa: E402
-from varattn.config import Config, ModelConfig, TransformerConfig  # noqa: E402
-from varattn.models.registry import build_translation_model  # noqa: E402
+from harness import RESULTS, command_line, machine, table, write_results
+from varattn import latent
+from varattn.config import Config, ModelConfig, TransformerConfig
+from varattn.models.registry import build_translation_model
+from workloads import IWSLT, Device, load_pairs, make_batches
 
 SETTINGS = {
     "cpu": {"rnn": {"emb_size": 128, "enc_hidden": 64, "enc_layers": 1, "dec_hidden": 128, "dec_layers": 1,
@@ -61,7 +56,7 @@ class Trainee:
         self.generator = torch.Generator(device).manual_seed(seed)
         self.parameters = sum(p.numel() for p in self.model.parameters())
 
-    def step(self, batch, dev: speed.Device) -> float:
+    def step(self, batch, dev: Device) -> float:
         self.optimizer.zero_grad(set_to_none=True)
         dev.sync()
         start = time.perf_counter()
@@ -82,16 +77,16 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=MODES)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--data", default=str(speed.IWSLT))
+    parser.add_argument("--data", default=str(IWSLT))
     parser.add_argument("--out", default=None, help="path without suffix (default results/transformer_speed_<setting>[_<device>])")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     setting = SETTINGS[args.setting]
     device = torch.device(args.device)
-    dev = speed.Device(device, bf16=True)
-    pairs = speed.load_pairs(Path(args.data), setting["vocab"], 1)
+    dev = Device(device, bf16=True)
+    pairs = load_pairs(Path(args.data), setting["vocab"], 1)
     steps = args.steps or setting["steps"]
-    batches = [b.to(device) for b in speed.make_batches(pairs, setting["batch_tokens"], setting["warmup"] + steps, 1)]
+    batches = [b.to(device) for b in make_batches(pairs, setting["batch_tokens"], setting["warmup"] + steps, 1)]
     trainees = {(mode, arch): Trainee(arch, mode, setting, pairs, device, 1) for mode in args.modes
                 for arch in ("rnn", "transformer")}
     for arch in ("rnn", "transformer"):  # every batch shape seen once first (kernel choices are cached per shape)
@@ -112,24 +107,21 @@ def main() -> None:
         rows.append({"mode": mode, "rnn_tokens_per_s": rate["rnn"], "transformer_tokens_per_s": rate["transformer"],
                      "ratio": rate["transformer"] / rate["rnn"],
                      "parameters": {arch: trainees[(mode, arch)].parameters for arch in ("rnn", "transformer")}})
-    info = speed.machine(device)
+    info = machine(device)
     record = {"machine": info, "setting": args.setting, "sizes": setting, "dtype": dev.dtype, "data": pairs.source,
-              "batches": len(batches) - setting["warmup"], "command": " ".join(["python", *sys.argv]), "rows": rows}
+              "batches": len(batches) - setting["warmup"], "rows": rows}
     suffix = "" if args.setting == device.type else f"_{device.type}"
-    out = Path(args.out) if args.out else HERE / "results" / f"transformer_speed_{args.setting}{suffix}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(record, indent=1))
-    lines = [f"Training speed, Transformer vs RNN ({args.setting} sizes), {info.get('gpu', info['cpu'])}, "
+    out = Path(args.out) if args.out else RESULTS / f"transformer_speed_{args.setting}{suffix}"
+    where = info["gpu"] if device.type == "cuda" and info.get("gpu") else info["cpu"]
+    lines = [f"Training speed, Transformer vs RNN ({args.setting} sizes), {where}, "
              f"{info['threads']} thread(s), {dev.dtype}; {record['batches']} timed batches of "
              f"{setting['batch_tokens']} padded tokens ({pairs.source}), the trainees interleaved batch by batch.",
-             "", "| mode | RNN target tok/s | Transformer target tok/s | Transformer / RNN | parameters RNN / Transformer |",
-             "| --- | ---: | ---: | ---: | ---: |"]
-    for row in rows:
-        p = row["parameters"]
-        lines.append(f"| {row['mode']} | {row['rnn_tokens_per_s']:,.0f} | {row['transformer_tokens_per_s']:,.0f} | "
-                     f"{row['ratio']:.2f} | {p['rnn'] / 1e6:.2f} M / {p['transformer'] / 1e6:.2f} M |")
-    lines += ["", f"Command: `{record['command']}`"]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+             "", table(["mode", "RNN target tok/s", "Transformer target tok/s", "Transformer / RNN",
+                        "parameters RNN / Transformer"],
+                       [[row["mode"], f"{row['rnn_tokens_per_s']:,.0f}", f"{row['transformer_tokens_per_s']:,.0f}",
+                         f"{row['ratio']:.2f}", f"{row['parameters']['rnn'] / 1e6:.2f} M / "
+                         f"{row['parameters']['transformer'] / 1e6:.2f} M"] for row in rows])]
+    write_results(out, record, "\n".join(lines), command=command_line(__file__))
     print("\n".join(lines))
 
 
