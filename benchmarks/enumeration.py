@@ -20,15 +20,14 @@ Two experiments:
 
 Each memory point runs in a fresh subprocess and reports its peak resident set size (``VmHWM``) above
 its size just before the enumeration (CUDA: ``torch.cuda.max_memory_allocated`` above the allocated
-bytes before it). Writes ``benchmarks/results/enumeration_<device>.{json,md}``.
+bytes before it). Writes ``benchmarks/results/enumeration_<device>.{json,md}``, keeping the other
+experiment's part; each part records its own command, commit, machine and date.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -38,23 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from harness import RESULTS, command_line, describe, environment, peak_rss_bytes, rss_bytes, stamp, table, write_results
 from varattn.modules.enumeration import enumerate_blockwise
 from varattn.modules.output import OutputLayer
 
-HERE = Path(__file__).resolve().parent
 IMPLEMENTATIONS = ("function", "checkpoint", "autograd", "naive")
-
-
-def hwm_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 class Problem:
@@ -131,7 +118,7 @@ def point(args, batch: int, implementation: str, block: int) -> dict:
     else:
         before = rss_bytes()
         problem.run(implementation, block)
-        peak = hwm_bytes() - before
+        peak = peak_rss_bytes() - before
     return {"implementation": implementation, "batch": batch, "block_cells": block, "peak_bytes": peak,
             "cells": batch * args.length * args.sources,
             "btsv": batch * args.length * args.sources * args.vocab}
@@ -140,7 +127,7 @@ def point(args, batch: int, implementation: str, block: int) -> dict:
 def measure_point(args, batch: int, implementation: str, block: int) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "point", "--batch", str(batch), "--impl", implementation,
                "--block", str(block)] + common_flags(args)
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    env = environment(torch.get_num_threads(), MALLOC_MMAP_THRESHOLD_="65536")
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(done.stderr)
@@ -196,43 +183,28 @@ def memory(args) -> list[dict]:
     return rows
 
 
-def machine() -> dict:
-    cpu = platform.processor() or "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "load_average_1min": os.getloadavg()[0]}
-
-
-def describe(part: dict) -> str:
+def settings(part: dict) -> str:
     m, s = part["machine"], part["sizes"]
-    return (f"{m['cpu']} ({m['cpu_cores']} cores), {m['threads']} threads, torch {m['torch']}, load "
-            f"{m['load_average_1min']:.1f}. T = {s['length']}, S = {s['sources']}, H = {s['hidden']}, "
-            f"M = {s['memory_size']}, O = {s['output']}, V = {s['vocab']}; float32.")
+    made = f" `{part['command']}`, commit {part['commit']}, {part['date']}." if "command" in part else ""
+    return (f"{describe(m)}, load {m['load_average_1min']:.1f}.{made} T = {s['length']}, S = {s['sources']}, "
+            f"H = {s['hidden']}, M = {s['memory_size']}, O = {s['output']}, V = {s['vocab']}; float32.")
 
 
 def markdown(record: dict) -> str:
     lines = [f"# Enumeration: forward + backward ({record['device']})", ""]
     if record.get("speed"):
         part = record["speed"]
-        lines += ["## Speed", "", describe(part) + f" B = {part['sizes']['batch']}; GFLOP/s counts "
+        lines += ["## Speed", "", settings(part) + f" B = {part['sizes']['batch']}; GFLOP/s counts "
                   "3 × 2·B·T·S·O·V (the recomputation's extra product not counted).", "",
-                  "| implementation | block (cells) | s (min) | s (median) | GFLOP/s |",
-                  "| --- | ---: | ---: | ---: | ---: |"]
-        for r in part["rows"]:
-            lines.append(f"| {r['implementation']} | {r['block_cells']} | {r['seconds_min']:.3f} | "
-                         f"{r['seconds_median']:.3f} | {r['gflop_per_s']:.1f} |")
-        lines.append("")
+                  table(["implementation", "block (cells)", "s (min)", "s (median)", "GFLOP/s"],
+                        [[r["implementation"], r["block_cells"], f"{r['seconds_min']:.3f}",
+                          f"{r['seconds_median']:.3f}", f"{r['gflop_per_s']:.1f}"] for r in part["rows"]]), ""]
     if record.get("memory"):
         part = record["memory"]
-        lines += ["## Peak memory of forward + backward above the inputs", "", describe(part), "",
-                  "| series | implementation | B | block (cells) | B·T·S·V (M) | peak MB |",
-                  "| --- | --- | ---: | ---: | ---: | ---: |"]
-        for r in part["rows"]:
-            lines.append(f"| {r['series']} | {r['implementation']} | {r['batch']} | {r['block_cells']} | "
-                         f"{r['btsv'] / 1e6:.0f} | {r['peak_bytes'] / 2**20:.1f} |")
+        lines += ["## Peak memory of forward + backward above the inputs", "", settings(part), "",
+                  table(["series", "implementation", "B", "block (cells)", "B·T·S·V (M)", "peak MB"],
+                        [[r["series"], r["implementation"], r["batch"], r["block_cells"], f"{r['btsv'] / 1e6:.0f}",
+                          f"{r['peak_bytes'] / 2**20:.1f}"] for r in part["rows"]], align="llrrrr")]
     return "\n".join(lines) + "\n"
 
 
@@ -262,18 +234,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     sizes = {k: getattr(args, k) for k in ("batch", "length", "sources", "hidden", "memory_size", "output", "vocab")}
     record = {"device": args.device}
+    command = command_line(__file__, argv)
     if args.what in ("speed", "both"):
-        record["speed"] = {"machine": machine(), "sizes": sizes, "rows": speed(args)}
+        record["speed"] = stamp({"sizes": sizes, "rows": speed(args)}, command, device=args.device)
     if args.what in ("memory", "both"):
-        record["memory"] = {"machine": machine(), "sizes": sizes, "rows": memory(args)}
+        record["memory"] = stamp({"sizes": sizes, "rows": memory(args)}, command, device=args.device)
     print(markdown(record))
-    out = Path(args.out or HERE / "results" / f"enumeration_{torch.device(args.device).type}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.with_suffix(".json").is_file():  # keep the other experiment's results
-        old = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
-        record = {**{k: v for k, v in old.items() if k in ("speed", "memory")}, **record}
-    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    out.with_suffix(".md").write_text(markdown(record), encoding="utf-8")
+    out = Path(args.out or RESULTS / f"enumeration_{torch.device(args.device).type}")
+    old = out.with_name(out.name + ".json")
+    if old.is_file():  # keep the other experiment's results
+        kept = json.loads(old.read_text(encoding="utf-8"))
+        record = {**{k: v for k, v in kept.items() if k in ("speed", "memory")}, **record}
+    write_results(out, record, markdown(record), command=command, device=args.device)
 
 
 if __name__ == "__main__":
