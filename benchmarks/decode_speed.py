@@ -20,16 +20,13 @@ its expected context, each at every beam of ``--beams`` (default 1 5 10), with t
 
     python benchmarks/decode_speed.py --runs runs/soft runs/vae-enum --data runs/data --threads 2
 
-Writes ``benchmarks/results/decode_speed.{json,md}`` next to this script.
+Writes ``benchmarks/results/decode_speed.{json,md}`` next to this script (``--out`` for another folder).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,14 +34,14 @@ from types import SimpleNamespace
 
 import torch
 
+from harness import RESULTS, command_line, cpu_model, table, write_results
 from varattn.config import DecodeConfig, ModelConfig
-from varattn.data.text.prepared import load_prepared
 from varattn.data.corpora.recipes import prepare
-from varattn.models.seq2seq import Seq2Seq
+from varattn.data.text.prepared import load_prepared
 from varattn.decoding.translate import decode_nbest
+from varattn.models.seq2seq import Seq2Seq
+from workloads import IWSLT
 
-HERE = Path(__file__).resolve().parent
-IWSLT = HERE.parent.parent / "shared" / "data" / "iwslt14-deen"
 PAPER = dict(emb_size=512, enc_hidden=512, enc_layers=2, dec_hidden=768, dec_layers=2, attn_size=512,
              dropout=0.3, init_range=0.1, inf_hidden=512, inf_layers=2)
 VARIANTS = (("exact marginal", "marginal", 0), ("K-max 5", "marginal", 5), ("soft", "soft", 0))
@@ -60,17 +57,10 @@ def vocabularies(iwslt: Path, work: Path):
 
 
 def machine(device: torch.device) -> str:
+    """What a row ran on: the GPU, or the CPU and its threads."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {torch.get_num_threads()} threads"
+    return f"{cpu_model()}, {torch.get_num_threads()} threads"
 
 
 def measure(name: str, mode: str, kmax: int, sources: list[list[int]], sizes: tuple[int, int],
@@ -130,31 +120,25 @@ def measure_run(path: str, data_dir: str, split_name: str, beams: list[int], alp
 def runs_main(args) -> None:
     rows = [row for path in args.runs for row in measure_run(path, args.data, args.split, args.beams, args.alpha,
                                                               args.eos_norm, args.batch_tokens)]
-    lines = ["| mode | next-word distribution | beam | sentences | seconds | sentences/s | mean output length "
-             "(incl. </s>) | load (1 min) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        lines.append(f"| {r['mode']} | {r['variant']} | {r['beam']} | {r['sentences']} | {r['seconds']:.1f} | "
-                     f"{r['sentences_per_s']:.1f} | {r['mean_output_length']:.1f} | {r['load_average_1min']:.1f} |")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    lines = table(["mode", "next-word distribution", "beam", "sentences", "seconds", "sentences/s",
+                   "mean output length (incl. </s>)", "load (1 min)"],
+                  [[r["mode"], r["variant"], r["beam"], r["sentences"], f"{r['seconds']:.1f}",
+                    f"{r['sentences_per_s']:.1f}", f"{r['mean_output_length']:.1f}",
+                    f"{r['load_average_1min']:.1f}"] for r in rows], align="llrrrrrr")
     record = {"what": "decoding speed of trained runs on a prepared split", "split": args.split, "data": args.data,
-              "alpha": args.alpha, "eos_norm": args.eos_norm, "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "results": rows}
-    (out / f"{args.name}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
-    header = (f"# Decoding speed of trained runs\n\n`python benchmarks/decode_speed.py {' '.join(sys.argv[1:])}`\n\n"
+              "alpha": args.alpha, "eos_norm": args.eos_norm, "threads": torch.get_num_threads(), "results": rows}
+    header = (f"# Decoding speed of trained runs\n\n"
               f"Split {args.split} of {args.data}; α = {args.alpha}, eos_norm = {args.eos_norm}; "
               f"{torch.get_num_threads()} threads, torch {torch.__version__}.\n\n")
-    (out / f"{args.name}.md").write_text(header + "\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    write_results(Path(args.out) / args.name, record, header + lines, command=command_line(__file__))
+    print(lines)
 
 
-def table(rows: list[dict]) -> str:
-    lines = ["| device | variant | sentences | seconds | sentences/s | mean output length (incl. </s>) | load (1 min) |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        lines.append(f"| {r['machine']} | {r['variant']} | {r['sentences']} | {r['seconds']:.1f} | "
-                     f"{r['sentences_per_s']:.2f} | {r['mean_output_length']:.1f} | {r['load_average_1min']:.1f} |")
-    return "\n".join(lines)
+def rows_table(rows: list[dict]) -> str:
+    return table(["device", "variant", "sentences", "seconds", "sentences/s", "mean output length (incl. </s>)",
+                  "load (1 min)"],
+                 [[r["machine"], r["variant"], r["sentences"], f"{r['seconds']:.1f}", f"{r['sentences_per_s']:.2f}",
+                   f"{r['mean_output_length']:.1f}", f"{r['load_average_1min']:.1f}"] for r in rows], align="llrrrrr")
 
 
 def main() -> None:
@@ -167,7 +151,7 @@ def main() -> None:
     parser.add_argument("--batch-tokens", type=int, default=4000, help="padded source tokens per batch")
     parser.add_argument("--iwslt", default=str(IWSLT), help="folder with {valid,test}.{de,en}.bpe")
     parser.add_argument("--work", default=None, help="folder for the vocabularies (default: a temporary one)")
-    parser.add_argument("--out", default=str(HERE / "results"), help="folder for decode_speed.{json,md}")
+    parser.add_argument("--out", default=str(RESULTS), help="folder for decode_speed.{json,md}")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runs", nargs="+", default=None, help="trained runs to time instead of random models")
     parser.add_argument("--data", default=None, help="with --runs: the prepared folder to decode")
@@ -205,21 +189,18 @@ def main() -> None:
               "settings": {"beam": 10, "alpha": 1.0, "eos_norm": 3.0, "max_len": "1.5 |x| + 10",
                            "lines": args.lines, "exact_lines_cpu": args.exact_lines, "model": PAPER,
                            "vocab": {"src": sizes[0], "tgt": sizes[1]}},
-              "torch": torch.__version__, "python": platform.python_version(), "host": platform.node(),
               "results": rows}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "decode_speed.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
     header = (f"# Beam-search decoding speed\n\nBeam 10, α = 1, eos_norm = 3, maximum length 1.5 |x| + 10; "
               f"paper-size model (emb 512, encoder 2x512 BiLSTM, decoder 2x768, attention 512) with random "
               f"weights; vocabularies {sizes[0]} (de) / {sizes[1]} (en) from the IWSLT'14 validation BPE files; "
               f"the first {args.lines} lines of IWSLT'14 test.de.bpe"
               + (f" ({args.exact_lines} for the exact marginal on CPU)" if args.exact_lines else "")
-              + f". torch {torch.__version__}. Written by `benchmarks/decode_speed.py`. The load column is the "
-              "machine's 1-minute load average after each run (other jobs shared the CPU).\n\n")
-    footer = "" if any(r["device"].startswith("cuda") for r in rows) else "\nNo CUDA device was available for this run.\n"
-    (out / "decode_speed.md").write_text(header + table(rows) + "\n" + footer, encoding="utf-8")
-    print(table(rows))
+              + f". torch {torch.__version__}. The load column is the machine's 1-minute load average after each "
+              "run (other jobs shared the CPU).\n\n")
+    cuda = "" if any(r["device"].startswith("cuda") for r in rows) else "\nNo CUDA device was available for this run.\n"
+    write_results(Path(args.out) / "decode_speed", record, header + rows_table(rows) + "\n" + cuda,
+                  command=command_line(__file__))
+    print(rows_table(rows))
 
 
 if __name__ == "__main__":
