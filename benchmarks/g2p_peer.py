@@ -20,17 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(HERE))
-
-from g2p_sigmorphon import BASELINE, LANGS, commit, machine  # noqa: E402
-from varattn.tasks.transduction import metrics  # noqa: E402
+from harness import RESULTS, ROOT, SHARED, commit, machine, table, write_results
+from varattn.tasks.transduction import metrics
+from workloads import BASELINE, LANGS
 
 SPACE = "\u2581"
 
@@ -69,38 +64,45 @@ def score_language(tool: str, shared: Path, work: Path, lang: str) -> dict:
     references = [p for _, p in test]
     return {"lang": lang, "test_wer": metrics.wer(hypotheses, references), "test_per": metrics.per(hypotheses, references),
             "missing": sum(w not in predicted for w, _ in test), "train_seconds": round(train_seconds, 1),
-            "predict_seconds": round(predict_seconds, 1), "commit": commit(), "machine": machine(),
+            "predict_seconds": round(predict_seconds, 1), "commit": commit(), "machine": machine(threads=1),
             "command": f"phonetisaurus train --model {lang}.fst --casing ignore {lang}.train.txt; phonetisaurus "
                        f"predict --model {lang}.fst --casing ignore --word-separator '\\t' < {lang}.test.words"}
 
 
 def write(results: list[dict]) -> None:
-    lines = ["# Peer: Phonetisaurus on SIGMORPHON 2021 task 1 medium (issue 23)", "",
-             f"Written by `python benchmarks/g2p_peer.py` ({machine()}). Phonetisaurus 0.3.0 from PyPI, default "
-             "training settings, best pronunciation, test split; WER and PER computed by varattn's metrics.", "",
-             "| language | baseline WER | Phonetisaurus WER | PER | train s | commit |", "| --- | --- | --- | --- | --- | --- |"]
-    for r in results:
-        lines.append(f"| {r['lang']} | {BASELINE[r['lang']]:.2f} | {r['test_wer']:.2f} | {r['test_per']:.2f} | "
-                     f"{r['train_seconds']:.0f} | {r['commit']} |")
+    rows = [[r["lang"], f"{BASELINE[r['lang']]:.2f}", f"{r['test_wer']:.2f}", f"{r['test_per']:.2f}",
+             f"{r['train_seconds']:.0f}", r["commit"]] for r in results]
     if results:
         macro = metrics.macro({r["lang"]: r["test_wer"] for r in results})
         base = metrics.macro({r["lang"]: BASELINE[r["lang"]] for r in results})
-        lines.append(f"| **macro over {len(results)}** | {base:.2f} | {macro:.2f} | | | |")
+        rows.append([f"**macro over {len(results)}**", f"{base:.2f}", f"{macro:.2f}", "", "", ""])
+    lines = ["# Peer: Phonetisaurus on SIGMORPHON 2021 task 1 medium (issue 23)", "",
+             "Written by `python benchmarks/g2p_peer.py`. Phonetisaurus 0.3.0 from PyPI, default training settings, "
+             "best pronunciation, test split; WER and PER computed by varattn's metrics.", "",
+             table(["language", "baseline WER", "Phonetisaurus WER", "PER", "train s", "commit"], rows,
+                   align="llllll")]
+    if results:
         lines += ["", "Command per language (in the work folder):", "", "```", results[0]["command"], "```"]
-    out = HERE / "results" / "g2p_peer.md"
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    write_results(RESULTS / "g2p_peer", {"results": results}, "\n".join(lines), threads=1)
+
+
+def finished() -> list[dict]:
+    """The languages written so far (``g2p_peer.json``: a stamped record, or the list earlier versions wrote)."""
+    path = RESULTS / "g2p_peer.json"
+    if not path.is_file():
+        return []
+    found = json.loads(path.read_text(encoding="utf-8"))
+    return found["results"] if isinstance(found, dict) else found
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--phonetisaurus", default="phonetisaurus", help="the phonetisaurus command")
-    parser.add_argument("--shared", default=str(ROOT.parent / "shared" / "data" / "sigmorphon2021-g2p" / "medium"))
+    parser.add_argument("--shared", default=str(SHARED / "sigmorphon2021-g2p" / "medium"))
     parser.add_argument("--work", default=str(ROOT / "runs" / "g2p-peer"))
     parser.add_argument("--langs", nargs="+", default=LANGS)
     args = parser.parse_args(argv)
-    out = HERE / "results" / "g2p_peer.json"
-    results = [r for r in (json.loads(out.read_text()) if out.is_file() else []) if r["lang"] not in args.langs]
+    results = [r for r in finished() if r["lang"] not in args.langs]
     for lang in args.langs:
         results.append(score_language(args.phonetisaurus, Path(args.shared), Path(args.work), lang))
         print(f"{lang}: WER {results[-1]['test_wer']:.2f}, train {results[-1]['train_seconds']:.0f} s", flush=True)

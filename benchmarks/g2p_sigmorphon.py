@@ -24,59 +24,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-LANGS = ["arm_e", "bul", "dut", "fre", "geo", "hbs_latn", "hun", "jpn_hira", "kor", "vie_hanoi"]
+import harness
+from harness import RESULTS, ROOT, SHARED, commit, fmt, machine, rel, table, write_results
+from workloads import BASELINE, BASELINE_MACRO, LANGS
+
 MODES = ["soft", "marginal", "hard-enum", "vae-enum"]
-# test WER of the shared task's baseline (ensembled neural transducer), from the task repository's README
-BASELINE = {"arm_e": 7.00, "bul": 18.30, "dut": 14.70, "fre": 8.50, "geo": 0.00, "hbs_latn": 32.10, "hun": 1.80,
-            "jpn_hira": 5.20, "kor": 16.30, "vie_hanoi": 2.50}
-BASELINE_MACRO = 10.64
-RESULTS = HERE / "results" / "g2p_sigmorphon"
-
-
-def machine() -> str:
-    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-             if line.startswith("model name")] if Path("/proc/cpuinfo").is_file() else []
-    return f"{names[0] if names else platform.machine()}, {os.cpu_count()} cores, one thread per run"
-
-
-def commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
-def rel(path: Path) -> str:
-    """``path`` relative to the project root where it lies inside it (commands run there)."""
-    path = Path(path).resolve()
-    return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT) else str(path)
 
 
 def varattn(args: list[str], log: Path) -> float:
-    """Run ``python -m varattn ARGS`` on one thread, appending its output to ``log``; its wall seconds."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    started = time.perf_counter()
-    with open(log, "a", encoding="utf-8") as handle:
-        handle.write("$ varattn " + " ".join(args) + "\n")
-        handle.flush()
-        done = subprocess.run([sys.executable, "-m", "varattn", *args], stdout=handle, stderr=subprocess.STDOUT,
-                              env=env, cwd=ROOT)
-    if done.returncode:
-        raise SystemExit(f"varattn {' '.join(args)} failed (status {done.returncode}) — see {log}")
-    return time.perf_counter() - started
+    """Run ``python -m varattn ARGS`` from the project root on one thread, appending its output to ``log``;
+    its wall seconds."""
+    try:
+        return harness.varattn(*args, log=log, cwd=ROOT)
+    except harness.Failed as failed:
+        raise SystemExit(str(failed)) from None
 
 
 def prepare(work: Path, shared: Path, lang: str) -> Path:
@@ -128,7 +95,7 @@ def do_job(work: Path, shared: Path, lang: str, mode: str, seed: int, overrides:
               "commands": ["varattn " + " ".join(train), "varattn " + " ".join(evaluate_valid),
                            "varattn " + " ".join(evaluate_valid).replace("--split valid", "--split test")
                            .replace("eval-valid", "eval-test")],
-              "commit": commit(), "machine": machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+              "commit": commit(), "machine": machine(threads=1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     (work / "results").mkdir(parents=True, exist_ok=True)
     (work / "results" / f"{name}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
     return record
@@ -152,10 +119,6 @@ def dev_ranking(results: list[dict]) -> list[tuple[str, float, int]]:
     return sorted(ranking, key=lambda item: item[1])
 
 
-def fmt(value, spec: str = ".2f") -> str:
-    return "—" if value is None else format(value, spec)
-
-
 def report(work: Path, note: str = "") -> None:
     """Rewrite benchmarks/results/g2p_sigmorphon.{md,json} from every finished run."""
     results = load_results(work)
@@ -165,15 +128,14 @@ def report(work: Path, note: str = "") -> None:
     modes = [m for m in MODES if any(k[1] == m for k in by)] + sorted({k[1] for k in by} - set(MODES))
     lines = ["# G2P: SIGMORPHON 2021 task 1, medium subtask (issue 23)", "",
              "Written by `benchmarks/g2p_sigmorphon.py` from every finished run; each row carries its commit, "
-             "each run's record (`WORK/results/*.json`, copied into `g2p_sigmorphon.json`) its exact commands.",
-             f"Machine: {machine()}.", ""]
+             "each run's record (`WORK/results/*.json`, copied into `g2p_sigmorphon.json`) its exact commands "
+             "and machine; one thread per run.", ""]
     if note:
         lines += [note, ""]
     lines += ["Test WER (%) of the best checkpoint (the mode's dev perplexity), beam 5; dev WER in brackets; "
               "mean ± sd and ×N where N seeds finished. The baseline is the shared "
               "task's (ensembled neural transducer, test WER).", ""]
-    header = "| language | baseline | " + " | ".join(modes) + " |"
-    lines += [header, "|" + " --- |" * (2 + len(modes))]
+    rows = []
     langs = [l for l in LANGS if any(k[0] == l for k in by)] + sorted({k[0] for k in by} - set(LANGS))
     for lang in langs:
         cells = []
@@ -187,7 +149,7 @@ def report(work: Path, note: str = "") -> None:
             spread = f" ± {statistics.stdev(tests):.2f}" if len(tests) > 1 else ""
             cells.append(f"{statistics.mean(tests):.2f}{spread} ({statistics.mean(devs):.2f})"
                          + (f" ×{len(runs)}" if len(runs) > 1 else ""))
-        lines.append(f"| {lang} | {fmt(BASELINE.get(lang))} | " + " | ".join(cells) + " |")
+        rows.append([lang, fmt(BASELINE.get(lang)), *cells])
     macro_cells = []
     for mode in modes:
         done = [l for l in langs if (l, mode) in by]
@@ -197,16 +159,17 @@ def report(work: Path, note: str = "") -> None:
         test = statistics.mean(statistics.mean(r["test_wer"] for r in by[(l, mode)]) for l in done)
         base = statistics.mean(BASELINE[l] for l in done if l in BASELINE)
         macro_cells.append(f"{test:.2f} over {len(done)} (baseline {base:.2f})")
-    lines.append(f"| **macro** | {BASELINE_MACRO:.2f} over 10 | " + " | ".join(macro_cells) + " |")
+    rows.append(["**macro**", f"{BASELINE_MACRO:.2f} over 10", *macro_cells])
+    lines += [table(["language", "baseline", *modes], rows, align="l" * (2 + len(modes)))]
     lines += ["", "Every run (one line each, in the order they finished):", "",
-              "| run | dev WER | dev PER | test WER | test PER | test PPL | prior entropy | KL | epochs (best) | "
-              "train s | load (1 min, start/end) | eval s (dev+test) | commit |", "|" + " --- |" * 13]
-    for r in sorted(results, key=lambda r: r["finished"]):
-        lines.append(f"| {job_name(r['lang'], r['mode'], r['seed'])} | {r['dev_wer']:.2f} | {r['dev_per']:.2f} | "
-                     f"{r['test_wer']:.2f} | {r['test_per']:.2f} | {fmt(r['test_ppl'], '.3f')} | "
-                     f"{fmt(r['test_entropy'], '.3f')} | {fmt(r['test_kl'], '.3f')} | {r['epochs']} ({r['best_epoch']}) | "
-                     f"{r['train_seconds']:.0f} | {'/'.join(map(str, r.get('load_average', []))) or '—'} | "
-                     f"{sum(r['eval_seconds'].values()):.0f} | {r['commit']} |")
+              table(["run", "dev WER", "dev PER", "test WER", "test PER", "test PPL", "prior entropy", "KL",
+                     "epochs (best)", "train s", "load (1 min, start/end)", "eval s (dev+test)", "commit"],
+                    [[job_name(r["lang"], r["mode"], r["seed"]), f"{r['dev_wer']:.2f}", f"{r['dev_per']:.2f}",
+                      f"{r['test_wer']:.2f}", f"{r['test_per']:.2f}", fmt(r["test_ppl"], ".3f"),
+                      fmt(r["test_entropy"], ".3f"), fmt(r["test_kl"], ".3f"), f"{r['epochs']} ({r['best_epoch']})",
+                      f"{r['train_seconds']:.0f}", "/".join(map(str, r.get("load_average", []))) or "–",
+                      f"{sum(r['eval_seconds'].values()):.0f}", r["commit"]]
+                     for r in sorted(results, key=lambda r: r["finished"])], align="l" * 13)]
     ranking = dev_ranking(results)
     if ranking:
         lines += ["", "Modes by macro dev WER (seed 1, over the languages all of them finished): "
@@ -214,12 +177,8 @@ def report(work: Path, note: str = "") -> None:
     if results:
         lines += ["", "Commands of one run (the others differ in language, mode and seed):", "", "```"]
         lines += results[0]["commands"] + ["```"]
-    out = HERE / "results" / "g2p_sigmorphon.md"
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    out.with_suffix(".json").write_text(json.dumps({"machine": machine(), "baseline": BASELINE,
-                                                    "baseline_macro": BASELINE_MACRO, "ranking": ranking,
-                                                    "runs": results}, indent=1, ensure_ascii=False) + "\n",
-                                        encoding="utf-8")
+    write_results(RESULTS / "g2p_sigmorphon", {"baseline": BASELINE, "baseline_macro": BASELINE_MACRO,
+                                               "ranking": ranking, "runs": results}, "\n".join(lines), threads=1)
 
 
 def m2m_links(corpus: Path) -> list[tuple[list[str], list[str], set[tuple[int, int]]]]:
@@ -256,7 +215,6 @@ def m2m_agreement(matrices, entries, src_tokens, tgt_tokens) -> tuple[float, int
 def alignments(work: Path, limit: int, peer: Path) -> None:
     """For every finished latent run: how monotone the prior's argmax links, the exact posterior's and
     (vae-*) q's are on the first ``limit`` test words; writes benchmarks/results/g2p_alignments.{md,json}."""
-    sys.path.insert(0, str(ROOT / "src"))
     import torch
 
     from varattn.analysis.align import align_split
@@ -300,8 +258,7 @@ def alignments(work: Path, limit: int, peer: Path) -> None:
                          "same_as_first": float(np.mean(same)), "m2m_agreement": m2m.get(k, (None, 0))[0],
                          "m2m_words": m2m.get(k, (None, 0))[1]})
     lines = ["# G2P alignments: prior, exact posterior and q (issue 23)", "",
-             f"Written by `python benchmarks/g2p_sigmorphon.py align --limit {limit}` (commit {commit()}; {machine()}) "
-             f"from the runs of `g2p_sigmorphon.md`: the first {limit} test words of each run, teacher-forced on "
+             f"From the runs of `g2p_sigmorphon.md`: the first {limit} test words of each run, teacher-forced on "
              "the gold pronunciation. No gold letter-phone links exist for these data; letter-to-sound "
              "alignments of alphabetic scripts are close to monotone, so the share of monotone steps and "
              "words and the share of letters linked at all are the measures; entropy in nats per phone.", "",
@@ -309,16 +266,13 @@ def alignments(work: Path, limit: int, peer: Path) -> None:
              "distribution (the prior, or a soft model's attention). EM agreement: on the first training words, "
              "the share of phones whose argmax letter Phonetisaurus' EM many-to-many alignment "
              "(`benchmarks/g2p_peer.py`, `--corpus`) links to that phone (words in brackets).", "",
-             "| run | distribution | monotone steps | monotone words | letters covered | entropy | same argmax | EM agreement |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        lines.append(f"| {r['run']} | {r['distribution']} | {r['monotone_steps']:.3f} | {r['monotone_words']:.3f} | "
-                     f"{r['covered']:.3f} | {r['entropy']:.3f} | {r['same_as_first']:.3f} | "
-                     + (f"{r['m2m_agreement']:.3f} ({r['m2m_words']})" if r["m2m_agreement"] is not None else "—") + " |")
-    out = HERE / "results" / "g2p_alignments.md"
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    out.with_suffix(".json").write_text(json.dumps({"commit": commit(), "machine": machine(), "limit": limit,
-                                                    "rows": rows}, indent=1) + "\n", encoding="utf-8")
+             table(["run", "distribution", "monotone steps", "monotone words", "letters covered", "entropy",
+                    "same argmax", "EM agreement"],
+                   [[r["run"], r["distribution"], f"{r['monotone_steps']:.3f}", f"{r['monotone_words']:.3f}",
+                     f"{r['covered']:.3f}", f"{r['entropy']:.3f}", f"{r['same_as_first']:.3f}",
+                     f"{r['m2m_agreement']:.3f} ({r['m2m_words']})" if r["m2m_agreement"] is not None else "–"]
+                    for r in rows], align="l" * 8)]
+    write_results(RESULTS / "g2p_alignments", {"limit": limit, "rows": rows}, "\n".join(lines), threads=1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -327,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=1000, help="align: test (and training) words per run")
     parser.add_argument("--peer", default=str(ROOT / "runs" / "g2p-peer"), help="align: g2p_peer.py's work folder")
     parser.add_argument("--work", default=str(ROOT / "runs" / "g2p"))
-    parser.add_argument("--shared", default=str(ROOT.parent / "shared" / "data" / "sigmorphon2021-g2p" / "medium"))
+    parser.add_argument("--shared", default=str(SHARED / "sigmorphon2021-g2p" / "medium"))
     parser.add_argument("--langs", nargs="+", default=LANGS)
     parser.add_argument("--modes", nargs="+", default=MODES, help="modes, or best2: the two best on dev so far")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1])

@@ -112,9 +112,10 @@ def command_line(script: str, argv: Sequence[str] | None = None) -> str:
 
 
 def rel(path) -> str:
-    """``path`` relative to the repository root when it lies inside it (commands run there), else as given."""
+    """``path`` relative to the repository root when it lies inside it, else absolute: as a command run
+    from the root (and recorded) reads it."""
     resolved = Path(path).resolve()
-    return os.path.relpath(resolved, ROOT) if resolved.is_relative_to(ROOT) else str(path)
+    return os.path.relpath(resolved, ROOT) if resolved.is_relative_to(ROOT) else str(resolved)
 
 
 # ----------------------------------------------------------------------------- numbers and tables
