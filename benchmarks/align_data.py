@@ -30,6 +30,8 @@ import html
 import json
 from pathlib import Path
 
+from harness import write_json, write_text
+
 MULTI30K = ("multi30k/tok/train.lc.norm.tok.en", "multi30k/tok/train.lc.norm.tok.fr")
 GOLD_TEXT = "alignment-gold/en-fr/test.en-fr"
 GOLD_LINKS = "alignment-gold/en-fr/enfr.talp"
@@ -94,9 +96,7 @@ def write_training_text(data: str | Path, out: str | Path) -> dict:
     manifest_path.unlink(missing_ok=True)  # written last: its presence says the folder is whole
 
     def put(name: str, lines: list[str]) -> None:
-        temporary = out / f"{name}.partial"
-        temporary.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        temporary.replace(out / name)
+        write_text(out / name, "".join(line + "\n" for line in lines))
 
     put("train.en", train_en)
     put("train.fr", train_fr)
@@ -109,7 +109,7 @@ def write_training_text(data: str | Path, out: str | Path) -> dict:
                 "gold_pairs": len(gold_en), "gold_first_line": len(english) + 1,
                 "normalisation": "Moses escapes undone (html.unescape per token), lowercased, whitespace-split",
                 "gold_links": "gold.align: 0-based, i English word, j French word, '-' sure, 'p' possible"}
-    manifest_path.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    write_json(manifest_path, manifest)
     return manifest
 
 

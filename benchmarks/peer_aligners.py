@@ -29,20 +29,15 @@ the commit and the machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-
-from align_data import write_training_text  # noqa: E402
+from align_data import write_training_text  # the shared training text
+from harness import RESULTS, command_line, environment, table, write_results
 
 SYMMETRISED = ("intersect", "union", "grow-diag-final", "grow-diag-final-and")
 ROWS = ("forward", "reverse") + SYMMETRISED
@@ -51,7 +46,7 @@ ROWS = ("forward", "reverse") + SYMMETRISED
 def measured(command: list[str], stdout: Path | None = None) -> dict:
     """Run ``command`` on one thread; its wall seconds and peak resident memory (MiB, itself and the
     children it waited for)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = environment(threads=1)
     started = time.perf_counter()
     with open(stdout, "w") if stdout else open(os.devnull, "w") as out, open(os.devnull, "w") as err:
         process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
@@ -112,27 +107,13 @@ def rows_of(cost: dict, forward: list[set], reverse: list[set], golds: list, fir
     return rows
 
 
-def commit() -> str:
-    found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
-    return found + (" (with uncommitted changes)" if dirty else "")
-
-
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "threads": 1}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data", help="the shared data folder")
     parser.add_argument("--work", default="runs/peer-aligners", help="folder for the text and the links")
     parser.add_argument("--fast-align-dir", help="folder with fast_align and atools binaries (else no fast_align)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each aligner, interleaved")
-    parser.add_argument("--results", default=str(HERE / "results"))
+    parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args()
     from importlib.metadata import version
 
@@ -172,35 +153,34 @@ def main() -> None:
             for heuristic in SYMMETRISED:
                 del rows[heuristic]["links"]
             runs[name].append(rows)
-    table = {}
+    scores = {}
     for name, repeats in runs.items():
-        table[name] = {}
+        scores[name] = {}
         for row in ROWS:
             values = [r[row] for r in repeats]
-            table[name][row] = {key: round(statistics.mean(v[key] for v in values), 4)
-                                for key in ("aer", "precision", "recall", "seconds", "peak_mib")}
-            table[name][row]["aer_range"] = [round(min(v["aer"] for v in values), 4),
-                                             round(max(v["aer"] for v in values), 4)]
+            scores[name][row] = {key: round(statistics.mean(v[key] for v in values), 4)
+                                 for key in ("aer", "precision", "recall", "seconds", "peak_mib")}
+            scores[name][row]["aer_range"] = [round(min(v["aer"] for v in values), 4),
+                                              round(max(v["aer"] for v in values), 4)]
     versions = {"eflomal": version("eflomal")}
     if binaries is not None:
         versions["fast_align"] = "github.com/clab/fast_align (built from --fast-align-dir)"
-    document = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit(),
-                "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "versions": versions,
-                "text": manifest, "repeats": args.repeats, "table": table, "runs": runs,
+    document = {"versions": versions, "text": manifest, "repeats": args.repeats, "table": scores, "runs": runs,
                 "atools_parity": parity}
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "peer_aligners.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
-    (results / "peer_aligners.md").write_text(markdown(document), encoding="utf-8")
+    write_results(Path(args.results) / "peer_aligners", document, markdown(document), command=command_line(__file__),
+                  threads=1)
     print(markdown(document))
 
 
 def markdown(document: dict) -> str:
-    m = document["machine"]
+    rows = []
+    for name, found in document["table"].items():
+        for row, v in found.items():
+            spread = f" [{v['aer_range'][0]:.3f}-{v['aer_range'][1]:.3f}]" if document["repeats"] > 1 else ""
+            rows.append([name, row, f"{v['aer']:.3f}{spread}", f"{v['precision']:.3f}", f"{v['recall']:.3f}",
+                         f"{v['seconds']:.1f}", f"{v['peak_mib']:.0f}"])
     lines = ["# Peer aligners on the English-French gold set (447 Hansards pairs)", "",
-             f"`{document['command']}`", "",
-             f"Commit {document['commit']}; {m['cpu']}, {m['cores']} cores, one thread (OMP_NUM_THREADS=1); "
-             f"Python {m['python']}; {document['date']}; versions: "
+             "One thread (OMP_NUM_THREADS=1); versions: "
              + ", ".join(f"{k} {v}" for k, v in document["versions"].items()) + ".", "",
              f"Training text: {document['text']['pairs']:,} pairs (Multi30k En-Fr train "
              f"{document['text']['multi30k_pairs']:,} + the {document['text']['gold_pairs']} gold sentences), "
@@ -209,21 +189,13 @@ def markdown(document: dict) -> str:
              "run gives both directions) plus, for symmetrised rows, varattn's symmetrisation of all pairs; "
              "peak memory: the aligner process with its children. "
              f"{document['repeats']} run(s) of each aligner, interleaved; AER is the mean, range in brackets.", "",
-             "| aligner | links | AER | precision | recall | seconds | peak MiB |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-    for name, rows in document["table"].items():
-        for row, v in rows.items():
-            spread = f" [{v['aer_range'][0]:.3f}-{v['aer_range'][1]:.3f}]" if document["repeats"] > 1 else ""
-            lines.append(f"| {name} | {row} | {v['aer']:.3f}{spread} | {v['precision']:.3f} | {v['recall']:.3f} | "
-                         f"{v['seconds']:.1f} | {v['peak_mib']:.0f} |")
+             table(["aligner", "links", "AER", "precision", "recall", "seconds", "peak MiB"], rows, align="llrrrrr")]
     if document["atools_parity"]:
+        parity = [[*key.split(" ", 1), f"{v['pairs_differing']} of {v['pairs']:,}", f"{v['links_varattn']:,}",
+                   f"{v['links_atools']:,}", v["links_differing"]] for key, v in document["atools_parity"].items()]
         lines += ["", "varattn's symmetrisation against fast_align's `atools -c` on the same links (all pairs):", "",
-                  "| links | heuristic | pairs differing | links varattn | links atools | links differing |",
-                  "| --- | --- | ---: | ---: | ---: | ---: |"]
-        for key, v in document["atools_parity"].items():
-            name, heuristic = key.split(" ", 1)
-            lines.append(f"| {name} | {heuristic} | {v['pairs_differing']} of {v['pairs']:,} | "
-                         f"{v['links_varattn']:,} | {v['links_atools']:,} | {v['links_differing']} |")
+                  table(["links", "heuristic", "pairs differing", "links varattn", "links atools", "links differing"],
+                        parity, align="llrrrr")]
     return "\n".join(lines) + "\n"
 
 
