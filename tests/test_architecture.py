@@ -182,3 +182,181 @@ def test_mode_names_live_in_the_core_only():
                     and isinstance(node.args[0], ast.Constant) and node.args[0].value == "vae-"):
                 offenders.append(f"{name}:{node.lineno} tests the 'vae-' prefix")
     assert not offenders, "\n".join(offenders)
+
+
+# --- an addition is one place: a toy architecture and a toy task, registered from this file alone ----------
+
+
+class _BagEncoded:
+    """What the toy model's decoder needs from the source (decoding protocol)."""
+
+    def __init__(self, out_memory, keys, mask, src_lengths):
+        self.out_memory, self.keys, self.mask, self.src_lengths = out_memory, keys, mask, src_lengths
+
+    def index_select(self, rows):
+        return _BagEncoded(self.out_memory[rows], self.keys[rows], self.mask[rows], self.src_lengths[rows])
+
+
+class _BagState:
+    def __init__(self, hidden):
+        self.hidden = hidden
+
+    def index_select(self, rows):
+        return _BagState(self.hidden[:, rows])
+
+
+def _toy_architecture():
+    """A third architecture: source embeddings as memory (no encoder), a GRU over the target prefix,
+    dot-product prior scores, and the shared output layer; any enumerable latent mode trains it."""
+    import torch
+    from torch import nn
+
+    from varattn.data.vocab import PAD
+    from varattn.latent import LatentOutput, get_mode
+    from varattn.models.protocol import DecodeStep
+    from varattn.modules.output import OutputLayer, TokenLikelihood
+
+    class BagOfSourceWords(nn.Module):
+        width = 16
+
+        def __init__(self, config, src_vocab: int, tgt_vocab: int):
+            super().__init__()
+            self.config, self.mode = config.model, get_mode(config.model.mode)
+            self.src_embedding = nn.Embedding(src_vocab, self.width, padding_idx=PAD)
+            self.tgt_embedding = nn.Embedding(tgt_vocab, self.width, padding_idx=PAD)
+            self.decoder = nn.GRU(self.width, self.width, batch_first=True)
+            self.output = OutputLayer(self.width, self.width, self.width, tgt_vocab, 0.0)
+
+        @classmethod
+        def from_config(cls, config, src_vocab, tgt_vocab):
+            return cls(config, src_vocab, tgt_vocab)
+
+        has_posterior = False
+
+        def encode(self, src, src_lengths):
+            memory = self.src_embedding(src)
+            return _BagEncoded(self.output.from_memory(memory), memory, src != PAD, src_lengths)
+
+        def forward(self, src, src_lengths, tgt_in, tgt_out, tgt_lengths):
+            encoded = self.encode(src, src_lengths)
+            hidden, _ = self.decoder(self.tgt_embedding(tgt_in))                 # [B, T, W]
+            prior = hidden @ encoded.keys.transpose(1, 2)                         # [B, T, S]
+            likelihood = TokenLikelihood(self.output, self.output.query(hidden), encoded.out_memory, tgt_out, 10 ** 6)
+            return LatentOutput(prior, None, encoded.mask[:, None, :], likelihood, tgt_out != PAD)
+
+        def start(self, encoded):
+            return _BagState(torch.zeros(1, encoded.mask.size(0), self.width))
+
+        def step(self, encoded, state, prev_tokens, kmax=0):
+            out, hidden = self.decoder(self.tgt_embedding(prev_tokens)[:, None, :], state.hidden)
+            prior = (out @ encoded.keys.transpose(1, 2)).squeeze(1)              # [N, S]
+            log_probs = self.output.next_word_log_probs(self.output.query(out.squeeze(1)), encoded.out_memory,
+                                                        encoded.mask, prior, soft=self.mode.soft_context, kmax=kmax)
+            return DecodeStep(log_probs, prior, _BagState(hidden))
+
+    return BagOfSourceWords
+
+
+def _toy_task():
+    """A second sequence task with its own data format: a folder of words (``words.txt``), each to be
+    spelt backwards; characters are the vocabulary on both sides."""
+    import json
+    import shutil
+
+    import numpy as np
+
+    from varattn.data.text.batching import IdPairs, TokenBatcher, collate
+    from varattn.models.registry import build_translation_model
+    from varattn.tasks.base import Task
+    from varattn.tasks.translation import batch_loss
+    from varattn.tasks.translation_scores import score_split, validation_metric
+
+    class ReversedWords(IdPairs):
+        def __init__(self, words, symbols):
+            ids = [[symbols[c] for c in word] for word in words]
+            super().__init__(ids, [i[::-1] for i in ids])
+            self.src_lengths = np.array([len(i) for i in ids])
+            self.tgt_lengths = self.src_lengths + 1
+
+    class ReversalData:
+        def __init__(self, folder):
+            self.folder = folder
+            words = (folder / "words.txt").read_text(encoding="utf-8").split()
+            symbols = {c: 4 + k for k, c in enumerate(sorted({c for w in words for c in w}))}  # after the specials
+            self.vocab_size = 4 + len(symbols)
+            self.splits = {"train": ReversedWords(words[:-20], symbols), "valid": ReversedWords(words[-20:], symbols)}
+
+        def split(self, name):
+            return self.splits[name]
+
+        def copy_essentials(self, destination):
+            destination.mkdir(parents=True, exist_ok=True)
+            for name in ("meta.json", "words.txt"):
+                shutil.copy(self.folder / name, destination / name)
+
+    class ReversalTask(Task):
+        name = "toy-reversal"
+
+        def load(self, data_dir, reverse=False):
+            return ReversalData(Path(data_dir))
+
+        def build_model(self, config, data):
+            return build_translation_model(config, data.vocab_size, data.vocab_size)
+
+        def batcher(self, split, config, *, shuffle, seed):
+            return TokenBatcher(split.src_lengths, split.tgt_lengths, config.data.max_tokens, shuffle=shuffle, seed=seed)
+
+        def collate(self, split, indices):
+            return collate(split, indices)
+
+        def loss(self, model, batch, generator, config, warmup):
+            return batch_loss(model, batch, generator, config.model, warmup)
+
+        def score(self, model, split, device, config):
+            return score_split(model, split, device, max_tokens=config.data.eval_max_tokens, bf16=False)
+
+        def validation_metric(self, mode):
+            return validation_metric(mode)
+
+    def write_folder(folder):
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(0)
+        words = ["".join(rng.choice(list("abcdefgh"), size=rng.integers(2, 7))) for _ in range(200)]
+        (folder / "words.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+        (folder / "meta.json").write_text(json.dumps({"task": ReversalTask.name}), encoding="utf-8")
+
+    return ReversalTask, write_folder
+
+
+def test_a_new_architecture_and_a_new_task_are_registered_from_one_file_and_train(tmp_path, monkeypatch):
+    """Both additions live in this file only: registering them is all varattn needs to train, validate,
+    checkpoint and beam-search them."""
+    import torch
+
+    from varattn import config as config_lib
+    from varattn.decoding.search import beam_search
+    from varattn.models import registry
+    from varattn.tasks import base
+    from varattn.training.trainer import Trainer
+
+    task, write_folder = _toy_task()
+    monkeypatch.setattr(registry, "ARCHITECTURES", dict(registry.ARCHITECTURES))
+    monkeypatch.setattr(base, "TASKS", dict(base.TASKS))
+    registry.register_architecture("bag", _toy_architecture())
+    base.register_task(task.name, task)
+    write_folder(tmp_path / "words")
+    config = config_lib.load(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml",
+                             [f"data.dir={tmp_path / 'words'}", "model.arch=bag", "model.mode=marginal",
+                              "data.max_tokens=120", "train.epochs=2", "train.progress=false", "train.device=cpu",
+                              "train.bf16=false", "train.lr=0.01"])
+    trainer = Trainer(config, tmp_path / "run")
+    assert type(trainer.model).__name__ == "BagOfSourceWords"
+    first = trainer.validate()["ppl"]
+    trainer.run()
+    last = trainer.validate()["ppl"]
+    assert last < 0.8 * first, (first, last)                 # it learnt something in two epochs
+    assert (tmp_path / "run" / "checkpoint_best.json").is_file()
+    split = trainer.data.split("valid")
+    src = torch.tensor([split.src(0).tolist()])
+    found = beam_search(trainer.model.eval(), src, torch.tensor([src.size(1)]), beam=3, max_len_b=8)
+    assert found[0] and all(0 <= t < trainer.data.vocab_size for t in found[0][0].tokens)

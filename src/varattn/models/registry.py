@@ -12,7 +12,8 @@ import importlib
 
 from torch import nn
 
-ARCHITECTURES: dict[str, str] = {
+#: model.arch -> "module:Class" (imported on first use) or the class
+ARCHITECTURES: dict[str, str | type[nn.Module]] = {
     "rnn": "varattn.models.seq2seq:Seq2Seq",
     "transformer": "varattn.models.transformer:TransformerSeq2Seq",
 }
@@ -22,8 +23,17 @@ def architecture(name: str) -> type[nn.Module]:
     """The model class registered as ``name``; ValueError naming the choices for an unknown one."""
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
-    module, _, cls = ARCHITECTURES[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
+    entry = ARCHITECTURES[name]
+    if isinstance(entry, str):
+        module, _, cls = entry.partition(":")
+        entry = getattr(importlib.import_module(module), cls)
+    return entry
+
+
+def register_architecture(name: str, model: str | type[nn.Module]) -> None:
+    """Make ``model`` (a class with ``from_config(config, src_vocab, tgt_vocab)``, or ``"module:Class"``)
+    the architecture ``model.arch: name`` builds — all a new architecture needs besides its own file."""
+    ARCHITECTURES[name] = model
 
 
 def build_translation_model(config, src_vocab: int, tgt_vocab: int) -> nn.Module:

@@ -70,12 +70,18 @@ class Task:
         return None
 
 
-#: task name (as written in a prepared folder's meta.json) -> "module:Class", imported on first use
-TASKS: dict[str, str] = {
+#: task name (as written in a prepared folder's meta.json) -> "module:Class" (imported on first use) or the class
+TASKS: dict[str, str | type[Task]] = {
     "translation": "varattn.tasks.translation:TranslationTask",
     "vqa": "varattn.tasks.vqa:VQATask",
     "transduction": "varattn.tasks.transduction:TransductionTask",
 }
+
+
+def register_task(name: str, task: str | type[Task]) -> None:
+    """Make ``task`` (a :class:`Task` subclass, or ``"module:Class"``) the task of folders whose meta.json
+    says ``"task": name`` — all a new task needs besides its own package."""
+    TASKS[name] = task
 
 
 def task_name(data_dir: str | Path) -> str:
@@ -93,8 +99,11 @@ def get_task(name: str) -> Task:
     if name not in TASKS:
         raise UserError(f"unknown task {name!r} in meta.json — use data prepared by this version of varattn "
                         f"(tasks: {', '.join(TASKS)})")
-    module, _, cls = TASKS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)()
+    entry = TASKS[name]
+    if isinstance(entry, str):
+        module, _, cls = entry.partition(":")
+        entry = getattr(importlib.import_module(module), cls)
+    return entry()
 
 
 def task_for(data_dir: str | Path) -> Task:
