@@ -20,16 +20,12 @@ from __future__ import annotations
 import argparse
 import html
 import json
-import os
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-SHARED = ROOT.parent / "shared" / "data"
+import harness
+from harness import RESULTS, ROOT, SHARED, command_line, fmt, table, write_results, write_text
+
 GOLD = SHARED / "alignment-gold" / "en-fr"
 MULTI30K = SHARED / "multi30k" / "tok"
 SYMMETRISATIONS = ("intersect", "grow-diag-final-and")
@@ -63,18 +59,8 @@ def write_corpus(folder: Path) -> dict[str, Path]:
                 "valid.en": [e for e, _ in gold], "valid.fr": [f for _, f in gold],
                 "gold.pairs": [f"{e} ||| {f}" for e, f in gold]}
     for name, lines in contents.items():
-        partial = files[name].with_suffix(files[name].suffix + ".partial")
-        partial.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        os.replace(partial, files[name])
+        write_text(files[name], "".join(line + "\n" for line in lines))
     return files
-
-
-def varattn(*args: str, log: Path | None = None, wait: bool = True):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
-    command = [sys.executable, "-m", "varattn", *args]
-    stream = open(log, "a") if log else subprocess.DEVNULL
-    process = subprocess.Popen(command, env=env, stdout=stream, stderr=stream)
-    return process.wait() if wait else process
 
 
 def score_stage(forward_run: Path, reverse_run: Path, pairs_file: Path) -> list[dict]:
@@ -109,36 +95,21 @@ def score_stage(forward_run: Path, reverse_run: Path, pairs_file: Path) -> list[
     return rows
 
 
-def machine() -> dict:
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "src", "configs"],
-                                capture_output=True, text=True).stdout.strip())
-    return {"commit": commit + ("+dirty" if dirty else ""), "machine": platform.node(),
-            "cpus": os.cpu_count(), "python": platform.python_version()}
-
-
-def write_results(results: Path, name: str, record: dict) -> None:
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"align_hansards_{name}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+def write_stages(results: Path, name: str, record: dict, command: str) -> None:
+    rows = [[f"{stage['minutes']:.1f}", row["distribution"], f"{row['forward']['aer']:.3f}",
+             f"{row['reverse']['aer']:.3f}", f"{row['intersect']['aer']:.3f}",
+             f"{row['grow-diag-final-and']['aer']:.3f}",
+             f"{row['intersect']['precision']:.3f} / {row['intersect']['recall']:.3f}",
+             f"{fmt(stage['ppl'][0], '.1f')} / {fmt(stage['ppl'][1], '.1f')}"]
+            for stage in record["stages"] for row in stage["rows"]]
     out = [f"# Hansards En-Fr dev gold: varattn `{name}`", "",
-           f"`{record['command']}`", "",
-           f"commit {record['machine']['commit']}, {record['machine']['cpus']} CPUs, one thread per direction, "
-           "both directions trained at the same time.", "",
-           "| minutes (wall, both directions) | distribution | forward | reverse | intersect | grow-diag-final-and "
-           "| intersect P / R | valid PPL fwd / rev |",
-           "| ---: | --- | ---: | ---: | ---: | ---: | --- | --- |"]
-    for stage in record["stages"]:
-        for row in stage["rows"]:
-            inter = row["intersect"]
-            out.append(f"| {stage['minutes']:.1f} | {row['distribution']} | {row['forward']['aer']:.3f} | "
-                       f"{row['reverse']['aer']:.3f} | {inter['aer']:.3f} | {row['grow-diag-final-and']['aer']:.3f} | "
-                       f"{inter['precision']:.3f} / {inter['recall']:.3f} | "
-                       f"{stage['ppl'][0]:.1f} / {stage['ppl'][1]:.1f} |")
+           "One thread per direction, both directions trained at the same time.", "",
+           table(["minutes (wall, both directions)", "distribution", "forward", "reverse", "intersect",
+                  "grow-diag-final-and", "intersect P / R", "valid PPL fwd / rev"], rows, align="rlrrrrll")]
     out += ["", "AER = 1 - (|A∩S| + |A∩P|) / (|A| + |S|); links are each target word's argmax source word "
             "over the word matrix (pieces averaged); eflomal on the same text: intersect 0.133, "
             "grow-diag-final-and 0.150 (benchmarks/results/peer_aligners.md)."]
-    (results / f"align_hansards_{name}.md").write_text("\n".join(out) + "\n", encoding="utf-8")
+    write_results(results / f"align_hansards_{name}", record, "\n".join(out), command=command, threads=1)
 
 
 def last_ppl(run: Path) -> float:
@@ -154,23 +125,23 @@ def main() -> None:
     parser.add_argument("--bpe-merges", type=int, default=4000)
     parser.add_argument("--stages", type=int, default=3)
     parser.add_argument("--stage-minutes", type=float, default=4.0)
-    parser.add_argument("--results", default=str(HERE / "results"))
+    parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("overrides", nargs="*", help="section.key=value for both directions' training")
     args = parser.parse_args()
     work = Path(args.work)
     files = write_corpus(work / "text")
     data = work / f"data-bpe{args.bpe_merges}"
     if not (data / "meta.json").is_file():
-        code = varattn("prepare", "files", "--train-src", str(files["train.en"]), "--train-tgt", str(files["train.fr"]),
-                       "--valid-src", str(files["valid.en"]), "--valid-tgt", str(files["valid.fr"]),
-                       "--src-lang", "en", "--tgt-lang", "fr", "--no-lowercase", "--bpe-merges", str(args.bpe_merges),
-                       "--max-len", "80", "--out", str(data), log=work / "prepare.log")
-        if code:
-            raise SystemExit(f"prepare failed: see {work / 'prepare.log'}")
+        try:
+            harness.varattn("prepare", "files", "--train-src", files["train.en"], "--train-tgt", files["train.fr"],
+                            "--valid-src", files["valid.en"], "--valid-tgt", files["valid.fr"], "--src-lang", "en",
+                            "--tgt-lang", "fr", "--no-lowercase", "--bpe-merges", args.bpe_merges, "--max-len", "80",
+                            "--out", data, log=work / "prepare.log")
+        except harness.Failed as failed:
+            raise SystemExit(f"prepare failed: {failed}") from None
     runs = {d: work / f"{args.name}-{d}" for d in ("en-fr", "fr-en")}
-    record = {"command": "python benchmarks/align_hansards.py " + " ".join(sys.argv[1:]),
-              "machine": machine(), "recipe": args.recipe, "overrides": args.overrides,
-              "bpe_merges": args.bpe_merges, "stages": []}
+    command = command_line(__file__)
+    record = {"recipe": args.recipe, "overrides": args.overrides, "bpe_merges": args.bpe_merges, "stages": []}
     minutes = 0.0
     for stage in range(args.stages):
         started = time.perf_counter()
@@ -178,19 +149,19 @@ def main() -> None:
         for direction, run in runs.items():
             budget = [f"train.max_seconds={args.stage_minutes * 60:.0f}", "train.progress=false", "train.device=cpu"]
             if (run / "checkpoint_last.json").is_file():
-                command = ["train", "--resume", "--out", str(run), *budget]
+                train = ["train", "--resume", "--out", str(run), *budget]
             else:
-                command = ["train", args.recipe, "--out", str(run), f"data.dir={data}",
-                           f"data.reverse={'true' if direction == 'fr-en' else 'false'}", *args.overrides, *budget]
-            processes.append(varattn(*command, log=work / f"{run.name}.log", wait=False))
-        codes = [p.wait() for p in processes]
+                train = ["train", args.recipe, "--out", str(run), f"data.dir={data}",
+                         f"data.reverse={'true' if direction == 'fr-en' else 'false'}", *args.overrides, *budget]
+            processes.append(harness.start(harness.varattn_command(*train), log=work / f"{run.name}.log"))
+        codes = [harness.wait(p, check=False) for p in processes]
         if any(codes):
             raise SystemExit(f"training failed ({codes}): see {work}/*.log")
         minutes += (time.perf_counter() - started) / 60
         rows = score_stage(runs["en-fr"], runs["fr-en"], files["gold.pairs"])
         record["stages"].append({"minutes": minutes, "rows": rows,
                                  "ppl": [last_ppl(runs["en-fr"]), last_ppl(runs["fr-en"])]})
-        write_results(Path(args.results), args.name, record)
+        write_stages(Path(args.results), args.name, record, command)
         best = min(r["intersect"]["aer"] for r in rows)
         print(f"stage {stage + 1}: {minutes:.1f} min, best intersect AER {best:.3f}", flush=True)
 
