@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+import harness
+from harness import RESULTS, ROOT, command_line, table, write_results
+
 RECIPE = ROOT / "configs" / "align" / "vae-enum.yaml"
 HEURISTICS = ("intersect", "grow-diag", "grow-diag-final-and", "grow-diag-final", "union")
 
@@ -35,11 +33,10 @@ HEURISTICS = ("intersect", "grow-diag", "grow-diag-final-and", "grow-diag-final"
 def train(data: Path, run_dir: Path, reverse: bool, epochs: int, device: str, seconds: float) -> float:
     started = time.perf_counter()
     if not (run_dir / "checkpoint_best.json").is_file():
-        subprocess.run([sys.executable, "-m", "varattn", "train", str(RECIPE), "--out", str(run_dir),
-                        f"data.dir={data}", f"data.reverse={'true' if reverse else 'false'}",
-                        f"train.epochs={epochs}", f"train.max_seconds={seconds}", "train.progress=false",
-                        f"train.device={device}"], check=True, stdout=subprocess.DEVNULL,
-                       stderr=open(run_dir.parent / f"{run_dir.name}.log", "w"))
+        harness.varattn("train", RECIPE, "--out", run_dir, f"data.dir={data}",
+                        f"data.reverse={'true' if reverse else 'false'}", f"train.epochs={epochs}",
+                        f"train.max_seconds={seconds}", "train.progress=false", f"train.device={device}",
+                        log=run_dir.parent / f"{run_dir.name}.log")
     return time.perf_counter() - started
 
 
@@ -55,14 +52,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="prepared Multi30k De-En folder")
     parser.add_argument("--work", default="runs/align-multi30k")
-    parser.add_argument("--results", default=str(HERE / "results"))
+    parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--max-seconds", type=float, default=0, help="stop each training run after this long")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--pictures", type=int, nargs="+", default=[0, 7, 12], help="test pairs to draw")
     args = parser.parse_args()
-    import torch
-
     from varattn.analysis import align, pictures, symmetrize, wordlinks
     from varattn.data.text.prepared import load_prepared
     from varattn.device import resolve_device
@@ -104,28 +99,22 @@ def main() -> None:
                                             f"Multi30k test pair {k}: posteriors of both directions",
                                             ("de->en posterior", "en->de posterior"))
         pictures.save(figure, out / "align_multi30k", ("png",))
-    record = {"command": "python benchmarks/align_multi30k.py " + " ".join(sys.argv[1:]),
-              "recipe": str(RECIPE.relative_to(ROOT)), "epochs": args.epochs, "device": str(device),
+    record = {"recipe": str(RECIPE.relative_to(ROOT)), "epochs": args.epochs, "device": str(device),
               "test_pairs": len(fw), "train_seconds": seconds, "align_seconds": align_seconds,
               "last_validation": history, "agreement": results, "prior_posterior_jaccard": prior_vs_posterior,
-              "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                          "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
               "pictured_pair": shown[:1], "heuristics_order": list(symmetrize.HARD)}
-    (out / "align_multi30k.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
-    lines = ["| distribution | links de→en | links en→de | shared / de→en | shared / en→de | Jaccard | "
-             + " | ".join(f"{h} links" for h in HEURISTICS) + " |",
-             "| --- |" + " ---: |" * (5 + len(HEURISTICS))]
-    for name, r in results.items():
-        lines.append(f"| {name} | {r['forward_links']} | {r['reverse_links']} | {r['shared_of_forward']:.3f} | "
-                     f"{r['shared_of_reverse']:.3f} | {r['jaccard']:.3f} | "
-                     + " | ".join(str(r["symmetrised_links"][h]) for h in HEURISTICS) + " |")
+    rows = [[name, r["forward_links"], r["reverse_links"], f"{r['shared_of_forward']:.3f}",
+             f"{r['shared_of_reverse']:.3f}", f"{r['jaccard']:.3f}", *(r["symmetrised_links"][h] for h in HEURISTICS)]
+            for name, r in results.items()]
     val = ", ".join(f"{k}: PPL {v.get('ppl', float('nan')):.2f}, epoch {v.get('epoch')}" for k, v in history.items())
-    text = (f"# Multi30k De-En, vae-enum both ways: agreement of the directions\n\n`{record['command']}` — "
+    text = (f"# Multi30k De-En, vae-enum both ways: agreement of the directions\n\n"
             f"`{record['recipe']}`, {record['test_pairs']} test pairs (≤ 15 BPE tokens), word-level argmax "
-            f"links; device {record['device']}; last validation {val}.\n\n" + "\n".join(lines) +
+            f"links; device {record['device']}; last validation {val}.\n\n"
+            + table(["distribution", "links de→en", "links en→de", "shared / de→en", "shared / en→de", "Jaccard",
+                     *(f"{h} links" for h in HEURISTICS)], rows) +
             f"\n\nJaccard of prior and posterior links within a direction: de→en "
             f"{prior_vs_posterior['de-en']:.3f}, en→de {prior_vs_posterior['en-de']:.3f}.\n")
-    (out / "align_multi30k.md").write_text(text, encoding="utf-8")
+    write_results(out / "align_multi30k", record, text, command=command_line(__file__), device=device)
     print(text)
 
 
