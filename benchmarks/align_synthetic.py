@@ -17,34 +17,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+import harness
+from harness import RESULTS, ROOT, command_line, table, write_results
+
 RECIPE = ROOT / "configs" / "align" / "synthetic.yaml"
 ROWS = ("forward", "reverse", "intersect", "union", "grow-diag", "grow-diag-final", "grow-diag-final-and",
         "soft-product", "soft-mean")
 
 
-def varattn(args: list[str], env: dict, log: Path | None = None) -> None:
-    subprocess.run([sys.executable, "-m", "varattn", *args], check=True, env=env, stdout=subprocess.DEVNULL,
-                   stderr=open(log, "w") if log else subprocess.DEVNULL)
-
-
-def train(mode: str, reverse: bool, data_dir: Path, work: Path, epochs: int, env: dict, device: str
+def train(mode: str, reverse: bool, data_dir: Path, work: Path, epochs: int, threads: int, device: str
           ) -> tuple[Path, float]:
     name = f"{mode}-{'rv' if reverse else 'fw'}"
     run_dir = work / "runs" / name
     started = time.perf_counter()
     if not (run_dir / "checkpoint_best.json").is_file():
-        varattn(["train", str(RECIPE), "--out", str(run_dir), f"data.dir={data_dir}", f"model.mode={mode}",
-                 f"data.reverse={'true' if reverse else 'false'}", f"train.epochs={epochs}", "train.progress=false",
-                 f"train.device={device}"], env, work / f"{name}.log")
+        harness.varattn("train", RECIPE, "--out", run_dir, f"data.dir={data_dir}", f"model.mode={mode}",
+                        f"data.reverse={'true' if reverse else 'false'}", f"train.epochs={epochs}",
+                        "train.progress=false", f"train.device={device}", threads=threads, log=work / f"{name}.log")
     return run_dir, time.perf_counter() - started
 
 
@@ -74,17 +66,11 @@ def score_all(forward_dir: Path, reverse_dir: Path, data_dir: Path, soft_thresho
     return out
 
 
-def table(scores: dict) -> str:
+def scores_table(scores: dict) -> str:
     columns = [(mode, name) for mode in scores for name in scores[mode]]
-    head = "| links | " + " | ".join(f"{mode} {name} AER / P / R" for mode, name in columns) + " |"
-    lines = [head, "| --- |" + " ---: |" * len(columns)]
-    for row in ROWS:
-        cells = []
-        for mode, name in columns:
-            s = scores[mode][name][row]
-            cells.append(f"{s['aer']:.3f} / {s['precision']:.3f} / {s['recall']:.3f}")
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    cell = "{aer:.3f} / {precision:.3f} / {recall:.3f}"
+    return table(["links", *(f"{mode} {name} AER / P / R" for mode, name in columns)],
+                 [[row, *(cell.format(**scores[mode][name][row]) for mode, name in columns)] for row in ROWS])
 
 
 def main() -> None:
@@ -97,38 +83,31 @@ def main() -> None:
     parser.add_argument("--soft-threshold", type=float, default=0.25)
     parser.add_argument("--modes", nargs="+", default=["soft", "vae-enum"])
     parser.add_argument("--device", default="cpu", help="where to train (cpu, cuda)")
-    parser.add_argument("--results", default=str(HERE / "results"), help="folder for the tables")
+    parser.add_argument("--results", default=str(RESULTS), help="folder for the tables")
     parser.add_argument("--name", default="align_synthetic", help="file name of the tables, without suffix")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     import torch
 
     torch.set_num_threads(args.threads)
     data_dir = work / "data"
     started = time.perf_counter()
     if not (data_dir / "meta.json").is_file():
-        varattn(["prepare", "synthetic", "--out", str(data_dir), "--pairs", str(args.pairs), "--seed",
-                 str(args.seed)], env)
+        harness.varattn("prepare", "synthetic", "--out", data_dir, "--pairs", args.pairs, "--seed", args.seed,
+                        threads=args.threads)
     seconds, scores = {}, {}
     for mode in args.modes:
-        fw, seconds[f"{mode} forward"] = train(mode, False, data_dir, work, args.epochs, env, args.device)
-        rv, seconds[f"{mode} reverse"] = train(mode, True, data_dir, work, args.epochs, env, args.device)
+        fw, seconds[f"{mode} forward"] = train(mode, False, data_dir, work, args.epochs, args.threads, args.device)
+        rv, seconds[f"{mode} reverse"] = train(mode, True, data_dir, work, args.epochs, args.threads, args.device)
         scores[mode] = score_all(fw, rv, data_dir, args.soft_threshold)
     total = time.perf_counter() - started
     meta = json.loads((data_dir / "meta.json").read_text())
-    record = {"command": "python benchmarks/align_synthetic.py " + " ".join(sys.argv[1:]),
-              "pairs": args.pairs, "epochs": args.epochs, "seed": args.seed, "threads": args.threads,
+    record = {"pairs": args.pairs, "epochs": args.epochs, "seed": args.seed, "threads": args.threads,
               "soft_threshold": args.soft_threshold, "device": args.device, "recipe": str(RECIPE.relative_to(ROOT)),
               "test_pairs": meta["splits"]["test"]["pairs"], "train_seconds": seconds, "total_seconds": total,
-              "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-                          "platform": platform.platform()},
               "scores": scores}
-    out = Path(args.results)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
-    text = (f"# Word alignment on the synthetic corpus\n\n`{record['command']}` — {args.pairs} synthetic pairs, "
+    text = (f"# Word alignment on the synthetic corpus\n\n{args.pairs} synthetic pairs, "
             f"`{record['recipe']}` ({args.epochs} epochs) trained each way from one prepared folder "
             f"(`data.reverse=true`), best checkpoints; word links on the {record['test_pairs']} test pairs "
             f"against the gold links (sure only). forward: each target word's argmax source word; reverse: "
@@ -136,8 +115,9 @@ def main() -> None:
             f"symmetrise the two; soft-*: the two matrices multiplied or averaged, links >= "
             f"{args.soft_threshold}. Trained on {args.device}; {total / 60:.1f} min in all, "
             f"{args.threads} thread(s).\n\n"
-            f"{table(scores)}\n")
-    (out / f"{args.name}.md").write_text(text, encoding="utf-8")
+            f"{scores_table(scores)}\n")
+    write_results(Path(args.results) / args.name, record, text, command=command_line(__file__),
+                  device=args.device, threads=args.threads)
     print(text)
 
 
