@@ -27,16 +27,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+import harness
+from harness import RESULTS, ROOT, SHARED, command_line, fmt, table, write_results, write_text
+
 MODES = ["soft", "marginal", "hard-enum", "hard-sample", "vae-enum", "vae-sample", "vae-gumbel", "vae-rws",
          "vae-dirichlet"]
 CHEAPEST_FIRST = ["soft", "vae-dirichlet", "hard-sample", "vae-gumbel", "vae-sample", "vae-rws", "vae-enum",
@@ -98,11 +97,8 @@ def load_results(work: Path) -> dict:
 
 
 def run(command: list[str], log: Path, threads: int) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    with open(log, "a", encoding="utf-8") as out:
-        out.write("$ " + " ".join(command) + "\n")
-        out.flush()
-        subprocess.run(command, check=True, env=env, stdout=out, stderr=out)
+    """``command`` on ``threads`` threads, its output appended to ``log``; raises CalledProcessError."""
+    harness.run(command, log=log, threads=threads)
 
 
 def prepare(work: Path, name: str, source: list[str], threads: int) -> Path:
@@ -180,9 +176,7 @@ def worker(args) -> None:
         except subprocess.CalledProcessError as error:
             print(f"{claimed['name']} failed: {error} (log {work / 'logs' / (claimed['name'] + '.log')})", flush=True)
             continue
-        partial = work / "results" / f".{claimed['name']}.json"
-        partial.write_text(json.dumps(result, indent=1))
-        partial.replace(work / "results" / f"{claimed['name']}.json")
+        write_text(work / "results" / f"{claimed['name']}.json", json.dumps(result, indent=1))
 
 
 def release(args) -> None:
@@ -195,10 +189,6 @@ def release(args) -> None:
 
 
 # ------------------------------------------------------------------------------------------- report
-
-def fmt(value, spec: str = ".2f") -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
-
 
 def spread(values: list[float], spec: str = ".2f") -> str:
     values = [v for v in values if v is not None and not math.isnan(v)]
@@ -220,12 +210,7 @@ def row_values(result: dict) -> dict:
 def report(args) -> None:
     work = Path(args.work)
     results = load_results(work)
-    lines = [f"Machine: {machine()}; torch {torch_version()}; one thread per run, up to two runs at a time.\n",
-             *([args.note + "\n"] if args.note else []),
-             "## The grid (seed 1): validation metric of the best epoch at each learning rate\n",
-             "| mode | " + " | ".join(f"lr {lr:g}" for lr in LRS) + " | chosen |",
-             "| --- |" + " ---: |" * (len(LRS) + 1)]
-    chosen, lines_after = {}, []
+    chosen, lines_after, grid_rows = {}, [], []
     for mode in args.modes:
         cells = [results.get(f"{mode}-lr{lr:g}-s1") for lr in LRS]
         done = [c for c in cells if c]
@@ -236,15 +221,13 @@ def report(args) -> None:
             winner, chosen[mode] = chosen[mode], seeded.pop()
             lines_after.append(f"- {mode}: the grid's winner is lr {winner:g}, but its seeds ran at lr "
                                f"{chosen[mode]:g} (the best when they started); the table uses lr {chosen[mode]:g}.")
-        lines.append(f"| {mode} | " + " | ".join(
-            "–" if c is None else f"{c['best_metric']:.2f} (ep {c['best_epoch']}/{len(c['history'])}, "
-                                  f"{c['seconds'] / 60:.1f} min)" for c in cells) +
-                     f" | {fmt(chosen.get(mode), 'g')} |")
-    lines += lines_after + ["", "## Test, best checkpoint at the chosen learning rate (mean ± sd over seeds where 3)\n",
-              "| mode | seeds | test PPL (exact) | K-max 5 PPL | ELBO PPL | KL | prior entropy | BLEU (beam 5) "
-              "| synthetic AER | paper PPL / BLEU / entropy / K-max 5 |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    table = {}
+        grid_rows.append([mode, *("–" if c is None else f"{c['best_metric']:.2f} (ep {c['best_epoch']}/"
+                                  f"{len(c['history'])}, {c['seconds'] / 60:.1f} min)" for c in cells),
+                          fmt(chosen.get(mode), "g")])
+    lines = ["One thread per run, up to two runs at a time.\n", *([args.note + "\n"] if args.note else []),
+             "## The grid (seed 1): validation metric of the best epoch at each learning rate\n",
+             table(["mode", *(f"lr {lr:g}" for lr in LRS), "chosen"], grid_rows)]
+    summary, test_rows = {}, []
     for mode in args.modes:
         if mode not in chosen:
             continue
@@ -253,48 +236,50 @@ def report(args) -> None:
         syn = results.get(f"syn-{mode}")
         links = syn["align"] if syn else {}
         aer = (links.get("prior") or links.get("attention") or {}).get("aer")
-        table[mode] = {"lr": chosen[mode], "runs": values, "aer": aer}
-        paper = PAPER[mode]
-        lines.append(f"| {mode} | {len(runs)} | " + " | ".join(
-            spread([v[key] for v in values], spec) for key, spec in
-            (("ppl", ".2f"), ("kmax5", ".2f"), ("elbo", ".2f"), ("kl", ".3f"), ("entropy", ".2f"), ("bleu", ".2f")))
-            + f" | {fmt(aer, '.3f')} | " + " / ".join(fmt(p) for p in paper) + " |")
-    lines += ["", "## Synthetic corpus: AER of each distribution's argmax links (seed 1)\n",
-              "| mode | prior (soft: attention) | posterior q | validation PPL | prior entropy | epochs |",
-              "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        summary[mode] = {"lr": chosen[mode], "runs": values, "aer": aer}
+        test_rows.append([mode, len(runs), *(spread([v[key] for v in values], spec) for key, spec in
+                                             (("ppl", ".2f"), ("kmax5", ".2f"), ("elbo", ".2f"), ("kl", ".3f"),
+                                              ("entropy", ".2f"), ("bleu", ".2f"))),
+                          fmt(aer, ".3f"), " / ".join(fmt(p) for p in PAPER[mode])])
+    lines += lines_after + ["", "## Test, best checkpoint at the chosen learning rate (mean ± sd over seeds where 3)\n",
+                            table(["mode", "seeds", "test PPL (exact)", "K-max 5 PPL", "ELBO PPL", "KL",
+                                   "prior entropy", "BLEU (beam 5)", "synthetic AER",
+                                   "paper PPL / BLEU / entropy / K-max 5"], test_rows, align="lrrrrrrrrl")]
+    synthetic_rows = []
     for mode in args.modes:
         syn = results.get(f"syn-{mode}")
         if syn:
             links = syn["align"]
-            lines.append(f"| {mode} | {fmt((links.get('prior') or links.get('attention') or {}).get('aer'), '.3f')} | "
-                         f"{fmt(links.get('posterior', {}).get('aer'), '.3f')} | {syn['best_metric']:.2f} | "
-                         f"{syn['valid']['entropy']:.2f} | {len(syn['history'])} |")
-    lines += ["", "## Every run\n", "| run | lr | seed | best epoch / epochs | validation metric | test PPL | BLEU "
-              "| prior entropy | minutes |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            synthetic_rows.append([mode, fmt((links.get("prior") or links.get("attention") or {}).get("aer"), ".3f"),
+                                   fmt(links.get("posterior", {}).get("aer"), ".3f"), f"{syn['best_metric']:.2f}",
+                                   f"{syn['valid']['entropy']:.2f}", len(syn["history"])])
+    lines += ["", "## Synthetic corpus: AER of each distribution's argmax links (seed 1)\n",
+              table(["mode", "prior (soft: attention)", "posterior q", "validation PPL", "prior entropy", "epochs"],
+                    synthetic_rows)]
+    every = []
     for name, result in sorted(results.items()):
         if result.get("kind") == "mt":
             v = row_values(result)
-            lines.append(f"| {name} | {result['lr']:g} | {result['seed']} | {v['best_epoch']} / {v['epochs']} | "
-                         f"{v['valid']:.2f} | {fmt(v['ppl'])} | {fmt(v['bleu'])} | {fmt(v['entropy'])} | "
-                         f"{v['minutes']:.1f} |")
+            every.append([name, f"{result['lr']:g}", result["seed"], f"{v['best_epoch']} / {v['epochs']}",
+                          f"{v['valid']:.2f}", fmt(v["ppl"]), fmt(v["bleu"]), fmt(v["entropy"]),
+                          f"{v['minutes']:.1f}"])
+    lines += ["", "## Every run\n",
+              table(["run", "lr", "seed", "best epoch / epochs", "validation metric", "test PPL", "BLEU",
+                     "prior entropy", "minutes"], every)]
     curves = [(m, results[f"{m}-lr{chosen[m]:g}-s1"]) for m in args.modes
               if m in chosen and f"{m}-lr{chosen[m]:g}-s1" in results]
     if curves:
+        epochs = [[epoch + 1, *(f"{r['history'][epoch]['ppl']:.2f} / {r['history'][epoch]['entropy']:.2f}"
+                                if epoch < len(r["history"]) else "" for _, r in curves)]
+                  for epoch in range(max(len(r["history"]) for _, r in curves))]
         lines += ["", "## Curves (seed 1, chosen learning rate): validation exact PPL / prior entropy per epoch\n",
-                  "| epoch | " + " | ".join(m for m, _ in curves) + " |", "| ---: |" + " ---: |" * len(curves)]
-        for epoch in range(max(len(r["history"]) for _, r in curves)):
-            cells = [f"{r['history'][epoch]['ppl']:.2f} / {r['history'][epoch]['entropy']:.2f}"
-                     if epoch < len(r["history"]) else "" for _, r in curves]
-            lines.append(f"| {epoch + 1} | " + " | ".join(cells) + " |")
+                  table(["epoch", *(m for m, _ in curves)], epochs, align="r" * (1 + len(curves)))]
     lines += ["", HOW.format(model=", ".join(f"{k} {v}" for k, v in MODEL.items()),
                              settings="; ".join(f"{m}: " + ", ".join(f"{k}={v}" for k, v in kv.items())
                                                 for m, kv in MODE_SETTINGS.items()))]
-    (HERE / "results").mkdir(exist_ok=True)
-    out = Path(args.results)
-    out.with_suffix(".json").write_text(json.dumps({"machine": machine(), "chosen": chosen, "table": table,
-                                                    "results": results}, indent=1))
     text = "\n".join(lines) + "\n"
-    out.with_suffix(".md").write_text(text)
+    write_results(Path(args.results), {"chosen": chosen, "table": summary, "results": results}, text,
+                  command=command_line(__file__, args.argv), threads=args.threads)
     print(text)
 
 
@@ -318,33 +303,20 @@ test pairs against the gold links.
 """
 
 
-def torch_version() -> str:
-    try:
-        import torch
-        return torch.__version__
-    except ImportError:
-        return "?"
-
-
-def machine() -> str:
-    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-             if line.startswith("model name")] if Path("/proc/cpuinfo").is_file() else []
-    return f"{names[0] if names else platform.machine()}, {os.cpu_count()} cores"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["run", "report", "release"])
     parser.add_argument("--work", default=str(ROOT / "runs" / "converged"))
-    parser.add_argument("--shared", default=str(ROOT.parent / "shared" / "data" / "multi30k"))
+    parser.add_argument("--shared", default=str(SHARED / "multi30k"))
     parser.add_argument("--modes", nargs="+", default=MODES)
     parser.add_argument("--seeded", nargs="*", default=SEEDED, help="modes run with seeds 2 and 3 too")
     parser.add_argument("--epochs", type=int, default=20, help="most epochs a run may take")
     parser.add_argument("--max-seconds", type=float, default=1200.0, help="wall budget a run may take")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--results", default=str(HERE / "results" / "converged_modes"))
+    parser.add_argument("--results", default=str(RESULTS / "converged_modes"))
     parser.add_argument("--note", default="", help="report: a line printed under the machine (e.g. code versions)")
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
     {"run": worker, "report": report, "release": release}[args.action](args)
 
 
