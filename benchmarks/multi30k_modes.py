@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
+import shlex
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+import harness
+from harness import RESULTS, ROOT, SHARED, command_line, fmt, table, write_results
+
 # the RNN's CPU-scale sizes (the Transformer takes its recipe's sizes)
 MODEL = {"emb_size": 128, "enc_hidden": 64, "enc_layers": 1, "dec_hidden": 128, "dec_layers": 1,
          "attn_size": 128, "inf_hidden": 64, "inf_layers": 1, "dropout": 0.2, "enum_block": 100000}
@@ -85,8 +84,8 @@ def prepare(args, data_dir: Path) -> dict:
     for flag, value in (("--src-lang", args.src_lang), ("--tgt-lang", args.tgt_lang)):
         if value:
             command += [flag, value]
-    print(" ".join(command), flush=True)
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    print(shlex.join(command), flush=True)
+    harness.run(command, threads=args.threads, console=True)
     return json.loads(meta_file.read_text(encoding="utf-8"))
 
 
@@ -115,24 +114,18 @@ def train(args, mode: str, data_dir: Path, runs: Path) -> dict:
         overrides += [f"model.{k}={v}" for k, v in MODEL.items()]
     overrides += [f"train.{k}={v}" for k, v in {**TRAIN, "lr": args.lr}.items()]
     overrides += [f"data.{k}={v}" for k, v in DATA.items()]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     resume = ["--resume"] if (run_dir / "checkpoint_last.json").is_file() else []
-    log = open(runs / f"{mode}.log", "a", encoding="utf-8")
-    console = args.parallel == 1
-    started = time.perf_counter()
-    print(f"[{mode}] training ({'resuming' if resume else 'from scratch'}; log {runs / f'{mode}.log'})", flush=True)
-    subprocess.run([sys.executable, "-m", "varattn", "train", str(recipe(args, mode)), "--out", str(run_dir),
-                    *resume, *overrides], check=True, env=env, stdout=log, stderr=None if console else log)
-    seconds = time.perf_counter() - started
+    log = runs / f"{mode}.log"
+    options = {"log": log, "threads": args.threads, "console": args.parallel == 1}  # a progress bar on one
+    print(f"[{mode}] training ({'resuming' if resume else 'from scratch'}; log {log})", flush=True)
+    seconds = harness.varattn("train", recipe(args, mode), "--out", run_dir, *resume, *overrides, **options)
     history = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
     result = {"mode": mode, "seconds": seconds, "history": history}
     if not args.no_test:
         print(f"[{mode}] evaluating the best checkpoint on {args.test_split}...", flush=True)
         target = run_dir / f"{args.test_split}.json"
-        subprocess.run([sys.executable, "-m", "varattn", "evaluate", str(run_dir), "--data", str(data_dir),
-                        "--split", args.test_split, "--device", "cpu", "--json", str(target), *decoding_flags(args),
-                        *(["--no-bleu"] if args.no_bleu else [])],
-                       check=True, env=env, stdout=log, stderr=None if console else log)
+        harness.varattn("evaluate", run_dir, "--data", data_dir, "--split", args.test_split, "--device", "cpu",
+                        "--json", target, *decoding_flags(args), *(["--no-bleu"] if args.no_bleu else []), **options)
         result["test"] = json.loads(target.read_text(encoding="utf-8"))
     return result
 
@@ -152,38 +145,31 @@ def collect(run_dir: Path, mode: str, epochs: int, split: str) -> dict | None:
     return result
 
 
-def fmt(value, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
-
-
-def table(results: list[dict]) -> str:
-    lines = ["| mode | epochs | exact PPL | ELBO PPL | KL | prior entropy | best epoch | test PPL | test BLEU "
-             "| wall (min) | s/epoch |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+def modes_table(results: list[dict]) -> str:
+    rows = []
     for result in results:
         last = result["history"][-1]
         metric = "elbo_ppl" if result["mode"].startswith("vae-") else "ppl"
         best = min(result["history"], key=lambda h: h.get(metric, h["ppl"]))
         epochs = len(result["history"])
         test = result.get("test", {})
-        lines.append(
-            f"| {result['mode']} | {epochs} | {last['ppl']:.2f} | {fmt(last.get('elbo_ppl'), '.2f')} | "
-            f"{fmt(last.get('kl'), '.3f')} | {last['entropy']:.2f} | {best['epoch']} | {fmt(test.get('ppl'), '.2f')} | "
-            f"{fmt(test.get('bleu'), '.2f')} | {result['seconds'] / 60:.1f} | {result['seconds'] / epochs:.0f} |")
-    return "\n".join(lines)
+        rows.append([result["mode"], epochs, f"{last['ppl']:.2f}", fmt(last.get("elbo_ppl"), ".2f"),
+                     fmt(last.get("kl"), ".3f"), f"{last['entropy']:.2f}", best["epoch"], fmt(test.get("ppl"), ".2f"),
+                     fmt(test.get("bleu"), ".2f"), f"{result['seconds'] / 60:.1f}", f"{result['seconds'] / epochs:.0f}"])
+    return table(["mode", "epochs", "exact PPL", "ELBO PPL", "KL", "prior entropy", "best epoch", "test PPL",
+                  "test BLEU", "wall (min)", "s/epoch"], rows)
 
 
 def per_epoch(results: list[dict]) -> str:
-    modes = [r["mode"] for r in results]
-    lines = ["| epoch | " + " | ".join(modes) + " |", "| ---: |" + " ---: |" * len(modes)]
+    def cell(r: dict, e: int) -> str:
+        if e >= len(r["history"]):
+            return ""
+        h = r["history"][e]
+        return f"{h['ppl']:.2f}" + (f" / {h['elbo_ppl']:.2f}" if "elbo_ppl" in h else "")
+
     epochs = max(len(r["history"]) for r in results)
-    for e in range(epochs):
-        cells = []
-        for r in results:
-            h = r["history"][e] if e < len(r["history"]) else None
-            cells.append("" if h is None else f"{h['ppl']:.2f}" + (f" / {h['elbo_ppl']:.2f}" if "elbo_ppl" in h else ""))
-        lines.append(f"| {e + 1} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return table(["epoch", *(r["mode"] for r in results)],
+                 [[e + 1, *(cell(r, e) for r in results)] for e in range(epochs)], align="r" * (1 + len(results)))
 
 
 def decoding_note(results: list[dict]) -> str:
@@ -197,35 +183,22 @@ def decoding_note(results: list[dict]) -> str:
 
 
 def write(out: Path, args, meta: dict, results: list[dict]) -> None:
-    record = {"machine": machine(), "corpus": args.corpus, "arch": args.arch, "parallel": args.parallel,
+    record = {"corpus": args.corpus, "arch": args.arch, "parallel": args.parallel,
               "threads": args.threads, "model": MODEL if args.arch == "rnn" else f"configs/{args.corpus} recipe",
               "train": {**TRAIN, "lr": args.lr}, "data": DATA, "prepared": meta.get("settings"),
               "pairs": {k: v["pairs"] for k, v in meta["splits"].items()}, "results": results}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(record, indent=1))
     settings = meta.get("settings", {})
     text = (f"Validation ({args.corpus} {settings.get('src_lang')}→{settings.get('tgt_lang')} valid, "
             f"{meta['splits']['valid']['pairs']} pairs; pairs <= {settings.get('max_len')} BPE tokens), after "
-            f"{args.epochs} epochs; arch {args.arch}; machine: {record['machine']}\n\n{table(results)}\n\n"
+            f"{args.epochs} epochs; arch {args.arch}\n\n{modes_table(results)}\n\n"
             f"{decoding_note(results)}Per epoch: exact PPL (/ ELBO PPL)\n\n{per_epoch(results)}\n")
-    out.with_suffix(".md").write_text(text)
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        model = names[0] if names else model
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
+    write_results(out, record, text, command=command_line(__file__, args.argv), threads=args.threads)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default="multi30k", help="varattn prepare source with recipes in configs/CORPUS")
-    parser.add_argument("--shared", default=str(ROOT.parent / "shared" / "data" / "multi30k"),
+    parser.add_argument("--shared", default=str(SHARED / "multi30k"),
                         help="the corpus folder (varattn prepare --from)")
     parser.add_argument("--src-lang", default=None, help="source language (default: the corpus's)")
     parser.add_argument("--tgt-lang", default=None, help="target language (default: the corpus's)")
@@ -248,10 +221,11 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--alpha", type=float, default=None)
     g.add_argument("--eos-norm", type=float, default=None)
     g.add_argument("--decode-kmax", type=int, default=None, help="0 = the exact marginal")
-    parser.add_argument("--results", default=str(HERE / "results" / "multi30k_modes"))
+    parser.add_argument("--results", default=str(RESULTS / "multi30k_modes"))
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate the runs already in --work, cut at --epochs epochs")
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
     work = Path(args.work)
     if args.report_only:
         meta = json.loads((work / "data" / "meta.json").read_text())
