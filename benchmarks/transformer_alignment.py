@@ -16,19 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+import harness
+from harness import RESULTS, ROOT, command_line, fmt, rel, table, write_results
 
-
-def rel(path) -> str:
-    """A path as the recorded commands show it: relative to the repository when inside it."""
-    return os.path.relpath(path, ROOT) if str(Path(path).resolve()).startswith(str(ROOT)) else str(path)
 TRANSFORMER = {"encoder_layers": 2, "decoder_layers": 2, "width": 64, "heads": 4, "ffn": 128, "dropout": 0.1,
                "attention_dropout": 0.0, "inf_layers": 1}
 TRAIN = {"lr": 0.001, "decay_from_epoch": 3, "seed": 1, "progress": "false", "device": "cpu", "adam_beta2": 0.999,
@@ -47,9 +40,7 @@ def train(mode: str, cross: str, data_dir: Path, run_dir: Path, epochs: int) -> 
     started = time.perf_counter()
     if not (run_dir / "log.jsonl").is_file() or len((run_dir / "log.jsonl").read_text().splitlines()) < epochs:
         resume = ["--resume"] if (run_dir / "checkpoint_last.json").is_file() else []
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        subprocess.run([sys.executable, "-m", *command, *resume], check=True, env=env, cwd=ROOT,
-                       stdout=subprocess.DEVNULL, stderr=open(f"{run_dir}.log", "w"))
+        harness.varattn(*command[1:], *resume, log=f"{run_dir}.log", cwd=ROOT)
     return command, time.perf_counter() - started
 
 
@@ -81,24 +72,19 @@ def alignment_scores(run_dir: Path, data_dir: Path) -> dict:
     return result
 
 
-def fmt(value, digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def table(rows: list[dict]) -> str:
-    lines = ["| mode | cross-attention | valid PPL | ELBO PPL | KL | prior entropy | AER prior (soft: attention head) | "
-             "AER posterior | AER cross, mean of heads | AER best single head (layer,head) | AER worst head |",
-             "| --- | --- |" + " ---: |" * 9]
+def rows_table(rows: list[dict]) -> str:
+    cells = []
     for row in rows:
         last, aer = row["history"][-1], row["alignment"]["aer"]
         heads = row["alignment"].get("heads")
         best = row["alignment"].get("best_head")
-        lines.append(
-            f"| {row['mode']} | {row['cross']} | {fmt(last['ppl'], 2)} | {fmt(last.get('elbo_ppl'), 2)} | "
-            f"{fmt(last.get('kl'))} | {fmt(last.get('entropy'), 2)} | {fmt(aer.get('prior', aer.get('attention')))} | "
-            f"{fmt(aer.get('posterior'))} | {fmt(aer.get('cross'))} | "
-            + (f"{heads[best]:.3f} ({best}) | {max(heads.values()):.3f} |" if heads else "— | — |"))
-    return "\n".join(lines)
+        cells.append([row["mode"], row["cross"], fmt(last["ppl"]), fmt(last.get("elbo_ppl")), fmt(last.get("kl"), ".3f"),
+                      fmt(last.get("entropy")), fmt(aer.get("prior", aer.get("attention")), ".3f"),
+                      fmt(aer.get("posterior"), ".3f"), fmt(aer.get("cross"), ".3f"),
+                      *([f"{heads[best]:.3f} ({best})", f"{max(heads.values()):.3f}"] if heads else ["–", "–"])])
+    return table(["mode", "cross-attention", "valid PPL", "ELBO PPL", "KL", "prior entropy",
+                  "AER prior (soft: attention head)", "AER posterior", "AER cross, mean of heads",
+                  "AER best single head (layer,head)", "AER worst head"], cells, align="ll" + "r" * 9)
 
 
 def main() -> None:
@@ -108,7 +94,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=6000)
     parser.add_argument("--lr", type=float, default=TRAIN["lr"])
     parser.add_argument("--runs", nargs="+", default=[f"{m}:{c}" for m, c in RUNS], help="mode:cross_attention")
-    parser.add_argument("--results", default=str(HERE / "results" / "transformer_alignment"))
+    parser.add_argument("--results", default=str(RESULTS / "transformer_alignment"))
     args = parser.parse_args()
     TRAIN["lr"] = args.lr
     work = Path(args.work)
@@ -116,8 +102,9 @@ def main() -> None:
     data_dir = work / "data"
     prepare = ["varattn", "prepare", "synthetic", "--out", rel(data_dir), "--pairs", str(args.pairs), "--seed", "1"]
     if not (data_dir / "meta.json").is_file():
-        subprocess.run([sys.executable, "-m", *prepare], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    rows = []
+        harness.varattn(*prepare[1:], cwd=ROOT, console=True)
+    rows, text = [], "no runs\n"
+    script = command_line(__file__)
     for item in args.runs:
         mode, cross = item.split(":")
         run_dir = work / f"{mode}-{cross}"
@@ -126,17 +113,15 @@ def main() -> None:
         rows.append({"mode": mode, "cross": cross, "seconds": seconds, "history": history,
                      "alignment": alignment_scores(run_dir, data_dir), "command": " ".join(command)})
         record = {"epochs": args.epochs, "transformer": TRANSFORMER, "train": TRAIN, "data": DATA,
-                  "prepare": " ".join(prepare), "script": " ".join(["python", *sys.argv]),
-                  "rows": rows}
-        out = Path(args.results)
-        out.with_suffix(".json").write_text(json.dumps(record, indent=1))
-        text = (f"Synthetic corpus ({args.pairs} pairs, gold word links), {args.epochs} epochs, Adam {args.lr:g}, one CPU thread. "
-                "AER on the test split: argmax word links, no threshold (lower is better). Validation scores "
-                "from the last epoch.\n\n" + table(rows) + "\n\nCommands (`" + record["script"] + "` runs them all):\n\n    " + " ".join(prepare) + "\n"
-                + "".join(f"    {row['command']}\n" for row in rows))
-        out.with_suffix(".md").write_text(text)
+                  "prepare": " ".join(prepare), "script": script, "rows": rows}
+        text = (f"Synthetic corpus ({args.pairs} pairs, gold word links), {args.epochs} epochs, Adam {args.lr:g}, "
+                "one CPU thread. AER on the test split: argmax word links, no threshold (lower is better). "
+                "Validation scores from the last epoch.\n\n" + rows_table(rows) + f"\n\nCommands (`{script}` runs "
+                "them all):\n\n    " + " ".join(prepare) + "\n" + "".join(f"    {row['command']}\n" for row in rows))
+        # STEM.json and STEM.md, as before: a suffix given with --results is replaced
+        write_results(Path(args.results).with_suffix(""), record, text, command=script, threads=1)
         print(f"{mode} {cross}: done", flush=True)
-    print(Path(args.results).with_suffix(".md").read_text())
+    print(text)
 
 
 if __name__ == "__main__":
