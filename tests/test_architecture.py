@@ -211,17 +211,23 @@ def _toy_architecture():
     import torch
     from torch import nn
 
+    from dataclasses import dataclass
+
+    from varattn.config import Section, positive
     from varattn.data.vocab import PAD
     from varattn.latent import LatentOutput, get_mode
     from varattn.models.protocol import DecodeStep
     from varattn.modules.output import OutputLayer, TokenLikelihood
 
-    class BagOfSourceWords(nn.Module):
-        width = 16
+    @dataclass
+    class BagConfig(Section):
+        width: int = positive(16, "embedding and GRU size")
 
+    class BagOfSourceWords(nn.Module):
         def __init__(self, config, src_vocab: int, tgt_vocab: int):
             super().__init__()
             self.config, self.mode = config.model, get_mode(config.model.mode)
+            self.width = config.bag.width
             self.src_embedding = nn.Embedding(src_vocab, self.width, padding_idx=PAD)
             self.tgt_embedding = nn.Embedding(tgt_vocab, self.width, padding_idx=PAD)
             self.decoder = nn.GRU(self.width, self.width, batch_first=True)
@@ -254,7 +260,7 @@ def _toy_architecture():
                                                         encoded.mask, prior, soft=self.mode.soft_context, kmax=kmax)
             return DecodeStep(log_probs, prior, _BagState(hidden))
 
-    return BagOfSourceWords
+    return BagOfSourceWords, BagConfig
 
 
 def _toy_task():
@@ -339,18 +345,26 @@ def test_a_new_architecture_and_a_new_task_are_registered_from_one_file_and_trai
     from varattn.tasks import base
     from varattn.training.trainer import Trainer
 
+    from varattn.config import registry as sections
+
     task, write_folder = _toy_task()
     monkeypatch.setattr(registry, "ARCHITECTURES", dict(registry.ARCHITECTURES))
     monkeypatch.setattr(base, "TASKS", dict(base.TASKS))
-    registry.register_architecture("bag", _toy_architecture())
+    monkeypatch.setattr(sections, "_SECTIONS", dict(sections._SECTIONS))
+    monkeypatch.setattr(sections, "_OWNERS", dict(sections._OWNERS))
+    model_class, settings = _toy_architecture()
+    registry.register_architecture("bag", model_class, settings=settings)
     base.register_task(task.name, task)
     write_folder(tmp_path / "words")
     config = config_lib.load(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml",
                              [f"data.dir={tmp_path / 'words'}", "model.arch=bag", "model.mode=marginal",
                               "data.max_tokens=120", "train.epochs=2", "train.progress=false", "train.device=cpu",
-                              "train.bf16=false", "train.lr=0.01"])
+                              "train.bf16=false", "train.lr=0.01", "bag.width=12"])
+    with pytest.raises(config_lib.UserError, match="bag.width=0 must be positive"):
+        config_lib.apply_overrides(config_lib.Config(), ["bag.width=0"]).validate()
     trainer = Trainer(config, tmp_path / "run")
-    assert type(trainer.model).__name__ == "BagOfSourceWords"
+    assert type(trainer.model).__name__ == "BagOfSourceWords" and trainer.model.width == 12
+    assert config_lib.load(tmp_path / "run" / "config.yaml").bag.width == 12  # the run's config has the section
     first = trainer.validate()["ppl"]
     trainer.run()
     last = trainer.validate()["ppl"]
@@ -360,3 +374,40 @@ def test_a_new_architecture_and_a_new_task_are_registered_from_one_file_and_trai
     src = torch.tensor([split.src(0).tolist()])
     found = beam_search(trainer.model.eval(), src, torch.tensor([src.size(1)]), beam=3, max_len_b=8)
     assert found[0] and all(0 <= t < trainer.data.vocab_size for t in found[0][0].tokens)
+
+
+def test_every_config_section_is_owned_by_a_registered_component():
+    """A section belongs to the core (varattn.config.sections), to a registered architecture's module, or
+    to a module a registered task's module imports; its class lives in the module that owns it."""
+    import importlib
+
+    from varattn import config as config_lib
+    from varattn.models import registry
+    from varattn.tasks import base
+
+    def module_of(entry) -> str:
+        return entry.partition(":")[0] if isinstance(entry, str) else entry.__module__
+
+    architectures = {module_of(entry) for entry in registry.ARCHITECTURES.values()}
+    known = modules()
+    task_imports = {target for entry in base.TASKS.values()
+                    for target, _ in imports(known[module_of(entry)], known)}
+    for name, settings in config_lib.sections().items():
+        owner = config_lib.section_owner(name)
+        assert settings.__module__ == owner, f"section {name}: {settings.__qualname__} is not defined in {owner}"
+        assert owner == "varattn.config.sections" or owner in architectures or owner in task_imports, \
+            f"section {name} is owned by {owner}, which is no registered architecture or task"
+        assert importlib.import_module(owner)
+
+
+def test_a_section_must_be_a_typed_section_dataclass():
+    from dataclasses import dataclass
+
+    from varattn.config import register_section
+
+    @dataclass
+    class Loose:
+        size: int = 3
+
+    with pytest.raises(TypeError, match="subclassing varattn.config.Section"):
+        register_section("loose", Loose, owner=__name__)

@@ -194,7 +194,7 @@ def train_tiny(root: Path, mode: str, *extra: str) -> Path:
     if (out / "checkpoint_best.json").is_file():  # trained by an earlier test of this module
         return out
     model = [f"model.{k}={v}" for k, v in TINY_MODEL.items()]
-    status = main(["train", str(CONFIGS / "soft.yaml"), "--out", str(out), f"data.dir={root / 'data'}",
+    status = main(["train", str(CONFIGS / "rnn.yaml"), "model.mode=soft", "--out", str(out), f"data.dir={root / 'data'}",
                    f"model.mode={mode}", *model, "train.epochs=3", "train.lr=0.01", "train.device=cpu",
                    "train.max_seconds=0", "data.max_tokens=300", *extra])
     assert status == 0

@@ -15,7 +15,7 @@ from conftest import tiny_config
 
 @pytest.mark.parametrize("mode", MODES)
 def test_every_mode_trains_and_reports(synthetic_data, tmp_path, mode):
-    extra = {"dirichlet_warmup_steps": 2} if mode == "vae-dirichlet" else {}
+    extra = {"warmup_steps": 2} if mode == "vae-dirichlet" else {}
     config = tiny_config(synthetic_data, mode, max_steps=4, eval_samples=3, lr=0.01, **extra)
     if mode == "vae-rws":
         config.model.samples = 3

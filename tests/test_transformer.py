@@ -50,7 +50,7 @@ def model_of(mode, src_vocab=30, tgt_vocab=25, **transformer):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_every_mode_trains_and_reports(synthetic_data, tmp_path, mode):
-    extra = {"dirichlet_warmup_steps": 2} if mode == "vae-dirichlet" else {}
+    extra = {"warmup_steps": 2} if mode == "vae-dirichlet" else {}
     config = tiny_transformer(synthetic_data, mode, max_steps=6, eval_samples=3, lr=0.01, **extra)
     if mode == "vae-rws":
         config.model.samples = 3
@@ -237,7 +237,7 @@ def test_command_line_train_evaluate_translate_align(synthetic_data, tmp_path, c
     run = tmp_path / "run"
     overrides = [f"data.dir={synthetic_data}", "data.max_tokens=400", "train.epochs=1", "train.max_steps=4",
                  "train.progress=false", "train.device=cpu", *[f"transformer.{k}={v}" for k, v in TINY.items()]]
-    assert main(["train", "configs/multi30k/transformer-vae-enum.yaml", "--out", str(run), *overrides]) == 0
+    assert main(["train", "configs/multi30k/transformer.yaml", "model.mode=vae-enum", "--out", str(run), *overrides]) == 0
     result = tmp_path / "eval.json"
     assert main(["evaluate", str(run), "--data", str(synthetic_data), "--split", "test", "--beam", "2",
                  "--json", str(result)]) == 0

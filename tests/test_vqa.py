@@ -162,8 +162,8 @@ def test_cli_train_and_evaluate(corpus, tmp_path, capsys):
     run = tmp_path / "run"
     overrides = [f"data.dir={corpus}", "train.epochs=1", "train.max_steps=5", "train.progress=false",
                  "train.device=cpu", *(f"vqa.{k}={v}" for k, v in SMALL.items())]
-    recipe = Path(__file__).resolve().parents[1] / "configs" / "vqa" / "vae-enum.yaml"
-    assert main(["train", str(recipe), "--out", str(run), *overrides]) == 0
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "vqa" / "vqa2.yaml"
+    assert main(["train", str(recipe), "--out", str(run), "model.mode=vae-enum", *overrides]) == 0
     assert (run / "data" / "answers.json").is_file() and not (run / "data" / "features.npy").exists()
     capsys.readouterr()
     out_json = tmp_path / "scores.json"

@@ -24,15 +24,15 @@ class Mode:
     enumerable: its likelihood under the prior can be marginalised exactly over positions (and
         therefore by K-max truncation); False for ``soft`` (no latent variable) and ``vae-dirichlet``
         (continuous z).
-    sampled: the training objective draws discrete samples (REINFORCE or importance weights).
-    relaxed: the training objective uses a continuous relaxation (Gumbel-softmax or Dirichlet).
-    warmup: has a warm-up objective for its first steps (``train.dirichlet_warmup_steps``).
+    warmup: has a warm-up objective for its first steps (``train.warmup_steps``).
     soft_context: the model predicts from the expected context (no latent variable at test time).
     chain: the alignments of one sequence form a first-order chain (:mod:`varattn.latent.chain`): the
         model also gives jump scores, and the likelihood, its K-max truncation, posteriors and decoding
         run over the whole sequence, not query by query.
     residual_posterior: q's scores are by default the prior's plus the inference network's (see
         :func:`varattn.latent.posterior_scores`), not the network's alone.
+    defaults: ``(("section.field", value), ...)``: settings this mode needs other than their general
+        default, applied where a recipe or an override does not set them (vae-rws's sample count).
     loss: the objective's function (private to :mod:`varattn.latent.objectives`).
     validation: the quantity that selects checkpoints: ``"nll"`` or ``"elbo"`` (the paper selects
         variational models by the bound they optimise).
@@ -41,12 +41,11 @@ class Mode:
     name: str
     posterior: bool = False
     enumerable: bool = True
-    sampled: bool = False
-    relaxed: bool = False
     warmup: bool = False
     soft_context: bool = False
     residual_posterior: bool = False
     chain: bool = False
+    defaults: tuple[tuple[str, Any], ...] = ()
     loss: Callable[[Any], Any] = field(default=None, compare=False, repr=False)  # the objective's function
 
     @property

@@ -2,8 +2,8 @@
 
 An architecture is a class ``Model(config: Config, src_vocab: int, tgt_vocab: int)`` whose forward pass
 returns a :class:`varattn.latent.LatentOutput` and which implements the decoding protocol
-(:mod:`varattn.models.protocol`). Registering it here (a ``module:Class`` line, imported on first use)
-is all the trainer, evaluation, search and alignment need.
+(:mod:`varattn.models.protocol`). Registering it (:func:`register_architecture`, from its own module,
+which :mod:`varattn.models` imports) is all the trainer, evaluation, search and alignment need.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import importlib
 
 from torch import nn
 
+from varattn.config import register_section
+
 #: model.arch -> "module:Class" (imported on first use) or the class
 ARCHITECTURES: dict[str, str | type[nn.Module]] = {
-    "rnn": "varattn.models.seq2seq:Seq2Seq",
-    "transformer": "varattn.models.transformer:TransformerSeq2Seq",
+    "rnn": "varattn.models.seq2seq:Seq2Seq",  # reads the model section; the others register themselves
 }
 
 
@@ -30,9 +31,13 @@ def architecture(name: str) -> type[nn.Module]:
     return entry
 
 
-def register_architecture(name: str, model: str | type[nn.Module]) -> None:
+def register_architecture(name: str, model: str | type[nn.Module], settings: type | None = None) -> None:
     """Make ``model`` (a class with ``from_config(config, src_vocab, tgt_vocab)``, or ``"module:Class"``)
-    the architecture ``model.arch: name`` builds — all a new architecture needs besides its own file."""
+    the architecture ``model.arch: name`` builds, with its own config section ``name`` when ``settings``
+    (a :class:`varattn.config.Section` dataclass) is given — all a new architecture needs besides its
+    own file."""
+    if settings is not None:
+        register_section(name, settings, owner=settings.__module__)
     ARCHITECTURES[name] = model
 
 

@@ -25,14 +25,47 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from varattn.config import TransformerConfig
+from varattn.config import Section, count, fraction, positive, setting
 from varattn.data.vocab import PAD
 from varattn.errors import UserError
 from varattn.latent import LatentOutput, get_mode, posterior_scores
 from varattn.models.chain_decoding import ChainState, chain_step
 from varattn.models.protocol import CrossAttentionMaps, DecodeStep
+from varattn.models.registry import register_architecture
 from varattn.modules.jumps import JumpScores
 from varattn.modules.output import OutputLayer, SourceLikelihood, TokenLikelihood
+
+
+@dataclass
+class TransformerConfig(Section):
+    """The ``transformer`` section (``model.arch: transformer``, docs/design.md §5b): pre-LayerNorm
+    encoder-decoder, a single-head latent alignment on the top decoder state. Defaults are the IWSLT'14
+    small Transformer's sizes; ``model.mode``, ``output_size``, ``samples``, ``temperature`` and
+    ``enum_block`` come from the model section."""
+
+    encoder_layers: int = positive(6, "encoder layers")
+    decoder_layers: int = positive(6, "decoder layers")
+    width: int = positive(512, "model width")
+    heads: int = positive(4, "attention heads (the latent alignment is one more, single head)")
+    ffn: int = positive(1024, "feed-forward width")
+    dropout: float = fraction(0.3, "dropout on residual branches")
+    attention_dropout: float = fraction(0.1, "dropout on attention weights")
+    positions: str = setting("sinusoidal", "sinusoidal | learned", choices=("sinusoidal", "learned"),
+                             kind="kind of position")
+    max_positions: int = positive(1024, "learned positions only")
+    cross_attention: str = setting("all", "soft cross-attention in the decoder layers: all | none | detached",
+                                   choices=("all", "none", "detached"))
+    align_size: int = count(0, "query/key size of the latent alignment attention; 0 = width")
+    inf_layers: int = positive(2, "the inference network's Transformer encoder over the target")
+    label_smoothing: float = fraction(0.0, "soft mode only: the latent modes need the true likelihood")
+
+    def check(self, config, fail, origins) -> None:
+        if self.width % self.heads:
+            fail("transformer.heads", f"does not divide transformer.width={self.width}", "pick heads dividing the width")
+        if self.label_smoothing > 0 and config.model.arch == "transformer" and get_mode(config.model.mode).latent:
+            fail("transformer.label_smoothing", f"is for soft mode only (model.mode={config.model.mode})",
+                 "set it to 0: the latent modes need the true likelihood")
+
 
 
 def sinusoids(positions: Tensor, width: int) -> Tensor:
@@ -449,3 +482,6 @@ class TransformerSeq2Seq(nn.Module, CrossAttentionMaps):
         layer, head = self.export_heads
         maps = maps.mean(0) if layer is None else maps[layer]
         return maps.mean(0) if head is None else maps[head]
+
+
+register_architecture("transformer", TransformerSeq2Seq, settings=TransformerConfig)

@@ -35,8 +35,27 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from varattn import latent
-from varattn.config import Config, ModelConfig, VQAConfig
+from varattn.config import Config, ModelConfig, Section, fraction, positive, register_section, setting
 from varattn.errors import UserError
+
+
+@dataclass
+class VQAConfig(Section):
+    """The ``vqa`` section: the visual question answering model (the paper's Appendix B sizes);
+    ``model.mode``, ``samples`` and ``temperature`` come from the model section."""
+
+    word_emb: int = positive(300, "question word embedding size")
+    glove: str = setting("", "optional GloVe-format text file to initialise the word embeddings")
+    question_hidden: int = positive(1024, "question LSTM size")
+    attn_hidden: int = positive(1024, "prior attention MLP size")
+    classifier_hidden: int = positive(1024, "answer MLP hidden size")
+    answer_emb: int = positive(256, "answer embedding size (inference network)")
+    inf_hidden: int = positive(1024, "inference network hidden size")
+    dropout: float = fraction(0.5, "dropout before the answer layer")
+    batch_size: int = positive(512, "questions per batch")
+
+
+register_section("vqa", VQAConfig, owner=__name__)
 
 
 def vqa_supports(mode: latent.Mode) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from varattn.config import Config
+from varattn.config import Config, register_section
 from varattn.errors import UserError
 
 
@@ -78,9 +78,12 @@ TASKS: dict[str, str | type[Task]] = {
 }
 
 
-def register_task(name: str, task: str | type[Task]) -> None:
+def register_task(name: str, task: str | type[Task], settings: type | None = None) -> None:
     """Make ``task`` (a :class:`Task` subclass, or ``"module:Class"``) the task of folders whose meta.json
-    says ``"task": name`` — all a new task needs besides its own package."""
+    says ``"task": name``, with its own config section ``name`` when ``settings`` (a
+    :class:`varattn.config.Section` dataclass) is given — all a new task needs besides its own package."""
+    if settings is not None:
+        register_section(name, settings, owner=settings.__module__)
     TASKS[name] = task
 
 

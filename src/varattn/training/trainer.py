@@ -208,7 +208,7 @@ class Trainer:
 
     def _warmup(self) -> bool:
         cfg = self.config
-        return get_mode(cfg.model.mode).warmup and self.progress.step < cfg.train.dirichlet_warmup_steps
+        return get_mode(cfg.model.mode).warmup and self.progress.step < cfg.train.warmup_steps
 
     def validate(self) -> dict:
         scores = self.task.score(self.model, self.valid_split, self.device, self.config)
