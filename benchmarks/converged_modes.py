@@ -51,7 +51,7 @@ MODE_SETTINGS = {
     "vae-rws": {"model.samples": 5},
     # q = prior + inference network (the default): with the paper's independent q the prior stays flat, and
     # the paper's warm-up collapses it at the switch (vae_dirichlet.md)
-    "vae-dirichlet": {"train.dirichlet_warmup_steps": 0, "model.posterior_param": "residual"},
+    "vae-dirichlet": {"train.warmup_steps": 0, "model.posterior_param": "residual"},
 }
 PREPARE = ["--bpe-merges", "2000", "--max-len", "14", "--filter-eval"]
 SYNTHETIC = ["--pairs", "4000", "--seed", "1"]
@@ -126,7 +126,7 @@ def do_job(job: dict, args, work: Path) -> dict:
             prepare(work, "data-m30k", ["multi30k", "--from", str(args.shared), *PREPARE], args.threads))
     run_dir = work / "runs" / job["name"]
     log = work / "logs" / f"{job['name']}.log"
-    recipe = ROOT / "configs" / ("quickstart.yaml" if synthetic else f"multi30k/{job['mode']}.yaml")
+    recipe = ROOT / "configs" / ("quickstart.yaml" if synthetic else "multi30k/rnn.yaml")
     resume = ["--resume"] if (run_dir / "checkpoint_last.json").is_file() else []
     started = time.perf_counter()
     run([sys.executable, "-m", "varattn", "train", str(recipe), "--out", str(run_dir), *resume,
@@ -291,7 +291,7 @@ HOW = """## How it was run
 
 Data: `varattn prepare multi30k --from ../shared/data/multi30k --bpe-merges 2000 --max-len 14 --filter-eval`
 (Multi30k De-En: 8,691 training pairs, 301 validation, 323 test; pairs of at most 14 BPE tokens).
-Model: the recipe `configs/multi30k/MODE.yaml` with {model}. Training: batches of 400 padded tokens
+Model: the recipe `configs/multi30k/rnn.yaml` with `model.mode=MODE` and {model}. Training: batches of 400 padded tokens
 (547 updates an epoch), Adam, gradient norm 5, the learning rate halved after every epoch (from the
 second) whose validation metric is not the best so far, training over at the first such epoch at lr/8, at
 most 20 epochs; the best checkpoint by the validation metric (exact PPL; ELBO PPL with q for `vae-*`).

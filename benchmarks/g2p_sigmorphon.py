@@ -1,7 +1,7 @@
 """Grapheme-to-phoneme conversion on SIGMORPHON 2021 task 1, medium subtask (issue 23).
 
 Protocol: every language of ``--langs`` (default the ten medium ones) is prepared with ``varattn prepare
-sigmorphon-g2p`` and trained with ``configs/g2p/MODE.yaml`` for every mode of ``--modes`` (default soft,
+sigmorphon-g2p`` and trained with ``configs/g2p/rnn.yaml model.mode=MODE`` for every mode of ``--modes`` (default soft,
 marginal, hard-enum, vae-enum), seed 1. Each run's best checkpoint (the mode's validation perplexity)
 is decoded with beam 5 on dev and on test (``varattn evaluate``): modes are compared on dev (macro dev
 WER over the languages every mode finished); test is reported, never used to choose. ``--seeds 2 3`` for
@@ -67,7 +67,7 @@ def do_job(work: Path, shared: Path, lang: str, mode: str, seed: int, overrides:
     log = work / "logs" / f"{name}.log"
     if log.exists():
         log.unlink()
-    train = ["train", f"configs/g2p/{mode}.yaml", "--out", rel(run_dir), f"data.dir={rel(data)}",
+    train = ["train", "configs/g2p/rnn.yaml", f"model.mode={mode}", "--out", rel(run_dir), f"data.dir={rel(data)}",
              f"train.seed={seed}", *overrides]
     if (run_dir / "config.yaml").is_file():
         train.insert(1, "--resume")

@@ -3,7 +3,7 @@ between modes in issue 16).
 
 Prepares the corpus once (``varattn prepare CORPUS``; by default Multi30k De-En, pairs <= 15 tokens, a
 3k-merge joint BPE, evaluation splits filtered too), trains one small model per mode for the same number
-of epochs with ``varattn train`` from the corpus recipe of each mode (``configs/CORPUS/[ARCH-]MODE.yaml``,
+of epochs with ``varattn train`` from the corpus recipe of each mode (``configs/CORPUS/ARCH.yaml`` with ``model.mode=MODE``,
 so every mode decodes with the recipe's beam, α and eos_norm), records per-epoch validation scores (exact
 PPL under the prior, ELBO PPL with q, KL, prior entropy) and wall time, then evaluates each mode's best
 checkpoint on the test split with ``varattn evaluate`` (test PPL and BLEU of beam search over the exact
@@ -90,10 +90,10 @@ def prepare(args, data_dir: Path) -> dict:
 
 
 def recipe(args, mode: str) -> Path:
-    prefix = "" if args.arch == "rnn" else f"{args.arch}-"
-    path = ROOT / "configs" / args.corpus / f"{prefix}{mode}.yaml"
+    """The corpus recipe of the architecture (the mode is an override)."""
+    path = ROOT / "configs" / args.corpus / f"{args.arch}.yaml"
     if not path.is_file():
-        raise SystemExit(f"{path}: no recipe for mode {mode} with --arch {args.arch} on {args.corpus}")
+        raise SystemExit(f"{path}: no recipe for --arch {args.arch} on {args.corpus}")
     return path
 
 
@@ -112,7 +112,7 @@ def train(args, mode: str, data_dir: Path, runs: Path) -> dict:
                  f"train.epochs={args.epochs}", f"train.progress={'true' if args.parallel == 1 else 'false'}"]
     if args.arch == "rnn":
         overrides += [f"model.{k}={v}" for k, v in MODEL.items()]
-    overrides += [f"train.{k}={v}" for k, v in {**TRAIN, "lr": args.lr}.items()]
+    overrides += [f"train.{k}={v}" for k, v in {**TRAIN, "lr": args.lr, "seed": args.seed}.items()]
     overrides += [f"data.{k}={v}" for k, v in DATA.items()]
     resume = ["--resume"] if (run_dir / "checkpoint_last.json").is_file() else []
     log = runs / f"{mode}.log"
@@ -185,7 +185,7 @@ def decoding_note(results: list[dict]) -> str:
 def write(out: Path, args, meta: dict, results: list[dict]) -> None:
     record = {"corpus": args.corpus, "arch": args.arch, "parallel": args.parallel,
               "threads": args.threads, "model": MODEL if args.arch == "rnn" else f"configs/{args.corpus} recipe",
-              "train": {**TRAIN, "lr": args.lr}, "data": DATA, "prepared": meta.get("settings"),
+              "train": {**TRAIN, "lr": args.lr, "seed": args.seed}, "data": DATA, "prepared": meta.get("settings"),
               "pairs": {k: v["pairs"] for k, v in meta["splits"].items()}, "results": results}
     settings = meta.get("settings", {})
     text = (f"Validation ({args.corpus} {settings.get('src_lang')}→{settings.get('tgt_lang')} valid, "
@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-len", type=int, default=15, help="longest pair kept (BPE tokens); 0 = all")
     parser.add_argument("--no-filter-eval", dest="filter_eval", action="store_false",
                         help="keep long pairs in the evaluation splits")
-    parser.add_argument("--arch", default="rnn", help="model.arch (recipes configs/CORPUS/[ARCH-]MODE.yaml)")
+    parser.add_argument("--seed", type=int, default=TRAIN["seed"], help="train.seed of every run")
+    parser.add_argument("--arch", default="rnn", help="model.arch (recipe configs/CORPUS/ARCH.yaml)")
     parser.add_argument("--work", default=str(ROOT / "runs" / "bench-multi30k"))
     parser.add_argument("--modes", nargs="+", default=["soft", "vae-enum", "marginal", "vae-sample", "hard-enum"])
     parser.add_argument("--epochs", type=int, default=8)

@@ -167,7 +167,8 @@ class Runner:
         if self.cfg.arch == "rnn":
             self.model = Seq2Seq(self.cfg, pairs.src_vocab, pairs.tgt_vocab).to(dev.device)
         else:  # another architecture of the registry, with its section's sizes (the setting's, else its defaults)
-            from varattn.config import Config, TransformerConfig
+            from varattn.config import Config
+            from varattn.models.transformer import TransformerConfig
             from varattn.models.registry import build_translation_model
 
             whole = Config(model=self.cfg, transformer=TransformerConfig(**setting.get("transformer", {})))
@@ -310,7 +311,7 @@ def run(args) -> dict:
     if cfg.arch == "rnn":
         output_size = cfg.output_size or cfg.dec_hidden
     else:  # the Transformer's output layer reads o = tanh(W [h; c]) of its width by default
-        from varattn.config import TransformerConfig
+        from varattn.models.transformer import TransformerConfig
 
         output_size = cfg.output_size or TransformerConfig(**setting.get("transformer", {})).width
     modes = args.modes

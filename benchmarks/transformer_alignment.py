@@ -36,7 +36,7 @@ def train(mode: str, cross: str, data_dir: Path, run_dir: Path, epochs: int) -> 
                  "model.enum_block=100000"]
     overrides += [f"transformer.{k}={v}" for k, v in TRANSFORMER.items()]
     overrides += [f"train.{k}={v}" for k, v in TRAIN.items()] + [f"data.{k}={v}" for k, v in DATA.items()]
-    command = ["varattn", "train", f"configs/multi30k/transformer-{mode}.yaml", "--out", rel(run_dir), *overrides]
+    command = ["varattn", "train", "configs/multi30k/transformer.yaml", f"model.mode={mode}", "--out", rel(run_dir), *overrides]
     started = time.perf_counter()
     if not (run_dir / "log.jsonl").is_file() or len((run_dir / "log.jsonl").read_text().splitlines()) < epochs:
         resume = ["--resume"] if (run_dir / "checkpoint_last.json").is_file() else []

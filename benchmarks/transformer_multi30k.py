@@ -49,7 +49,7 @@ def command(mode: str, data_dir: Path, run_dir: Path, epochs: int, extra: list[s
     overrides += [f"train.{k}={v}" for k, v in TRAIN.items()]
     overrides += [f"data.{k}={v}" for k, v in DATA.items()]
     overrides += [f"model.{k}={v}" for k, v in MODEL.items()]
-    return ["varattn", "train", f"configs/multi30k/transformer-{mode}.yaml", "--out", rel(run_dir),
+    return ["varattn", "train", "configs/multi30k/transformer.yaml", f"model.mode={mode}", "--out", rel(run_dir),
             *overrides, *extra]
 
 

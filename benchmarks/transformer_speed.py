@@ -30,7 +30,8 @@ import torch
 
 from harness import RESULTS, command_line, machine, table, write_results
 from varattn import latent
-from varattn.config import Config, ModelConfig, TransformerConfig
+from varattn.config import Config, ModelConfig
+from varattn.models.transformer import TransformerConfig
 from varattn.models.registry import build_translation_model
 from workloads import IWSLT, Device, load_pairs, make_batches
 

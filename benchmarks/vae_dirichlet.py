@@ -35,11 +35,11 @@ HERE = Path(__file__).resolve().parent
 LR = {"train.lr": 0.003}
 PAPER_Q = {"model.posterior_param": "independent"}  # the form these variants were measured with
 VARIANTS = {  # name -> (mode, overrides on top of vae_sample.TRAIN)
-    "w500": ("vae-dirichlet", {**LR, **PAPER_Q, "train.dirichlet_warmup_steps": 500}),
-    "w0": ("vae-dirichlet", {**LR, **PAPER_Q, "train.dirichlet_warmup_steps": 0}),
-    "w2000": ("vae-dirichlet", {**LR, **PAPER_Q, "train.dirichlet_warmup_steps": 2000}),
-    "w500-lr1": ("vae-dirichlet", {"train.lr": 0.001, **PAPER_Q, "train.dirichlet_warmup_steps": 500}),
-    "residual": ("vae-dirichlet", {**LR, "model.posterior_param": "residual", "train.dirichlet_warmup_steps": 0}),
+    "w500": ("vae-dirichlet", {**LR, **PAPER_Q, "train.warmup_steps": 500}),
+    "w0": ("vae-dirichlet", {**LR, **PAPER_Q, "train.warmup_steps": 0}),
+    "w2000": ("vae-dirichlet", {**LR, **PAPER_Q, "train.warmup_steps": 2000}),
+    "w500-lr1": ("vae-dirichlet", {"train.lr": 0.001, **PAPER_Q, "train.warmup_steps": 500}),
+    "residual": ("vae-dirichlet", {**LR, "model.posterior_param": "residual", "train.warmup_steps": 0}),
 }
 
 

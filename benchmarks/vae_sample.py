@@ -59,7 +59,7 @@ VARIANTS = {  # name -> (mode, overrides on top of TRAIN)
     "gumbel-lr3": ("vae-gumbel", {"train.lr": 0.003}),
     "gumbel-t05-lr3": ("vae-gumbel", {"train.lr": 0.003, "model.temperature": 0.5}),
     "rws-lr3": ("vae-rws", {"train.lr": 0.003, "model.samples": 5}),  # the recipe's K
-    "dirichlet-lr3": ("vae-dirichlet", {"train.lr": 0.003, "train.dirichlet_warmup_steps": 500}),
+    "dirichlet-lr3": ("vae-dirichlet", {"train.lr": 0.003, "train.warmup_steps": 500}),
 }
 
 

@@ -55,7 +55,7 @@ def test_language_pair_recipe_decoding_and_bleu_per_mode(mini_multi30k, tmp_path
     assert (meta["settings"]["src_lang"], meta["settings"]["tgt_lang"]) == ("en", "de")
     record = json.loads(results.with_suffix(".json").read_text())
     recipe = _script().recipe(type("A", (), {"arch": "rnn", "corpus": "multi30k"})(), "vae-enum")
-    assert recipe.name == "vae-enum.yaml"
+    assert recipe.name == "rnn.yaml"
     for result in record["results"]:
         decoding = result["test"]["decoding"]
         assert decoding["beam"] == 3 and decoding["eos_norm"] == 3.0 and decoding["kmax"] == 0  # recipe + override
