@@ -1,5 +1,5 @@
 """Beam-search decoding speed (issue 5): sentences per second of beam-10 decoding of the first N lines of
-IWSLT'14 De-En ``test.de.bpe`` with a paper-size model (DESIGN §3: embeddings 512, 2-layer BiLSTM encoder of
+IWSLT'14 De-En ``test.de.bpe`` with a paper-size model (docs/design.md §3: embeddings 512, 2-layer BiLSTM encoder of
 512 per direction, 2-layer LSTM decoder of 768, attention 512), for the three next-word distributions:
 the exact marginal ``log Σ_s p(s) p(y|s)``, K-max (K = 5), and soft attention.
 

@@ -32,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-# The paper's sizes (DESIGN §3; ModelConfig's defaults), written out so the record says what ran.
+# The paper's sizes (docs/design.md §3; ModelConfig's defaults), written out so the record says what ran.
 PAPER = {"emb_size": 512, "enc_hidden": 512, "enc_layers": 2, "dec_hidden": 768, "dec_layers": 2,
          "attn_size": 512, "inf_hidden": 512, "inf_layers": 2, "dropout": 0.3}
 TINY = {"emb_size": 32, "enc_hidden": 32, "enc_layers": 1, "dec_hidden": 64, "dec_layers": 1,

@@ -56,7 +56,7 @@ PEER_PACKAGES = ["OpenNMT-py==3.5.1", "pyonmttok==1.38.1", "configargparse==1.9.
 # emb, encoder hidden per direction, decoder hidden (= attention = output layer), layers
 SETTINGS = {
     "256": {"emb": 256, "enc": 128, "dec": 256, "layers": 1, "max_tokens": 4096},
-    # the paper's sizes (DESIGN §3) except the encoder: OpenNMT-py's RNN decoder starts from the encoder's
+    # the paper's sizes (docs/design.md §3) except the encoder: OpenNMT-py's RNN decoder starts from the encoder's
     # final state and requires equal sizes, so 2 x 384 per direction (768) instead of 2 x 512
     "paper": {"emb": 512, "enc": 384, "dec": 768, "layers": 2, "max_tokens": 4096},
 }

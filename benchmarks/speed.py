@@ -69,7 +69,7 @@ ENUMERATING = ("marginal", "hard-enum", "vae-enum")
 IWSLT_EPOCH_TOKENS = 3.6e6  # target tokens of an IWSLT'14 De-En training epoch (issue 7)
 
 SETTINGS = {
-    # the paper's sizes (DESIGN §3, ModelConfig's defaults); full IWSLT validation vocabularies
+    # the paper's sizes (docs/design.md §3, ModelConfig's defaults); full IWSLT validation vocabularies
     "paper": {"model": {}, "vocab": 0, "batch_tokens": 4096, "steps": 5, "warmup": 2},
     # a third-width model on a 1,000-token vocabulary: every mode in a few minutes on two CPU cores
     "small": {"model": {"emb_size": 128, "enc_hidden": 128, "dec_hidden": 256, "attn_size": 128,

@@ -62,7 +62,7 @@ def random_pairs(count: int = 7, seed: int = 2) -> list[tuple[list[int], list[in
 
 def brute_force(model: Seq2Seq, pairs, k: int = 2) -> dict:
     """Perplexity, K-max perplexity and prior entropy with explicit loops over sentences, target tokens
-    and source positions, straight from the output layer's weights (DESIGN §3)."""
+    and source positions, straight from the output layer's weights (docs/design.md §3)."""
     W_h, b_h = model.output.from_hidden.weight, model.output.from_hidden.bias
     W_x = model.output.from_memory.weight
     W_g, b_g = model.output.generator.weight, model.output.generator.bias

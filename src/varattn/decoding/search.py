@@ -3,7 +3,7 @@ implements the decoding protocol (:mod:`varattn.models.protocol`: ``encode``, ``
 expected context for ``soft``; ``log Σ_s p(s) p(y|s)`` under the prior, exactly or over the K most
 probable positions, for the latent modes.
 
-Scoring, as in Deng et al. (2018), whose OpenNMT-py beam search this follows (DESIGN §3):
+Scoring, as in Deng et al. (2018), whose OpenNMT-py beam search this follows (docs/design.md §3):
 
 - A hypothesis ``y = y_1 .. y_n </s>`` has ``|y| = n + 1`` output tokens (``</s>`` counted).
 - End-of-sentence penalty: when ``</s>`` is proposed as output token number ``t`` (1-based, so

@@ -1,4 +1,4 @@
-"""The NMT model of DESIGN §3: BiLSTM encoder, input-feeding LSTM decoder, MLP prior attention, and an
+"""The NMT model of docs/design.md §3: BiLSTM encoder, input-feeding LSTM decoder, MLP prior attention, and an
 output layer that is a :class:`varattn.latent.Likelihood`.
 
 The decoder's input feeding uses the prior's *expected* context ``c_{t-1} = Σ_s p_{t-1}(s) x_s``, so
@@ -190,7 +190,7 @@ class Seq2Seq(nn.Module):
         return cls(config.model, src_vocab, tgt_vocab)
 
     def reset_parameters(self) -> None:
-        """All weights uniform in ±init_range (DESIGN §3); padding embeddings zero."""
+        """All weights uniform in ±init_range (docs/design.md §3); padding embeddings zero."""
         for parameter in self.parameters():
             nn.init.uniform_(parameter, -self.config.init_range, self.config.init_range)
         with torch.no_grad():

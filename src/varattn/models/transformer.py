@@ -1,4 +1,4 @@
-"""A Transformer with a latent alignment (DESIGN §5b), for every mode of the paper.
+"""A Transformer with a latent alignment (docs/design.md §5b), for every mode of the paper.
 
 Pre-LayerNorm encoder-decoder. The decoder's top state h_t never depends on z: the latent alignment is a
 dedicated single-head attention on h_t, ``score(t, s) = (W_q h_t)·(W_k x_s) / sqrt(A)``, giving the prior

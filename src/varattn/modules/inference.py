@@ -1,4 +1,4 @@
-"""Inference network ``q(z_t = s | x, y)`` for translation (DESIGN §3).
+"""Inference network ``q(z_t = s | x, y)`` for translation (docs/design.md §3).
 
 Its own BiLSTM over the source, a BiLSTM over the whole target ``y_1 .. y_T`` (packed, so padding
 never enters it and q does not depend on what else is in the batch), and a bilinear score

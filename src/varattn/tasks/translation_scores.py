@@ -34,7 +34,7 @@ def perplexity(mean_nll: float) -> float:
 
 
 def validation_metric(mode: str) -> str:
-    """The metric that picks the best checkpoint and drives learning-rate decay (DESIGN §3)."""
+    """The metric that picks the best checkpoint and drives learning-rate decay (docs/design.md §3)."""
     return {"nll": "ppl", "elbo": "elbo_ppl"}[get_mode(mode).validation]
 
 
