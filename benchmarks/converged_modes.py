@@ -55,7 +55,7 @@ MODE_SETTINGS = {
 }
 PREPARE = ["--bpe-merges", "2000", "--max-len", "14", "--filter-eval"]
 SYNTHETIC = ["--pairs", "4000", "--seed", "1"]
-# the paper's IWSLT'14 figures (DESIGN.md section 2): test PPL, BLEU, prior entropy, K-max 5 PPL
+# the paper's IWSLT'14 figures (Deng et al. 2018, Table 1): test PPL, BLEU, prior entropy, K-max 5 PPL
 PAPER = {"soft": (7.17, 32.77, 1.24, None), "marginal": (6.34, 33.29, 0.82, 6.90),
          "hard-enum": (7.37, 31.40, 0.05, None), "hard-sample": (7.38, 31.00, 0.07, None),
          "vae-enum": (6.08, 33.68, 0.54, 6.42), "vae-sample": (6.17, 33.30, 0.52, 6.51),
