@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import RESULTS, ROOT, environment, write_results
 
 
 def run_tests(kills: int, report: Path) -> int:
-    env = {**os.environ, "FAULTS_REPORT": str(report), "FAULTS_KILLS": str(kills), "OMP_NUM_THREADS": "1"}
+    """pytest on one thread, its output on the terminal; its exit status."""
+    env = environment(1, FAULTS_REPORT=str(report), FAULTS_KILLS=str(kills))
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                "tests/test_faults.py", "tests/test_reliability.py"]
     return subprocess.run(command, cwd=ROOT, env=env).returncode
@@ -83,10 +83,8 @@ def main() -> None:
         report = Path(folder) / "report.json"
         status = run_tests(args.kills, report)
         data = json.loads(report.read_text()) if report.is_file() else {}
-    results = ROOT / "benchmarks" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "faults.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    (results / "faults.md").write_text(markdown(data, status), encoding="utf-8")
+    # the tests' report, stamped with command, commit, machine and date; faults.md ends with them
+    write_results(RESULTS / "faults", data, markdown(data, status), threads=1)
     print(markdown(data, status))
     sys.exit(status)
 
