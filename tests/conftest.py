@@ -78,6 +78,6 @@ def tiny_config(data_dir: Path, mode: str = "soft", **train):
     from varattn import config as config_lib
 
     settings = {"data": {"dir": str(data_dir), "max_tokens": 400, "eval_max_tokens": 2000},
-                "model": {"mode": mode, **TINY_MODEL},
-                "train": {"epochs": 1, "lr": 0.003, "progress": False, "device": "cpu", **train}}
+                "model": {"mode": mode, "samples": 1, **TINY_MODEL},  # not the mode's defaults: tiny and fast
+                "train": {"epochs": 1, "lr": 0.003, "progress": False, "device": "cpu", "warmup_steps": 0, **train}}
     return config_lib.from_dict(settings).validate()
