@@ -22,15 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+import harness
+from harness import ROOT, fmt, write_json, write_results
 
 # The paper's sizes (docs/design.md §3; ModelConfig's defaults), written out so the record says what ran.
 PAPER = {"emb_size": 512, "enc_hidden": 512, "enc_layers": 2, "dec_hidden": 768, "dec_layers": 2,
@@ -40,29 +38,15 @@ TINY = {"emb_size": 32, "enc_hidden": 32, "enc_layers": 1, "dec_hidden": 64, "de
 DECODE = {"beam": 10, "alpha": 1.0, "eos_norm": 3.0, "kmax": 0}  # configs/multi30k/rnn.yaml, exact marginal
 
 
-def write_json(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
 def machine() -> dict:
+    """The harness's record of the machine, with what a GPU run also wants known: bf16 support, the
+    driver and clocks (nvidia-smi), sacrebleu's version and the full commit hash."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "host": platform.node(), "python": platform.python_version(),
-            "torch": torch.__version__, "cuda_available": torch.cuda.is_available()}
+    info = harness.machine()
+    info["cuda_available"] = torch.cuda.is_available()
     if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda,
-                    gpu_count=torch.cuda.device_count(), bf16_supported=torch.cuda.is_bf16_supported())
+        info["bf16_supported"] = torch.cuda.is_bf16_supported()
         try:
             info["nvidia_smi"] = subprocess.run(
                 ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit",
@@ -249,10 +233,6 @@ def mode(args) -> None:
 # ----------------------------------------------------------------------------- report
 
 
-def fmt(value, spec: str = ".2f") -> str:
-    return "–" if value is None else format(value, spec)
-
-
 def report(args) -> None:
     work, out = Path(args.work), Path(args.out)
     stages = []
@@ -269,8 +249,9 @@ def report(args) -> None:
               "command": args.command_line, "machine": machine(),
               "stages": stages, "prepare": load(work / "prepare.json"), "modes": modes,
               "speed_summary": speed_summary(speed), "transformer_speed_summary": speed_summary(transformer)}
-    write_json(out / "gpu_suite.json", record)
-    (out / "gpu_suite.md").write_text(markdown(record), encoding="utf-8")
+    # gpu_suite.{json,md}, atomically; the record keeps its own command and machine, the stamp adds the
+    # commit (+dirty) and the date, and the markdown ends with them
+    write_results(out / "gpu_suite", record, markdown(record))
     print((out / "gpu_suite.md").read_text(encoding="utf-8"), flush=True)
 
 
