@@ -14,19 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+import harness
+from harness import RESULTS, ROOT, SHARED, command_line, fmt, rel, table, write_results
 
-
-def rel(path) -> str:
-    """A path as the recorded commands show it: relative to the repository when inside it."""
-    return os.path.relpath(path, ROOT) if str(Path(path).resolve()).startswith(str(ROOT)) else str(path)
 TRANSFORMER = {"encoder_layers": 2, "decoder_layers": 2, "width": 128, "heads": 4, "ffn": 256, "dropout": 0.2,
                "attention_dropout": 0.1, "inf_layers": 1}
 TRAIN = {"lr": 0.001, "decay_from_epoch": 4, "seed": 1, "progress": "false", "device": "cpu", "adam_beta2": 0.999,
@@ -38,9 +31,8 @@ MODEL = {"enum_block": 100000}
 def prepare(shared: Path, data_dir: Path) -> None:
     if (data_dir / "meta.json").is_file():
         return
-    subprocess.run([sys.executable, "-m", "varattn", "prepare", "multi30k", "--from", str(shared), "--out",
-                    str(data_dir), "--bpe-merges", "3000", "--max-len", "15", "--filter-eval"],
-                   check=True, stdout=subprocess.DEVNULL)
+    harness.varattn("prepare", "multi30k", "--from", shared, "--out", data_dir, "--bpe-merges", "3000",
+                    "--max-len", "15", "--filter-eval", console=True)
 
 
 def command(mode: str, data_dir: Path, run_dir: Path, epochs: int, extra: list[str]) -> list[str]:
@@ -55,18 +47,15 @@ def command(mode: str, data_dir: Path, run_dir: Path, epochs: int, extra: list[s
 
 def run_mode(mode: str, name: str, data_dir: Path, runs: Path, epochs: int, extra: list[str]) -> dict:
     run_dir = runs / name
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     train = command(mode, data_dir, run_dir, epochs, extra)
     started = time.perf_counter()
     if not (run_dir / "log.jsonl").is_file() or len((run_dir / "log.jsonl").read_text().splitlines()) < epochs:
         resume = ["--resume"] if (run_dir / "checkpoint_last.json").is_file() else []
-        subprocess.run([sys.executable, "-m", *train, *resume], check=True, env=env, cwd=ROOT,
-                       stdout=subprocess.DEVNULL, stderr=open(runs / f"{name}.log", "w"))
+        harness.varattn(*train[1:], *resume, log=runs / f"{name}.log", cwd=ROOT)
     train_seconds = time.perf_counter() - started
     evaluate = ["varattn", "evaluate", rel(run_dir), "--data", rel(data_dir), "--split", "test", "--beam", "5",
                 "--json", rel(runs / f"{name}.test.json")]
-    subprocess.run([sys.executable, "-m", *evaluate], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                   stderr=open(runs / f"{name}.eval.log", "w"))
+    harness.varattn(*evaluate[1:], log=runs / f"{name}.eval.log", cwd=ROOT)
     history = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     test = json.loads((runs / f"{name}.test.json").read_text())
     return {"mode": mode, "name": name, "arch": "transformer", "train_seconds": train_seconds,
@@ -85,60 +74,58 @@ def rnn_rows(path: Path, epochs: int, modes: list[str]) -> list[dict]:
     return rows
 
 
-def fmt(value, digits: int = 2) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def table(rows: list[dict]) -> str:
-    lines = ["| model | mode | valid exact PPL | valid ELBO PPL | valid KL | valid prior entropy | test exact PPL | "
-             "test ELBO PPL | test KL | test BLEU (beam 5) |", "| --- | --- |" + " ---: |" * 8]
+def rows_table(rows: list[dict]) -> str:
+    cells = []
     for row in rows:
         last, test = row["history"][-1], row.get("test", {})
-        lines.append(f"| {row['arch']} | {row['name'].removeprefix('rnn ')} | {fmt(last['ppl'])} | "
-                     f"{fmt(last.get('elbo_ppl'))} | {fmt(last.get('kl'), 3)} | {fmt(last.get('entropy'))} | "
-                     f"{fmt(test.get('ppl'))} | {fmt(test.get('elbo_ppl'))} | {fmt(test.get('kl'), 3)} | "
-                     f"{fmt(test.get('bleu'))} |")
-    return "\n".join(lines)
+        cells.append([row["arch"], row["name"].removeprefix("rnn "), fmt(last["ppl"]), fmt(last.get("elbo_ppl")),
+                      fmt(last.get("kl"), ".3f"), fmt(last.get("entropy")), fmt(test.get("ppl")),
+                      fmt(test.get("elbo_ppl")), fmt(test.get("kl"), ".3f"), fmt(test.get("bleu"))])
+    return table(["model", "mode", "valid exact PPL", "valid ELBO PPL", "valid KL", "valid prior entropy",
+                  "test exact PPL", "test ELBO PPL", "test KL", "test BLEU (beam 5)"], cells, align="ll" + "r" * 8)
 
 
-def write(out: Path, args, rows: list[dict]) -> None:
+def write(out: Path, args, rows: list[dict]) -> str:
+    """``OUT.json`` and ``OUT.md`` (a suffix on ``out`` is replaced), stamped; the markdown."""
+    script = command_line(__file__)
     record = {"epochs": args.epochs, "transformer": TRANSFORMER, "train": TRAIN, "data": DATA, "model": MODEL,
-              "script": f"python benchmarks/transformer_multi30k.py --epochs {args.epochs}", "rows": rows}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(record, indent=1))
+              "script": script, "rows": rows}
     body = [f"Multi30k De-En (pairs <= 15 BPE tokens; valid 447, test 476 pairs) after {args.epochs} epochs, "
             "one CPU thread per run, one run at a time. RNN rows: `results/multi30k_modes.json` at the same epoch "
-            "(no test scores recorded there).", "", table(rows), "", "Per epoch, validation exact PPL (/ ELBO PPL, KL):", ""]
+            "(no test scores recorded there).", "", rows_table(rows), "", "Per epoch, validation exact PPL (/ ELBO PPL, KL):", ""]
     for row in rows:
         cells = [f"{h['ppl']:.2f}" + (f" / {h['elbo_ppl']:.2f}, {h['kl']:.3f}" if "elbo_ppl" in h else "")
                  for h in row["history"]]
         body.append(f"- {row['arch']} {row['name'].removeprefix('rnn ')}: " + "; ".join(cells))
     body += ["", "Commands:", ""] + [f"    {c}" for row in rows for c in row.get("commands", [])]
-    out.with_suffix(".md").write_text("\n".join(body) + "\n")
+    text = "\n".join(body) + "\n"
+    write_results(out.with_suffix(""), record, text, command=script, threads=1)
+    return text
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shared", default=str(ROOT.parent / "shared" / "data" / "multi30k"))
+    parser.add_argument("--shared", default=str(SHARED / "multi30k"))
     parser.add_argument("--work", default=str(ROOT / "runs" / "tr-bench"))
     parser.add_argument("--modes", nargs="+", default=["soft", "marginal", "vae-enum", "hard-enum"])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--variant", nargs=2, action="append", default=[], metavar=("MODE", "OVERRIDE"),
                         help="an extra Transformer run of MODE with one override, e.g. vae-enum transformer.cross_attention=none")
-    parser.add_argument("--results", default=str(HERE / "results" / "transformer_multi30k"))
+    parser.add_argument("--results", default=str(RESULTS / "transformer_multi30k"))
     args = parser.parse_args()
     work = Path(args.work)
     (work / "runs").mkdir(parents=True, exist_ok=True)
     data_dir = work / "data"
     prepare(Path(args.shared), data_dir)
-    rows = rnn_rows(HERE / "results" / "multi30k_modes.json", args.epochs, args.modes)
+    rows = rnn_rows(RESULTS / "multi30k_modes.json", args.epochs, args.modes)
     runs = [(mode, mode, []) for mode in args.modes]
     runs += [(mode, f"{mode}+{override.split('.')[-1]}", [override]) for mode, override in args.variant]
+    text = "no runs\n"
     for mode, name, extra in runs:
         rows.append(run_mode(mode, name, data_dir, work / "runs", args.epochs, extra))
-        write(Path(args.results), args, rows)
+        text = write(Path(args.results), args, rows)
         print(f"{name}: done", flush=True)
-    print(Path(args.results).with_suffix(".md").read_text())
+    print(text)
 
 
 if __name__ == "__main__":
