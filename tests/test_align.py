@@ -167,6 +167,7 @@ def test_pharaoh_export_is_the_argmax_of_the_json_matrices(runs, synthetic_data,
     assert (tmp_path / "pictures" / "pair-00000.png").is_file() and (tmp_path / "grid.png").is_file()
 
 
+@pytest.mark.slow
 def test_align_raw_files_with_gold_and_evaluate_reports_aer(runs, synthetic_data, tmp_path, capsys):
     from varattn.cli.main import main
     from varattn.data.text.prepared import load_prepared
@@ -218,6 +219,7 @@ def _chromium() -> str:
     pytest.skip("headless Chromium is not installed and `apt-get install -y chromium` was not possible here")
 
 
+@pytest.mark.slow
 def test_html_report_opens_in_headless_chromium_and_shows_every_sentence(runs, synthetic_data, tmp_path):
     from varattn.analysis.report import run_align, text
     from varattn.data.text.prepared import load_prepared

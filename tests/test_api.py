@@ -207,6 +207,7 @@ def test_load_refuses_what_it_cannot_open(tmp_path, monkeypatch):
         varattn.load("someone/some-model", device="cpu")
 
 
+@pytest.mark.slow
 def test_import_varattn_stays_light():
     import subprocess
     import sys

@@ -93,6 +93,7 @@ def prior_entropy(synthetic_data, tmp_path, form: str) -> float:
     return json.loads((tmp_path / form / "log.jsonl").read_text().splitlines()[-1])["entropy"]
 
 
+@pytest.mark.slow
 def test_residual_q_moves_the_prior_off_the_flat_start(synthetic_data, tmp_path, one_thread):
     residual = prior_entropy(synthetic_data, tmp_path, "residual")
     independent = prior_entropy(synthetic_data, tmp_path, "independent")

@@ -4,6 +4,7 @@ update as one process, and a resumed DDP run repeats an uninterrupted one."""
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from varattn.training import checkpoint
@@ -11,6 +12,8 @@ from varattn import config as config_lib
 from varattn.training.trainer import train
 
 from conftest import tiny_config
+
+pytestmark = pytest.mark.slow  # end to end: the fast loop (-m "not slow") leaves it out
 
 
 def torchrun(config, run_dir, *extra, resume=False):

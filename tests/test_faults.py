@@ -26,6 +26,8 @@ from varattn.training import checkpoint
 
 from conftest import TINY_MODEL
 
+pytestmark = pytest.mark.slow  # end to end: the fast loop (-m "not slow") leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = int(os.environ.get("FAULTS_KILLS", "10"))  # SIGKILLs planned; benchmarks/faults.py asks for more
 EPOCHS = max(2, -(-KILLS // 5))  # of 12 steps each: room for every planned kill to land somewhere new

@@ -45,6 +45,7 @@ def _read_line(process: subprocess.Popen) -> bytes:
     return process.stdout.readline()
 
 
+@pytest.mark.slow
 def test_each_line_is_translated_before_stdin_closes(run, sources):
     import varattn
 
@@ -64,6 +65,7 @@ def test_each_line_is_translated_before_stdin_closes(run, sources):
             process.kill()
 
 
+@pytest.mark.slow
 def test_batches_of_stdin_number_nbest_entries_as_a_whole_file_does(run, sources, tmp_path):
     text = "".join(line + "\n" for line in sources)
     whole = tmp_path / "in.txt"
@@ -82,6 +84,7 @@ def test_batches_of_stdin_number_nbest_entries_as_a_whole_file_does(run, sources
         assert (i, a) == (j, b) and float(x) == pytest.approx(float(y), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_bad_utf8_on_stdin_is_one_line_with_its_line_number(run):
     process = subprocess.run([sys.executable, "-m", "varattn", "translate", str(run), "--device", "cpu"],
                              input=b"me fabon .\nbad \xff byte\n", capture_output=True,
@@ -117,6 +120,7 @@ def test_line_batches_yield_complete_lines_as_they_arrive():
         list(line_batches(_Chunks([]), 0))
 
 
+@pytest.mark.slow
 def test_a_terminal_gets_a_hint_and_each_line_answered(run, sources):
     import pty
 

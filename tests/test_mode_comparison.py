@@ -15,6 +15,8 @@ import pytest
 
 from conftest import MULTI30K, head, load_benchmark
 
+pytestmark = pytest.mark.slow  # end to end: the fast loop (-m "not slow") leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

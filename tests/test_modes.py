@@ -13,6 +13,7 @@ from varattn.training.trainer import Trainer
 from conftest import tiny_config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_every_mode_trains_and_reports(synthetic_data, tmp_path, mode):
     extra = {"warmup_steps": 2} if mode == "vae-dirichlet" else {}

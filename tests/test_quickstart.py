@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from varattn.cli.quickstart import MODES, run_quickstart
+
+pytestmark = pytest.mark.slow  # end to end: the fast loop (-m "not slow") leaves it out
 
 
 def test_quickstart_runs_every_step(tmp_path):

@@ -135,6 +135,7 @@ def test_2_non_finite_learning_rate(spelling, synthetic_data, capsys):
 # --- 3. SIGTERM during evaluate, translate --output, align: the complete part kept, one line ----------
 
 
+@pytest.mark.slow
 def test_3_sigterm_during_evaluate_keeps_the_scored_batches(run, synthetic_data, tmp_path):
     from varattn.data.text.batching import TokenBatcher
     from varattn.data.text.prepared import load_prepared
@@ -165,6 +166,7 @@ def test_3_evaluate_limit_scores_the_first_pairs(run, synthetic_data, capsys):
     assert re.search(r"^sentences\s+7$", out, re.M) and re.search(rf"^tokens\s+{tokens}$", out, re.M), out
 
 
+@pytest.mark.slow
 def test_3_sigterm_during_translate_output_keeps_the_complete_lines(run, synthetic_data, tmp_path):
     sources = [" ".join(line.split()[:3]) for line in
                (synthetic_data / "test.src.txt").read_text(encoding="utf-8").splitlines()[:40]]
@@ -185,6 +187,7 @@ def test_3_sigterm_during_translate_output_keeps_the_complete_lines(run, synthet
     assert not list(tmp_path.glob(".out.txt*"))
 
 
+@pytest.mark.slow
 def test_3_sigterm_during_align_keeps_the_complete_pairs(run, synthetic_data, tmp_path):
     from varattn.data.text.batching import TokenBatcher
     from varattn.data.text.prepared import load_prepared
@@ -305,6 +308,7 @@ class _SlowModel:
         return self._model.translate(*args, **kwargs)
 
 
+@pytest.mark.slow
 def test_6_a_slow_request_does_not_block_the_others(run, capsys):
     import varattn
     from varattn.cli.main import build_parser
@@ -476,6 +480,7 @@ def test_10_near_uniform_rows_are_flagged_in_the_picture():
 # --- 11. the README's word-alignment block runs as written (at tiny sizes) ---------------------------
 
 
+@pytest.mark.slow
 def test_11_readme_word_alignment_block_runs(tmp_path, monkeypatch, one_thread, capsys):
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     block = re.search(r"```bash\n(.*?)```", text.split("## Word alignment", 1)[1], re.S).group(1)

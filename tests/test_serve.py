@@ -108,6 +108,7 @@ def test_bad_requests_get_a_4xx_and_one_line_and_the_server_carries_on(client, p
     assert client.post("/api/translate", json={"source": pair[0]}).status_code == 200
 
 
+@pytest.mark.slow
 def test_varattn_serve_answers_on_a_free_port_of_127_0_0_1(run, model, pair):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     process = subprocess.Popen([sys.executable, "-m", "varattn", "serve", str(run), "--port", "0", "--device", "cpu"],

@@ -15,6 +15,7 @@ from varattn.training.trainer import Trainer, train
 from conftest import tiny_config
 
 
+@pytest.mark.slow
 def test_validation_loss_falls_on_multi30k_sample(multi30k_sample, tmp_path):
     config = tiny_config(multi30k_sample, epochs=3)
     trainer = Trainer(config, tmp_path / "run")
@@ -29,6 +30,7 @@ def test_validation_loss_falls_on_multi30k_sample(multi30k_sample, tmp_path):
         assert all((tmp_path / "run" / entry["name"]).is_file() for entry in files.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["soft", "vae-sample"])
 def test_resume_repeats_an_uninterrupted_run(synthetic_data, tmp_path, mode):
     straight = tiny_config(synthetic_data, mode, epochs=2, validate_every=3)
@@ -46,6 +48,7 @@ def test_resume_repeats_an_uninterrupted_run(synthetic_data, tmp_path, mode):
     assert log_a == log_b
 
 
+@pytest.mark.slow
 def test_resume_from_the_middle_of_an_epoch(synthetic_data, tmp_path):
     straight = tiny_config(synthetic_data, epochs=1)
     train(straight, tmp_path / "straight")
@@ -73,6 +76,7 @@ def test_broken_checkpoints_give_clear_errors(synthetic_data, tmp_path):
         train(tiny_config(synthetic_data, max_steps=2), tmp_path / "empty", resume=True)
 
 
+@pytest.mark.slow
 def test_init_from_lists_what_did_not_match(synthetic_data, tmp_path, caplog):
     train(tiny_config(synthetic_data, max_steps=2), tmp_path / "soft")
     config = tiny_config(synthetic_data, "vae-enum", max_steps=1, init_from=str(tmp_path / "soft"))
@@ -85,6 +89,7 @@ def test_init_from_lists_what_did_not_match(synthetic_data, tmp_path, caplog):
     assert any("inference." in record.message for record in caplog.records)
 
 
+@pytest.mark.slow
 def test_run_directory_translates_on_its_own(synthetic_data, tmp_path):
     run = tmp_path / "run"
     train(tiny_config(synthetic_data, max_steps=2), run)

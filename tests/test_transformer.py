@@ -218,6 +218,7 @@ def test_bad_transformer_settings_are_named(synthetic_data, settings, needle):
         tiny_transformer(synthetic_data, transformer=settings)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["soft", "vae-sample"])
 def test_resume_repeats_an_uninterrupted_run(synthetic_data, tmp_path, mode):
     noisy = {"dropout": 0.2, "attention_dropout": 0.1}  # the RNG states must be restored too
@@ -233,6 +234,7 @@ def test_resume_repeats_an_uninterrupted_run(synthetic_data, tmp_path, mode):
     assert (tmp_path / "straight" / "log.jsonl").read_text() == (tmp_path / "resumed" / "log.jsonl").read_text()
 
 
+@pytest.mark.slow
 def test_command_line_train_evaluate_translate_align(synthetic_data, tmp_path, capsys):
     run = tmp_path / "run"
     overrides = [f"data.dir={synthetic_data}", "data.max_tokens=400", "train.epochs=1", "train.max_steps=4",
@@ -269,6 +271,7 @@ def test_command_line_train_evaluate_translate_align(synthetic_data, tmp_path, c
     assert "head 7" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(synthetic_data, tmp_path):
     config = tiny_transformer(synthetic_data, "vae-enum", max_steps=3, lr=0.5, adam_eps=1.0)
     train(config, tmp_path / "single")

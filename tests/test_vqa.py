@@ -133,6 +133,7 @@ def test_every_mode_trains(corpus, mode):
     assert scores["elbo"] is None or scores["elbo"] >= scores["nll"] - 1e-6  # an upper bound, by enumeration
 
 
+@pytest.mark.slow
 def test_prior_finds_the_gold_region(corpus):
     """After a short CPU training the marginal-likelihood model's prior argmax is the region the answer
     depends on far more often than chance."""
