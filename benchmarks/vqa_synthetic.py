@@ -16,53 +16,44 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import harness
+from harness import RESULTS, ROOT, fmt, table, write_results
 from varattn.latent import MODE_RECORDS
 from varattn.models.vqa import vqa_supports
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 MODES = tuple(name for name, record in MODE_RECORDS.items() if vqa_supports(record))
 RECIPE = ROOT / "configs" / "vqa" / "synthetic.yaml"
 
 
-def run(args: list[str], env: dict, log: Path | None = None) -> None:
-    subprocess.run([sys.executable, "-m", "varattn", *args], check=True, env=env, stdout=subprocess.DEVNULL,
-                   stderr=open(log, "w") if log else subprocess.DEVNULL)
-
-
-def one_mode(mode: str, data_dir: Path, work: Path, epochs: int, env: dict) -> dict:
+def one_mode(mode: str, data_dir: Path, work: Path, epochs: int, threads: int) -> dict:
     run_dir = work / "runs" / mode
     resume = ["--resume"] if (run_dir / "checkpoint_last.json").is_file() else []
     started = time.perf_counter()
-    run(["train", str(RECIPE), "--out", str(run_dir), *resume, f"data.dir={data_dir}", f"model.mode={mode}",
-         f"train.epochs={epochs}", "train.progress=false", "train.device=cpu"], env, work / f"{mode}.log")
+    harness.varattn("train", RECIPE, "--out", run_dir, *resume, f"data.dir={data_dir}", f"model.mode={mode}",
+                    f"train.epochs={epochs}", "train.progress=false", "train.device=cpu", log=work / f"{mode}.log",
+                    threads=threads)
     seconds = time.perf_counter() - started
     scores = work / f"{mode}.test.json"
-    run(["evaluate", str(run_dir), "--data", str(data_dir), "--split", "test", "--json", str(scores),
-         "--device", "cpu"], env)
+    harness.varattn("evaluate", run_dir, "--data", data_dir, "--split", "test", "--json", scores, "--device", "cpu",
+                    threads=threads)
     history = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     return {"mode": mode, "train_seconds": seconds, "test": json.loads(scores.read_text()), "history": history}
 
 
-def table(results: list[dict]) -> str:
-    def cell(value, digits=3):
-        return "–" if value is None else f"{value:.{digits}f}"
-
-    lines = ["| mode | NLL | ELBO | accuracy | accuracy (VQA eval) | prior entropy | region accuracy | "
-             "best epoch | train (s) |", "| --- |" + " ---: |" * 8]
+def results_table(results: list[dict]) -> str:
+    rows = []
     for r in results:
         t = r["test"]
         best = int(json.loads(Path(t["checkpoint"]).read_text())["progress"]["best_epoch"])
-        lines.append(f"| {r['mode']} | {cell(t['nll'])} | {cell(t['elbo'])} | {cell(100 * t['accuracy'], 1)} | "
-                     f"{cell(100 * t['accuracy_vqa_eval'], 1)} | {cell(t['entropy'], 2)} | "
-                     f"{cell(100 * t['region_accuracy'], 1)} | {best} | {r['train_seconds']:.0f} |")
+        rows.append([r["mode"], fmt(t["nll"], ".3f"), fmt(t["elbo"], ".3f"), fmt(100 * t["accuracy"], ".1f"),
+                     fmt(100 * t["accuracy_vqa_eval"], ".1f"), fmt(t["entropy"]), fmt(100 * t["region_accuracy"], ".1f"),
+                     best, fmt(r["train_seconds"], ".0f")])
+    lines = [table(["mode", "NLL", "ELBO", "accuracy", "accuracy (VQA eval)", "prior entropy", "region accuracy",
+                    "best epoch", "train (s)"], rows)]
     chance = results[0]["test"]["chance_region_accuracy"]
     lines.append("")
     lines.append(f"Chance region accuracy (mean 1 / #regions): {100 * chance:.1f}%. Accuracy and region accuracy "
@@ -82,32 +73,24 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     data_dir = work / "data"
     started = time.perf_counter()
     if not (data_dir / "meta.json").is_file():
-        run(["prepare", "vqa-synthetic", "--out", str(data_dir), "--questions", str(args.questions),
-             "--seed", str(args.seed)], env)
+        harness.varattn("prepare", "vqa-synthetic", "--out", data_dir, "--questions", args.questions,
+                        "--seed", args.seed, threads=args.threads)
     with ThreadPoolExecutor(args.parallel) as pool:
-        results = list(pool.map(lambda m: one_mode(m, data_dir, work, args.epochs, env), args.modes))
+        results = list(pool.map(lambda m: one_mode(m, data_dir, work, args.epochs, args.threads), args.modes))
     total = time.perf_counter() - started
-    import torch
-
-    record = {"command": "python benchmarks/vqa_synthetic.py " + " ".join(sys.argv[1:]),
-              "epochs": args.epochs, "questions": args.questions, "seed": args.seed, "threads": args.threads,
+    record = {"epochs": args.epochs, "questions": args.questions, "seed": args.seed, "threads": args.threads,
               "parallel": args.parallel, "total_seconds": total, "recipe": str(RECIPE.relative_to(ROOT)),
-              "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                          "cpus": os.cpu_count(), "platform": platform.platform()},
               "data": json.loads((data_dir / "meta.json").read_text()).get("synthetic"),
               "results": results}
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "vqa_synthetic.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
-    text = (f"# Synthetic VQA, six modes\n\n`{record['command']}` — {args.epochs} epochs of "
+    command = harness.command_line(__file__)  # the stamp's command, machine (threads per run), commit, date
+    text = (f"# Synthetic VQA, six modes\n\n`{command}` — {args.epochs} epochs of "
             f"{args.questions} questions each, `{record['recipe']}`, test split (2,000 questions), best "
             f"checkpoint by the validation metric (NLL; ELBO for vae-*); {total / 60:.1f} min in all on "
-            f"{os.cpu_count()} CPU cores.\n\n{table(results)}\n")
-    (out / "vqa_synthetic.md").write_text(text, encoding="utf-8")
+            f"{os.cpu_count()} CPU cores.\n\n{results_table(results)}\n")
+    write_results(RESULTS / "vqa_synthetic", record, text, command=command, threads=args.threads)
     print(text)
 
 
