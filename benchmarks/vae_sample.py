@@ -22,21 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-SIZES = {"emb_size": 128, "enc_hidden": 64, "enc_layers": 1, "dec_hidden": 128, "dec_layers": 1,
-         "attn_size": 128, "inf_hidden": 64, "inf_layers": 1}
-TRAIN = {"model.dropout": 0.2, "model.enum_block": 100000, "train.lr": 0.001, "train.decay_from_epoch": 4,
-         "train.seed": 1, "train.progress": "false", "train.device": "cpu", "data.max_tokens": 600,
-         "data.eval_max_tokens": 6000}
+import workloads
+from harness import RESULTS, footer, stamp, write_json, write_results, write_text
+from workloads import CURVE_SIZES as SIZES, CURVE_TRAIN as TRAIN, curves_table, model_and_batch as _model_and_batch
+
 VARIANTS = {  # name -> (mode, overrides on top of TRAIN)
     "before": ("vae-sample", {}),
     "enum": ("vae-enum", {}),
@@ -64,25 +58,6 @@ VARIANTS = {  # name -> (mode, overrides on top of TRAIN)
 
 
 # ----------------------------------------------------------------------------- check
-
-
-def _model_and_batch(folder: Path, pairs: int, seed: int, run: str | None = None, dropout: float = 0.0):
-    from varattn.config import ModelConfig
-    from varattn.data.text.batching import collate
-    from varattn.data.text.prepared import load_prepared
-    from varattn.models.seq2seq import Seq2Seq
-
-    data = load_prepared(folder)
-    split = data.split("train")
-    torch.manual_seed(seed)
-    model = Seq2Seq(ModelConfig(mode="vae-enum", dropout=dropout, **SIZES), len(data.src_vocab), len(data.tgt_vocab))
-    if run:  # a trained run's weights (same sizes), e.g. a vae-sample run stuck near uniform
-        from varattn.training import checkpoint
-
-        checkpoint.copy_into(model, checkpoint.load_weights(checkpoint.resolve(run, "checkpoint_last")), strict=False)
-    model.double()
-    batch = collate(split, list(range(pairs)))
-    return model, batch
 
 
 def _flat(grads) -> torch.Tensor:
@@ -226,33 +201,7 @@ def _no_baseline_loss(out, samples: int, generator) -> torch.Tensor:
 
 def curve(args, variant: str) -> dict:
     mode, extra = VARIANTS[variant]
-    run_dir = Path(args.work) / variant
-    overrides = [f"data.dir={args.data}", f"model.mode={mode}", "train.epochs=1000",
-                 f"train.max_steps={args.steps}", f"train.validate_every={args.every}"]
-    overrides += [f"model.{k}={v}" for k, v in SIZES.items()]
-    overrides += [f"{k}={v}" for k, v in {**TRAIN, **extra}.items()]
-    if not (run_dir / "log.jsonl").is_file():
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        started = time.perf_counter()
-        print(f"training {variant} ({mode}, {extra or 'defaults'}) for {args.steps} steps...", flush=True)
-        subprocess.run([sys.executable, "-m", "varattn", "train", str(ROOT / "configs" / "quickstart.yaml"),
-                        "--out", str(run_dir), *overrides], check=True, env=env, stdout=subprocess.DEVNULL)
-        print(f"  {variant}: {time.perf_counter() - started:.0f} s", flush=True)
-    history = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
-    return {"variant": variant, "mode": mode, "overrides": extra, "history": history}
-
-
-def curves_table(results: list[dict]) -> str:
-    steps = sorted({h["step"] for r in results for h in r["history"]})
-    head = "| step | " + " | ".join(r["variant"] for r in results) + " |"
-    lines = [head, "| ---: |" + " ---: |" * len(results)]
-    for step in steps:
-        cells = []
-        for r in results:
-            h = next((h for h in r["history"] if h["step"] == step), None)
-            cells.append("" if h is None else f"{h['ppl']:.2f} / {h['entropy']:.2f} / {h.get('kl', 0):.3f}")
-        lines.append(f"| {step} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return workloads.curve(variant, mode, extra, args.data, args.work, args.steps, args.every)
 
 
 def main() -> None:
@@ -266,29 +215,30 @@ def main() -> None:
     p.add_argument("--cos-draws", type=int, default=20)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--run", default=None, help="load this run's weights (checkpoint_last) instead of a fresh model")
-    p.add_argument("--out", default=str(HERE / "results" / "vae_sample_check"))
+    p.add_argument("--out", default=str(RESULTS / "vae_sample_check"))
     p = sub.add_parser("curves")
     p.add_argument("--data", required=True)
     p.add_argument("--work", default="/tmp/vae_sample_curves")
     p.add_argument("--variants", nargs="+", default=["before", "enum", "k5", "lr3", "b200"], choices=VARIANTS)
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--every", type=int, default=250)
-    p.add_argument("--results", default=str(HERE / "results" / "vae_sample"))
+    p.add_argument("--results", default=str(RESULTS / "vae_sample"))
     args = parser.parse_args()
     out = Path(args.results if args.what == "curves" else args.out)
     if args.what == "check":
         result = check(args)
-        out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+        result = write_results(out.with_suffix(""), result, threads=1)  # stamped: command, commit, machine, date
         print(json.dumps({k: v for k, v in result.items() if k != "per_tensor"}, indent=1))
         worst = max((t for t in result["per_tensor"] if t["relative_error"] is not None),
                     key=lambda t: t["relative_error"])
         print("worst tensor:", worst)
         return
     results = [curve(args, v) for v in args.variants]
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    # the JSON stays a list of curves; the markdown ends with the command, commit, machine and date
+    write_json(out.with_suffix(".json"), results)
     text = ("Validation exact PPL / prior entropy / KL every "
             f"{args.every} steps (Multi30k, pairs <= 15 BPE tokens)\n\n" + curves_table(results) + "\n")
-    out.with_suffix(".md").write_text(text)
+    write_text(out.with_suffix(".md"), text + "\n" + footer(stamp({}, threads=1)))
     print(text)
 
 

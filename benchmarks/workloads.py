@@ -5,19 +5,25 @@
 - IWSLT'14 batches for the speed scripts (``speed.py``, ``transformer_speed.py``): :func:`load_pairs`,
   :func:`make_batches`, and :class:`Device` (synchronisation and bf16 autocast);
 - the SIGMORPHON 2021 task 1 medium languages and the shared task's baseline (``g2p_sigmorphon.py``,
-  ``g2p_peer.py``).
+  ``g2p_peer.py``);
+- the Multi30k CPU-scale learning curves of the sampled and relaxed modes (``vae_sample.py curves``,
+  ``vae_dirichlet.py``): :data:`CURVE_SIZES`, :data:`CURVE_TRAIN`, :func:`curve`, :func:`curves_table`,
+  and :func:`model_and_batch` (a small model and a real batch for the gradient probes).
 
 varattn and torch are imported where they are used, so an A/B parent process imports neither.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from harness import SHARED
+import harness
+from harness import ROOT, SHARED
 
 IWSLT = SHARED / "iwslt14-deen"
 
@@ -119,3 +125,70 @@ class Device:
     @property
     def dtype(self) -> str:
         return "bf16 autocast (float32 log-sum-exp, KL, weights)" if self.bf16 else "float32"
+
+
+# ----------------------------------------------------------------------------- Multi30k CPU-scale curves
+
+# the model and the training settings of multi30k_modes.py's CPU-scale setting (pairs <= 15 BPE tokens)
+CURVE_SIZES = {"emb_size": 128, "enc_hidden": 64, "enc_layers": 1, "dec_hidden": 128, "dec_layers": 1,
+               "attn_size": 128, "inf_hidden": 64, "inf_layers": 1}
+CURVE_TRAIN = {"model.dropout": 0.2, "model.enum_block": 100000, "train.lr": 0.001, "train.decay_from_epoch": 4,
+               "train.seed": 1, "train.progress": "false", "train.device": "cpu", "data.max_tokens": 600,
+               "data.eval_max_tokens": 6000}
+
+
+def curve(variant: str, mode: str, extra: dict, data, work, steps: int, every: int) -> dict:
+    """One learning curve: ``varattn train configs/quickstart.yaml`` of ``mode`` at :data:`CURVE_SIZES`,
+    :data:`CURVE_TRAIN` and ``extra`` on one thread, for ``steps`` steps with validation every ``every``,
+    into ``work/variant`` (skipped when that run has its log already); the variant, mode, overrides and
+    validation history."""
+    run_dir = Path(work) / variant
+    overrides = [f"data.dir={data}", f"model.mode={mode}", "train.epochs=1000", f"train.max_steps={steps}",
+                 f"train.validate_every={every}"]
+    overrides += [f"model.{k}={v}" for k, v in CURVE_SIZES.items()]
+    overrides += [f"{k}={v}" for k, v in {**CURVE_TRAIN, **extra}.items()]
+    if not (run_dir / "log.jsonl").is_file():
+        started = time.perf_counter()
+        print(f"training {variant} ({mode}, {extra or 'defaults'}) for {steps} steps...", flush=True)
+        harness.varattn("train", ROOT / "configs" / "quickstart.yaml", "--out", run_dir, *overrides, console=True)
+        print(f"  {variant}: {time.perf_counter() - started:.0f} s", flush=True)
+    history = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    return {"variant": variant, "mode": mode, "overrides": extra, "history": history}
+
+
+def curves_table(results: list[dict]) -> str:
+    """One row per validation step, one column per curve: exact PPL / prior entropy / KL."""
+    steps = sorted({h["step"] for r in results for h in r["history"]})
+    rows = []
+    for step in steps:
+        cells = []
+        for r in results:
+            h = next((h for h in r["history"] if h["step"] == step), None)
+            cells.append("" if h is None else f"{h['ppl']:.2f} / {h['entropy']:.2f} / {h.get('kl', 0):.3f}")
+        rows.append([step, *cells])
+    return harness.table(["step", *(r["variant"] for r in results)], rows, align="r" * (len(results) + 1))
+
+
+def model_and_batch(folder: Path, pairs: int, seed: int, run: str | None = None, dropout: float = 0.0):
+    """A ``vae-enum`` Seq2Seq at :data:`CURVE_SIZES` in float64 (seeded; a run's ``checkpoint_last``
+    weights when ``run`` is given) and the first ``pairs`` training pairs of the prepared ``folder`` as one
+    batch."""
+    import torch
+
+    from varattn.config import ModelConfig
+    from varattn.data.text.batching import collate
+    from varattn.data.text.prepared import load_prepared
+    from varattn.models.seq2seq import Seq2Seq
+
+    data = load_prepared(folder)
+    split = data.split("train")
+    torch.manual_seed(seed)
+    model = Seq2Seq(ModelConfig(mode="vae-enum", dropout=dropout, **CURVE_SIZES), len(data.src_vocab),
+                    len(data.tgt_vocab))
+    if run:  # a trained run's weights (same sizes), e.g. a vae-sample run stuck near uniform
+        from varattn.training import checkpoint
+
+        checkpoint.copy_into(model, checkpoint.load_weights(checkpoint.resolve(run, "checkpoint_last")), strict=False)
+    model.double()
+    batch = collate(split, list(range(pairs)))
+    return model, batch
