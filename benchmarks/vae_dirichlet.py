@@ -26,15 +26,15 @@ Writes ``benchmarks/results/vae_dirichlet_curves.{json,md}``; the diagnosis is i
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-import vae_sample
+import workloads
+from harness import RESULTS, footer, stamp, write_json, write_text
+from workloads import curves_table, model_and_batch
 
-HERE = Path(__file__).resolve().parent
 LR = {"train.lr": 0.003}
 PAPER_Q = {"model.posterior_param": "independent"}  # the form these variants were measured with
-VARIANTS = {  # name -> (mode, overrides on top of vae_sample.TRAIN)
+VARIANTS = {  # name -> (mode, overrides on top of workloads.CURVE_TRAIN)
     "w500": ("vae-dirichlet", {**LR, **PAPER_Q, "train.warmup_steps": 500}),
     "w0": ("vae-dirichlet", {**LR, **PAPER_Q, "train.warmup_steps": 0}),
     "w2000": ("vae-dirichlet", {**LR, **PAPER_Q, "train.warmup_steps": 2000}),
@@ -69,7 +69,7 @@ def probe_landscape(data: Path, run: str) -> None:
     from varattn.latent import categorical_kl, masked_log_softmax
     from varattn.latent.objectives import _dir_kl, _dirichlet_rsample, _log_alpha
 
-    model, batch = vae_sample._model_and_batch(data, 23, 1, run)
+    model, batch = model_and_batch(data, 23, 1, run)
     with torch.no_grad():
         out = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
         en = out.likelihood.enumerate()
@@ -102,7 +102,7 @@ def probe_gumbel(data: Path, run: str | None, draws: int = 20) -> None:
 
     from varattn import latent
 
-    model, batch = vae_sample._model_and_batch(data, 23, 1, run)
+    model, batch = model_and_batch(data, 23, 1, run)
     named = list(model.named_parameters())
     params = [p for n, p in named if n.startswith("inference.")]
 
@@ -156,7 +156,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["w500", "w0"], choices=VARIANTS)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--every", type=int, default=250)
-    parser.add_argument("--results", default=str(HERE / "results" / "vae_dirichlet_curves"))
+    parser.add_argument("--results", default=str(RESULTS / "vae_dirichlet_curves"))
     parser.add_argument("--probe", action="store_true", help="the gradient and landscape checks instead of curves")
     parser.add_argument("--run", default=None, help="--probe: a vae-dirichlet run to probe")
     parser.add_argument("--gumbel-run", default=None, help="--probe: a vae-gumbel run to probe")
@@ -179,15 +179,15 @@ def main() -> None:
         if args.gumbel_run:
             probe_gumbel(Path(args.data), args.gumbel_run)
         return
-    vae_sample.VARIANTS.update(VARIANTS)
-    results = [vae_sample.curve(args, v) for v in args.variants]
+    results = [workloads.curve(v, *VARIANTS[v], args.data, args.work, args.steps, args.every)
+               for v in args.variants]
     out = Path(args.results)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    out.with_suffix(".md").write_text(
-        "# vae-dirichlet curves: validation PPL (Monte-Carlo, 10 prior samples) / prior entropy / KL, "
-        f"every {args.every} steps\n\n"
-        + vae_sample.curves_table(results) + "\n")
-    print(vae_sample.curves_table(results))
+    # the JSON stays a list of curves; the markdown ends with the command, commit, machine and date
+    write_json(out.with_suffix(".json"), results)
+    write_text(out.with_suffix(".md"),
+               "# vae-dirichlet curves: validation PPL (Monte-Carlo, 10 prior samples) / prior entropy / KL, "
+               f"every {args.every} steps\n\n" + curves_table(results) + "\n\n" + footer(stamp({}, threads=1)))
+    print(curves_table(results))
 
 
 if __name__ == "__main__":
