@@ -33,7 +33,6 @@ Writes ``benchmarks/results/peer_opennmt[_SETTING].{json,md}`` (``--out``, ``--n
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -42,9 +41,10 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
+import harness
+from harness import RESULTS, ROOT, SHARED, command_line, describe, environment, table, write_results
+
+MULTI30K = SHARED / "multi30k"
 
 # what `import onmt` needs beyond torch/numpy/yaml, found by importing until nothing was missing
 PEER_PACKAGES = ["OpenNMT-py==3.5.1", "pyonmttok==1.38.1", "configargparse==1.9.0", "spacy==3.8.18",
@@ -87,8 +87,8 @@ def ensure_venv(venv: Path) -> Path:
 
 def ensure_data(data: Path, merges: int) -> None:
     if not (data / "meta.json").is_file():
-        subprocess.run([sys.executable, "-m", "varattn", "prepare", "multi30k", "--from", str(MULTI30K),
-                        "--out", str(data), "--bpe-merges", str(merges), "--max-len", "80"], check=True)
+        harness.varattn("prepare", "multi30k", "--from", MULTI30K, "--out", data, "--bpe-merges", merges,
+                        "--max-len", "80", console=True)
 
 
 # ----------------------------------------------------------------------------- the two models
@@ -302,13 +302,6 @@ def inner(args) -> None:
     write(args, size, max_tokens, params, rounds, decoding, len(batches))
 
 
-def machine() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    return platform.processor()
-
-
 def write(args, size, max_tokens, params, rounds, decoding, n_batches) -> None:
     import onmt
     import torch
@@ -319,49 +312,47 @@ def write(args, size, max_tokens, params, rounds, decoding, n_batches) -> None:
         ours = {d["repeat"]: d["sentences_per_s"] for d in decoding if d["beam"] == beam and d["toolkit"] == "varattn"}
         peer = {d["repeat"]: d["sentences_per_s"] for d in decoding if d["beam"] == beam and d["toolkit"] != "varattn"}
         dec_ratios[beam] = summary([ours[k] / peer[k] for k in ours])
-    command = "python benchmarks/peer_opennmt.py " + " ".join(args.argv)
+    command = command_line(__file__, args.argv)
+    info = harness.machine(threads=1)
     record = {"what": "CPU training speed (target tokens/s) and decoding speed, varattn soft vs OpenNMT-py",
-              "command": command, "machine": machine(), "python": platform.python_version(),
+              "command": command, "machine": info, "python": platform.python_version(),
               "torch": torch.__version__, "onmt": getattr(onmt, "__version__", "3.5.1"), "threads": 1,
               "setting": args.setting, "sizes": size, "max_tokens": max_tokens, "dropout": args.dropout,
               "data": str(args.data), "parameters": params, "rounds": rounds, "ratio": ratio,
               "steps_per_round": args.steps, "warmup_steps": args.warmup, "decoding": decoding,
               "decoding_ratio": dec_ratios, "peer_packages": PEER_PACKAGES}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
     med = lambda key: statistics.median(r[key] for r in rounds)  # noqa: E731
     lines = [f"# Peer comparison: varattn `soft` vs OpenNMT-py {record['onmt']} (CPU, one thread each)", "",
              f"`{command}`", "",
-             f"{record['machine']}; torch {record['torch']}, Python {record['python']}. Load (1-minute average) "
+             f"{describe(info)}, Python {record['python']}. Load (1-minute average) "
              f"during the rounds: {min(r['load_1min'] for r in rounds):.2f}-{max(r['load_1min'] for r in rounds):.2f} "
-             "on 2 cores (other jobs were running).", "",
+             f"on {info['cpu_cores']} cores.", "",
              f"Sizes: embeddings {size['emb']}, {size['layers']}-layer BiLSTM encoder {size['enc']} per direction, "
              f"{size['layers']}-layer input-feeding LSTM decoder {size['dec']}, MLP attention {size['dec']}, "
              f"dropout {args.dropout}; parameters varattn {params['varattn']:,}, OpenNMT-py {params['OpenNMT-py']:,}. "
              f"Data: {args.data} (Multi30k De-En, joint BPE); the same batches of ≤ {max_tokens} padded tokens for "
              f"both; {args.warmup} warm-up steps each, then {args.rounds} rounds of {args.steps} steps, alternating "
              "batch by batch.", "",
-             "| round | target tokens | varattn tok/s | OpenNMT-py tok/s | ratio | load |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rounds:
-        lines.append(f"| {r['round']} | {r['target_tokens']} | {r['varattn_tokens_per_s']:.0f} | "
-                     f"{r['OpenNMT-py_tokens_per_s']:.0f} | {r['ratio']:.3f} | {r['load_1min']:.2f} |")
+             table(["round", "target tokens", "varattn tok/s", "OpenNMT-py tok/s", "ratio", "load"],
+                   [[r["round"], r["target_tokens"], f"{r['varattn_tokens_per_s']:.0f}",
+                     f"{r['OpenNMT-py_tokens_per_s']:.0f}", f"{r['ratio']:.3f}", f"{r['load_1min']:.2f}"]
+                    for r in rounds], align="rrrrrr")]
     lines += ["", f"**Training: varattn / OpenNMT-py = {ratio['median']:.3f}** (median of rounds; range "
               f"{ratio['min']:.3f}-{ratio['max']:.3f}); medians {med('varattn_tokens_per_s'):.0f} vs "
               f"{med('OpenNMT-py_tokens_per_s'):.0f} target tokens/s.", ""]
     if decoding:
         lines += ["Decoding after training: test sentences, α = 1, no end-of-sentence penalty, maximum length "
                   "1.5 |x| + 5; alternating toolkits.", "",
-                  "| beam | toolkit | repeat | sentences | seconds | sentences/s | mean output length (incl. </s>) | "
-                  "output tokens/s | load |", "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for d in decoding:
-            lines.append(f"| {d['beam']} | {d['toolkit']} | {d['repeat']} | {d['sentences']} | {d['seconds']:.1f} | "
-                         f"{d['sentences_per_s']:.1f} | {d['mean_output_length']:.1f} | {d['output_tokens_per_s']:.0f} | "
-                         f"{d['load_1min']:.2f} |")
+                  table(["beam", "toolkit", "repeat", "sentences", "seconds", "sentences/s",
+                         "mean output length (incl. </s>)", "output tokens/s", "load"],
+                        [[d["beam"], d["toolkit"], d["repeat"], d["sentences"], f"{d['seconds']:.1f}",
+                          f"{d['sentences_per_s']:.1f}", f"{d['mean_output_length']:.1f}",
+                          f"{d['output_tokens_per_s']:.0f}", f"{d['load_1min']:.2f}"] for d in decoding],
+                        align="rlrrrrrrr")]
         lines += [""] + [f"Decoding beam {b}: varattn / OpenNMT-py sentences/s = {v['median']:.2f} (range "
                          f"{v['min']:.2f}-{v['max']:.2f})." for b, v in dec_ratios.items()] + [""]
-    (out / f"{args.name}.md").write_text("\n".join(lines), encoding="utf-8")
+    # NAME.json (the record, stamped with its commit and date) and NAME.md (ending with them), atomically
+    write_results(Path(args.out) / args.name, record, "\n".join(lines), command=command, threads=1)
     print("\n".join(lines))
 
 
@@ -379,7 +370,7 @@ def main() -> None:
     parser.add_argument("--bpe-merges", type=int, default=10000)
     parser.add_argument("--decode-split", default="test")
     parser.add_argument("--venv", default=str(ROOT / "runs" / "peer-venv"))
-    parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--name", default=None, help="results file stem (default peer_opennmt[_SETTING])")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
@@ -391,8 +382,9 @@ def main() -> None:
         return
     python = ensure_venv(Path(args.venv))
     ensure_data(Path(args.data), args.bpe_merges)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    subprocess.run([str(python), str(Path(__file__).resolve()), "--inner", *sys.argv[1:]], check=True, env=env)
+    # the inner run on one thread, this checkout's src first, its output on the terminal
+    subprocess.run([str(python), str(Path(__file__).resolve()), "--inner", *sys.argv[1:]], check=True,
+                   env=environment(1, PYTHONWARNINGS="ignore"))
 
 
 if __name__ == "__main__":
