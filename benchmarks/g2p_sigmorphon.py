@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import harness
-from harness import RESULTS, ROOT, SHARED, commit, fmt, machine, rel, table, write_results
+from harness import RESULTS, ROOT, SHARED, commit, fmt, machine, rel, table, write_json, write_results
 from workloads import BASELINE, BASELINE_MACRO, LANGS
 
 MODES = ["soft", "marginal", "hard-enum", "vae-enum"]
@@ -96,8 +96,8 @@ def do_job(work: Path, shared: Path, lang: str, mode: str, seed: int, overrides:
                            "varattn " + " ".join(evaluate_valid).replace("--split valid", "--split test")
                            .replace("eval-valid", "eval-test")],
               "commit": commit(), "machine": machine(threads=1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-    (work / "results").mkdir(parents=True, exist_ok=True)
-    (work / "results" / f"{name}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    # whole or not at all: a job killed mid-write leaves no half file for load_results to trip on
+    write_json(work / "results" / f"{name}.json", record)
     return record
 
 
