@@ -214,6 +214,41 @@ def _add_align(sub) -> None:
     p.add_argument("--device", default="auto")
 
 
+def _add_align_corpus(sub) -> None:
+    p = sub.add_parser("align-corpus", help="word-align a parallel corpus in one resumable command: prepare it, "
+                                            "train the HMM aligner both ways, align and symmetrise")
+    p.add_argument("pairs", nargs="?", help="'source ||| target' lines, tokenised (the fast_align/eflomal input)")
+    p.add_argument("overrides", nargs="*", help="section.field=value for both directions' training, e.g. "
+                                                "train.max_seconds=600")
+    p.add_argument("--src", help="source sentences, one a line (instead of PAIRS)")
+    p.add_argument("--tgt", help="target sentences parallel to --src")
+    p.add_argument("--out", required=True, help="folder for the links and the job (rerun to continue a stopped job)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads (default 1); 2 or more train the two directions at once, in two processes")
+    p.add_argument("--symmetrize", default="intersect",
+                   choices=["intersect", "union", "grow-diag", "grow-diag-final", "grow-diag-final-and",
+                            "soft-product", "soft-mean"],
+                   help="how links.align combines the two directions (default intersect)")
+    p.add_argument("--distribution", choices=["prior", "posterior", "viterbi"],
+                   help="the matrix the links come from (default: posterior)")
+    p.add_argument("--recipe", help="a YAML training recipe instead of the HMM aligner (configs/align/hmm.yaml)")
+    p.add_argument("--tokenize", action="store_true",
+                   help="Moses-tokenise raw text first (default: the text is tokenised, words split on spaces)")
+    p.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=True,
+                   help="lowercase for the models (links still index the given words; default on)")
+    p.add_argument("--src-lang", default="src", help="source language code (for --tokenize)")
+    p.add_argument("--tgt-lang", default="tgt", help="target language code (for --tokenize)")
+    p.add_argument("--bpe-merges", type=int, default=4000, help="joint BPE merges (default 4000; 0 = none)")
+    p.add_argument("--max-len", type=int, default=80,
+                   help="train on pairs of at most this many pieces a side (default 80; every pair is aligned)")
+    p.add_argument("--valid-pairs", type=int, default=500,
+                   help="pairs of the corpus, evenly spaced, that validation scores (default 500)")
+    p.add_argument("--matrices", action="store_true", help="also write alignments.json (every matrix; large)")
+    p.epilog = ("Writes links.align (symmetrised), forward.align, reverse.align (Pharaoh i-j, 0-based, over the "
+                "input's words), scores.tsv, tokens.txt, varattn align's per-distribution files and summary.json; "
+                "work/ keeps the job, so the same command again continues where it stopped. See docs/align-corpus.md.")
+
+
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="write a self-contained folder (safetensors weights, config, vocabularies, "
                                       "BPE codes, model card) in the layout of a Hugging Face model repository")
@@ -244,8 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"varattn {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_prepare, _add_train, _add_config, _add_evaluate, _add_translate, _add_align, _add_quickstart, _add_export,
-                _add_serve):
+    for add in (_add_prepare, _add_train, _add_config, _add_evaluate, _add_translate, _add_align, _add_align_corpus,
+                _add_quickstart, _add_export, _add_serve):
         add(sub)
     return parser
 
@@ -482,6 +517,65 @@ def _align(run, reverse, data, args, run_align) -> None:
                                        "says partial)")
 
 
+def cmd_align_corpus(args) -> None:
+    from varattn.analysis.align_corpus import AlignCorpusRequest, align_corpus
+
+    if args.pairs and "=" in args.pairs and not Path(args.pairs).exists():  # an override, not a file
+        args.overrides.insert(0, args.pairs)
+        args.pairs = None
+    if bool(args.pairs) == bool(args.src or args.tgt) or (args.src is None) != (args.tgt is None):
+        raise UserError("give the corpus once: PAIRS (a 'source ||| target' file) or --src FILE --tgt FILE")
+    if not args.verbose:  # the trainer's and the recipes' log lines would break the bar
+        logging.getLogger("varattn").setLevel(logging.WARNING)
+    request = AlignCorpusRequest(
+        out=args.out, pairs=args.pairs, src=args.src, tgt=args.tgt, recipe=args.recipe, overrides=args.overrides,
+        threads=args.threads, tokenize=args.tokenize, lowercase=args.lowercase, src_lang=args.src_lang,
+        tgt_lang=args.tgt_lang, bpe_merges=args.bpe_merges, max_len=args.max_len, valid_pairs=args.valid_pairs,
+        symmetrize=args.symmetrize, distribution=args.distribution, matrices=args.matrices)
+    bar = _JobBar()
+    try:
+        summary = align_corpus(request, on_progress=bar.update)
+    finally:
+        bar.close()
+    seconds = summary["seconds"]
+    print("  ".join(f"{stage} {_clock(value)}" for stage, value in seconds.items() if value is not None))
+    print(f"{summary['pairs']} pairs aligned in {_clock(sum(v for v in seconds.values() if v))} of work "
+          f"({_clock(summary['session_seconds'])} this time): {Path(args.out) / 'links.align'} "
+          f"({summary['symmetrize']}), forward.align, reverse.align; summary: {Path(args.out) / 'summary.json'}")
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class _JobBar:
+    """One bar over the whole align-corpus job: the job's fraction done, the stage and the time left."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def update(self, progress) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=1000, bar_format="{percentage:3.0f}%|{bar}| {desc}", dynamic_ncols=True,
+                            mininterval=0.5, file=sys.stderr)
+        left = "estimating time left" if progress.remaining is None else f"{_clock(progress.remaining)} left"
+        detail = f" ({progress.detail})" if progress.detail else ""
+        self.bar.n = int(progress.fraction * 1000)
+        self.bar.set_description_str(f"{progress.stage} {progress.stage_fraction:.0%}{detail} · {left} · "
+                                     f"{_clock(progress.elapsed)} so far", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _open_model(path: str, device: str):
     """A run directory, checkpoint or exported folder, loaded on ``device``."""
     from varattn.export import is_export, open_export
@@ -520,7 +614,8 @@ def cmd_quickstart(args) -> None:
 
 
 COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "config": cmd_config, "evaluate": cmd_evaluate,
-            "translate": cmd_translate, "align": cmd_align, "quickstart": cmd_quickstart, "export": cmd_export,
+            "translate": cmd_translate, "align": cmd_align, "align-corpus": cmd_align_corpus,
+            "quickstart": cmd_quickstart, "export": cmd_export,
             "serve": cmd_serve}
 
 
@@ -528,7 +623,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if args.command != "train" or any(item.startswith("-") or "=" not in item for item in extra):
+        if args.command not in ("train", "align-corpus") or any(item.startswith("-") or "=" not in item
+                                                                for item in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides.extend(extra)
     level = logging.DEBUG if args.verbose else logging.INFO
@@ -560,9 +656,10 @@ PARAMETER_FLAGS = {
     "bpe_merges": "--bpe-merges", "max_len": "--max-len", "min_freq": "--min-freq", "feature_dim": "--feature-dim",
     "one_based": "--one-based", "train_src": "--train-src", "train_tgt": "--train-tgt",
     "valid_src": "--valid-src", "valid_tgt": "--valid-tgt", "test_src": "--test-src", "test_tgt": "--test-tgt",
-    "normalization": "--normalization",
+    "normalization": "--normalization", "valid_pairs": "--valid-pairs",
 }
-VALUED_FLAGS = {"pairs": "--pairs", "questions": "--questions", "answers": "--answers", "split": "--split"}
+VALUED_FLAGS = {"pairs": "--pairs", "questions": "--questions", "answers": "--answers", "split": "--split",
+                "threads": "--threads"}
 
 
 def in_cli_terms(message: str) -> str:
