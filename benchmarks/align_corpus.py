@@ -92,7 +92,8 @@ def main() -> None:
         "gold sentences), configs/align/hmm.yaml both ways, posterior links; AER on the last 447 lines.", "",
         table(["aligner", "minutes (wall, whole job)", "forward", "reverse", "intersect", "grow-diag-final-and",
                "intersect P / R"], rows, align="lrrrrrl"), "",
-        f"Minutes per stage: {stages}. Training: {steps}.", "",
+        f"Minutes per stage, each direction's (with two threads or more the two run at once): {stages}. "
+        f"Training: {steps}.", "",
         "The manual recipe's minutes are training only (both directions at once, 3 stages of at most 3 minutes), "
         "its alignment of the 447 gold pairs not counted, measured at an earlier commit under another load; the "
         "command's are the whole job: preparing the corpus, training, aligning all "
