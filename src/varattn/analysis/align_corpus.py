@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import os
 import shutil
@@ -44,8 +43,6 @@ import numpy as np
 
 from varattn import stopping
 from varattn.errors import UserError
-
-log = logging.getLogger(__name__)
 
 STAGES = ("prepare", "train forward", "train reverse", "align", "symmetrise")
 DIRECTIONS = ("forward", "reverse")
@@ -121,7 +118,8 @@ def read_corpus(request: AlignCorpusRequest) -> tuple[list[str], list[str]]:
     from varattn.data.text.pairs import read_pairs
     from varattn.data.textio import read_lines
 
-    if bool(request.pairs) == bool(request.src or request.tgt) or (not request.pairs and not (request.src and request.tgt)):
+    one_file, two_files = bool(request.pairs), bool(request.src and request.tgt)
+    if one_file == two_files or (one_file and (request.src or request.tgt)):
         raise UserError("give the corpus once: a pairs file ('source ||| target' a line), or both a source "
                         "and a target file")
     if request.pairs:
