@@ -111,6 +111,7 @@ def environment() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
 
 
+@pytest.mark.slow
 def test_killed_mid_training_the_same_command_continues_to_the_same_links(corpus, finished, tmp_path):
     out = tmp_path / "killed"
     args = command(str(corpus[0]), "--out", str(out), *OPTIONS, *TINY)
@@ -143,6 +144,7 @@ def test_killed_mid_training_the_same_command_continues_to_the_same_links(corpus
         assert (out / name).read_text(encoding="utf-8") == (reference / name).read_text(encoding="utf-8"), name
 
 
+@pytest.mark.slow
 def test_two_threads_train_the_directions_at_once_to_the_same_links(corpus, finished, tmp_path):
     out = tmp_path / "two"
     assert main(["align-corpus", str(corpus[0]), "--out", str(out), "--threads", "2", *OPTIONS, *TINY]) == 0
