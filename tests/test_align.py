@@ -149,7 +149,7 @@ def test_pharaoh_export_is_the_argmax_of_the_json_matrices(runs, synthetic_data,
     summary = run_align(run, tmp_path, data=data, split="test", limit=7, threshold=0.2, pictures=2, grid=3,
                         formats=("png",))
     document = json.loads((tmp_path / "alignments.json").read_text(encoding="utf-8"))
-    assert document["distributions"] == ["prior", "posterior"] and len(document["pairs"]) == 7
+    assert document["distributions"] == ["prior", "posterior", "exact-posterior"] and len(document["pairs"]) == 7
     test = data.split("test")
     for name in ("prior", "posterior"):
         lines = (tmp_path / f"{name}.align").read_text(encoding="utf-8").split("\n")[:-1]
@@ -162,7 +162,7 @@ def test_pharaoh_export_is_the_argmax_of_the_json_matrices(runs, synthetic_data,
             expected = {(int(matrix[j].argmax()), j) for j in range(len(record["tgt"]) - 1)
                         if matrix[j].max() >= 0.2}
             assert aer.parse_gold(line).sure == expected
-    assert set(summary["scores"]) == {"prior", "posterior"}
+    assert set(summary["scores"]) == {"prior", "posterior", "exact-posterior"}
     assert 0.0 <= summary["scores"]["prior"]["aer"] <= 1.0
     assert (tmp_path / "pictures" / "pair-00000.png").is_file() and (tmp_path / "grid.png").is_file()
 
@@ -191,7 +191,7 @@ def test_align_raw_files_with_gold_and_evaluate_reports_aer(runs, synthetic_data
     assert main(["align", str(runs / "soft"), "--src", str(src), "--out", str(out)]) == 2
     assert "--src FILE" in capsys.readouterr().err
 
-    for mode, names in (("soft", {"attention"}), ("vae-enum", {"prior", "posterior"})):
+    for mode, names in (("soft", {"attention"}), ("vae-enum", {"prior", "posterior", "exact-posterior"})):
         results = evaluate_run(load_run(runs / mode, torch.device("cpu")), data, "test", bleu=False)
         assert set(results["aer"]) == names
         assert all(0.0 <= value <= 1.0 for value in results["aer"].values())
@@ -247,3 +247,57 @@ def test_html_report_opens_in_headless_chromium_and_shows_every_sentence(runs, s
             assert sentence.replace("&", "&amp;") in section
         assert "data:image/png;base64," in section and "entropy" in section and "AER" in section
     assert dom.count('class="pair"') == len(pairs) == 6
+
+
+def test_exact_posterior_is_bayes_rule_over_the_enumeration(synthetic_data, tmp_path):
+    """For a model without q, the exact posterior of the current word is p(z_t | x, y<t) p(y_t | z_t)
+    normalised over positions: checked against a brute-force computation from the model's prior and its
+    output distribution at every single position (one-hot context), written here independently."""
+    import torch
+
+    from varattn.analysis import align
+    from varattn.cli.main import ALIGN_DISTRIBUTIONS
+    from varattn.data.text.prepared import load_prepared
+    from varattn.data.vocab import BOS, EOS
+    from varattn.latent import masked_log_softmax
+    from varattn.training.runs import LoadedRun
+
+    from conftest import tiny_config
+    from varattn.training.trainer import Trainer
+
+    assert ALIGN_DISTRIBUTIONS == align.DISTRIBUTIONS
+    assert align.distributions("marginal", False) == ("prior", "exact-posterior")
+    assert align.distributions("vae-enum", True) == ("prior", "posterior", "exact-posterior")
+    assert "exact-posterior" not in align.distributions("vae-dirichlet", True)
+    config = tiny_config(synthetic_data, "marginal", max_steps=15)
+    config.train.device = "cpu"
+    trainer = Trainer(config, tmp_path / "run")
+    trainer.run()
+    model = trainer.model.double().eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # 15 steps leave it near flat: spread the weights so that Bayes' rule moves mass
+        for weight in model.parameters():
+            weight.add_(torch.randn(weight.shape, generator=generator, dtype=weight.dtype))
+    data = load_prepared(synthetic_data)
+    split = data.split("test")
+    src_ids, tgt_ids = [split.src(i).tolist() for i in range(3)], [split.tgt(i).tolist() for i in range(3)]
+    run = LoadedRun(model=model, config=config, device=torch.device("cpu"), data=data, checkpoint=None, task=None)
+    pairs = align.extract(run, src_ids, tgt_ids, [[str(t) for t in s] for s in src_ids],
+                          [[str(t) for t in t_] for t_ in tgt_ids])
+    for n, pair in enumerate(pairs):
+        src = torch.tensor([src_ids[n]])
+        tgt_in = torch.tensor([[BOS] + tgt_ids[n]])  # BOS, then the reference
+        tgt_out = torch.tensor([tgt_ids[n] + [EOS]])  # the reference, then EOS
+        lengths = torch.tensor([len(tgt_ids[n]) + 1])
+        with torch.no_grad():
+            fwd = model(src, torch.tensor([len(src_ids[n])]), tgt_in, tgt_out, lengths)
+            prior = masked_log_softmax(fwd.prior, fwd.mask).exp()[0]                       # [T, S]
+            S = src.size(1)
+            word_given_position = torch.stack([fwd.likelihood(torch.eye(S, dtype=torch.float64)[s]
+                                                              .expand(1, prior.size(0), 1, S))[0, :, 0]
+                                               for s in range(S)], -1).exp()              # [T, S]
+        bayes = prior * word_given_position
+        bayes = bayes / bayes.sum(-1, keepdim=True)
+        assert np.allclose(pair.matrices["exact-posterior"], bayes.numpy(), atol=2e-6)
+        assert np.allclose(pair.matrices["exact-posterior"].sum(-1), 1.0, atol=1e-5)
+        assert np.abs(pair.matrices["exact-posterior"] - pair.matrices["prior"]).max() > 0.1  # not the prior

@@ -76,7 +76,7 @@ def test_translate_and_align_give_what_the_python_api_gives(client, model, pair)
 
     aligned = client.post("/api/align", json={"source": source, "target": target, "picture": True}).get_json()
     expected_pair, score = model.align(source, target), model.score(source, target)
-    assert set(aligned["matrices"]) == {"prior", "posterior"}
+    assert set(aligned["matrices"]) == {"prior", "posterior", "exact-posterior"}
     for name, matrix in expected_pair.matrices.items():
         np.testing.assert_allclose(np.array(aligned["matrices"][name]), matrix)
         assert aligned["word_links"][name] == [list(link) for link in expected_pair.word_links[name]]

@@ -245,7 +245,7 @@ def test_command_line_train_evaluate_translate_align(synthetic_data, tmp_path, c
                  "--json", str(result)]) == 0
     scores = json.loads(result.read_text())
     assert scores["elbo_ppl"] >= scores["ppl"] and "bleu" in scores and "aer" in scores
-    assert set(scores["aer"]) == {"prior", "posterior", "cross"}
+    assert set(scores["aer"]) == {"prior", "posterior", "exact-posterior", "cross"}
     source = tmp_path / "in.txt"
     source.write_text("".join((synthetic_data / "test.src.txt").read_text().splitlines(True)[:3]))
     out = tmp_path / "out.txt"
@@ -259,7 +259,7 @@ def test_command_line_train_evaluate_translate_align(synthetic_data, tmp_path, c
                  "--layer", "1", "--head", "0"]) == 0
     assert report.is_file() and "cross" in report.read_text()
     document = json.loads((tmp_path / "al" / "alignments.json").read_text())
-    assert document["distributions"] == ["prior", "posterior", "cross"]
+    assert document["distributions"] == ["prior", "posterior", "exact-posterior", "cross"]
     # the exported 'cross' matrix is layer 1, head 0 of the model's cross-attention maps
     loaded = load_run(run, torch.device("cpu"))
     pair = document["pairs"][0]

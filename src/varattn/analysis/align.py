@@ -5,6 +5,9 @@ gives, per target position t, a distribution over the source tokens:
 
 - ``prior``: p(z_t | x, y<t), the attention the decoder computes (a latent model's prior);
 - ``posterior``: q(z_t | x, y), the inference network's, for ``vae-*`` models;
+- ``exact-posterior``: p(z_t | x, y<=t) ∝ p(z_t | x, y<t) p(y_t | z_t, x, y<t), the model's own Bayes
+  posterior for the current word, for every mode whose prior is enumerated (``marginal``, ``hard-*``,
+  ``vae-enum``, ...): the enumeration the likelihood computes anyway, so it needs no inference network;
 - ``attention``: a ``soft`` model's attention (the same network as a prior, named as it is used);
 - for ``hmm`` (a first-order chain): ``prior`` is the chain's predictive p(z_t | x, y<t), ``posterior``
   the exact posterior marginal p(z_t | x, y) by forward–backward (it reads the whole reference, past
@@ -51,13 +54,19 @@ END = "</s>"
 DIGITS = 6
 
 
+#: every matrix name a model may give (``cross``: a Transformer's soft cross-attention)
+DISTRIBUTIONS = ("prior", "posterior", "exact-posterior", "viterbi", "attention", "cross")
+
+
 def distributions(mode: str, has_posterior: bool) -> tuple[str, ...]:
     """The names of the matrices a model of ``mode`` gives, in display order."""
-    if get_mode(mode).soft_context:
+    record = get_mode(mode)
+    if record.soft_context:
         return ("attention",)
-    if get_mode(mode).chain:
+    if record.chain:
         return ("prior", "posterior", "viterbi")
-    return ("prior", "posterior") if has_posterior else ("prior",)
+    names = ("prior", "posterior") if has_posterior else ("prior",)
+    return names + ("exact-posterior",) if record.enumerable else names
 
 
 @dataclass
@@ -133,7 +142,7 @@ def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[
     for rows in batches:
         batch = collate(pairs, rows).to(device)
         fwd = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
-        scores = _chain_scores(fwd) if model.mode.chain else dict(zip(names, (fwd.prior, fwd.posterior)))
+        scores = _chain_scores(fwd) if model.mode.chain else _independent_scores(fwd, names)
         probs = {k: latent.masked_log_softmax(v.float(), fwd.mask).exp().cpu().numpy() for k, v in scores.items()}
         ents = {k: latent.entropy(v.float(), fwd.mask).masked_fill(~fwd.queries, 0.0).sum(-1).cpu()
                 for k, v in scores.items()}
@@ -156,6 +165,20 @@ def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[
     model.train(was_training)
     complete = next((n for n, pair in enumerate(results) if pair is None), len(results))
     return results[:complete]  # type: ignore[return-value]
+
+
+def _independent_scores(fwd: latent.LatentOutput, names: Sequence[str]) -> dict:
+    """Log-scores ``[B, T, S]`` of the prior, q where there is one, and the exact posterior of the current
+    word: log p(z_t = s | x, y<t) + log p(y_t | z_t = s), normalised over s by the caller. A ``soft``
+    model's one matrix is its attention, named ``names[0]``."""
+    scores = {names[0]: fwd.prior}
+    if "posterior" in names:
+        scores["posterior"] = fwd.posterior
+    if "exact-posterior" in names:
+        log_prior = latent.masked_log_softmax(fwd.prior.float(), fwd.mask)
+        emissions = fwd.likelihood.enumerate().float()
+        scores["exact-posterior"] = (log_prior + emissions).masked_fill(~fwd.mask, float("-inf"))
+    return scores
 
 
 def _chain_scores(fwd: latent.LatentOutput) -> dict:

@@ -14,6 +14,9 @@ from pathlib import Path
 from varattn import stopping
 from varattn.errors import UserError
 
+# analysis.align.DISTRIBUTIONS, written out so that --help needs no torch (tests/test_align.py keeps them equal)
+ALIGN_DISTRIBUTIONS = ("prior", "posterior", "exact-posterior", "viterbi", "attention", "cross")
+
 DESCRIPTION = """Latent alignment and variational attention for sequence models (Deng et al., 2018).
 Prepare a corpus, train a model in any of the nine modes, evaluate it, translate, align, export and serve it.
 Start with `varattn quickstart` (a few minutes on a CPU, no downloads); `varattn COMMAND --help` explains one command."""
@@ -188,7 +191,7 @@ def _add_align(sub) -> None:
     p.add_argument("--layer", type=int, help="a Transformer's soft cross-attention (matrix 'cross'): this decoder "
                                              "layer, 0-based (default: the average over layers)")
     p.add_argument("--head", type=int, help="... and this head, 0-based (default: the average over heads)")
-    p.add_argument("--distribution", choices=["prior", "posterior", "attention", "cross"],
+    p.add_argument("--distribution", choices=list(ALIGN_DISTRIBUTIONS),
                    help="the matrix links.align is drawn from (default: the posterior where the model has one)")
     p.add_argument("--links", choices=["argmax", "threshold"], default="argmax",
                    help="argmax: each target word's best source word, none (NULL) when below --threshold; "
