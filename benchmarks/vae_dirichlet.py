@@ -73,7 +73,7 @@ def probe_landscape(data: Path, run: str) -> None:
     with torch.no_grad():
         out = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
         en = out.likelihood.enumerate()
-        eff, q = out.mask.expand_as(en), out.queries.bool()
+        eff, q = out.mask.expand_as(en), out.query_weights.bool()
         onehot = torch.nn.functional.one_hot(en.masked_fill(~eff, -1e9).argmax(-1), en.size(-1)).double()
         lq0, lp = out.posterior.masked_fill(~eff, 0.0), out.prior.masked_fill(~eff, 0.0)
         spread = en.masked_fill(~eff, 0.0)
@@ -137,15 +137,15 @@ def probe_concentrations(data: Path, run: str, pairs: int = 300) -> None:
     with torch.no_grad():
         out = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
     mask = out.mask.expand_as(out.prior)
-    real = mask & out.queries[..., None].bool()
+    real = mask & out.query_weights[..., None].bool()
     prior, offsets = out.prior[real], (out.posterior - out.prior)[real]
-    total = out.prior.clamp(LOG_ALPHA_MIN, LOG_ALPHA_MAX).exp().masked_fill(~mask, 0.0).sum(-1)[out.queries.bool()]
+    total = out.prior.clamp(LOG_ALPHA_MIN, LOG_ALPHA_MAX).exp().masked_fill(~mask, 0.0).sum(-1)[out.query_weights.bool()]
     print(f"prior log-alpha: mean {prior.mean():.2f}, sd {prior.std():.2f}, max {prior.max():.2f}; "
           f"at the clamp: {float((prior > LOG_ALPHA_MAX).float().mean()):.4f} above, "
           f"{float((prior < LOG_ALPHA_MIN).float().mean()):.4f} below")
     print(f"total concentration per token: median {total.median():.0f} "
           f"(quartiles {total.quantile(0.25):.0f}-{total.quantile(0.75):.0f}); uniform Dir(1,...,1) would be "
-          f"{float(mask.sum(-1)[out.queries.bool()].double().mean()):.1f}")
+          f"{float(mask.sum(-1)[out.query_weights.bool()].double().mean()):.1f}")
     print(f"inference offsets delta: sd {offsets.std():.4f}, max |delta| {offsets.abs().max():.4f}")
 
 

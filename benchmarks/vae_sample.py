@@ -92,7 +92,7 @@ def check(args) -> dict:
         sources = enumerated.size(-1)
         eye = torch.eye(sources, dtype=torch.float64)[None, None].expand(*enumerated.shape[:2], -1, -1)
         called = out.likelihood(eye)
-    mask = out.mask.expand_as(enumerated) & out.queries[..., None].bool()
+    mask = out.mask.expand_as(enumerated) & out.query_weights[..., None].bool()
     one_hot_error = float((called - enumerated).abs()[mask].max())
 
     # 2. unbiasedness: mean over draws of the vae-sample gradient vs vae-enum's exact gradient
@@ -122,7 +122,7 @@ def check(args) -> dict:
     with torch.no_grad():
         prior_weights = latent.masked_log_softmax(out.prior, out.mask).exp()
         soft_baseline = out.likelihood(prior_weights[..., None, :])[..., 0]
-    keep = out.queries.bool()
+    keep = out.query_weights.bool()
 
     def q_grad(loss_per_token):
         loss = loss_per_token.masked_fill(~keep, 0.0).sum() / keep.sum()
@@ -170,10 +170,10 @@ def check(args) -> dict:
     with torch.no_grad():
         out_d = noisy(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
         first, second = out_d.likelihood(eye), out_d.likelihood(eye)
-        cells = out_d.mask.expand_as(first) & out_d.queries[..., None].bool()
+        cells = out_d.mask.expand_as(first) & out_d.query_weights[..., None].bool()
         state["dropout_noise_std_of_ell"] = float(((first - second)[cells] ** 2).mean().sqrt() / 2**0.5)
     print("  state:", state, flush=True)
-    return {"pairs": args.pairs, "target_tokens": int(out.queries.sum()),
+    return {"pairs": args.pairs, "target_tokens": int(out.query_weights.sum()),
             "one_hot_vs_enumeration_max_abs_error": one_hot_error,
             "draws": draws, "cosine_mean_vs_exact": overall, "per_tensor": per_tensor,
             "signal": signal, "state": state, "run": args.run, "seconds": time.perf_counter() - started}
@@ -191,7 +191,7 @@ def _no_baseline_loss(out, samples: int, generator) -> torch.Tensor:
     log_q_z = log_q.gather(-1, idx)
     kl = latent.categorical_kl(out.posterior, out.prior, out.mask)
     per_token = (-ell - ell.detach() * log_q_z).mean(-1) + kl
-    keep = out.queries.bool()
+    keep = out.query_weights.bool()
     del log_p
     return per_token.masked_fill(~keep, 0.0).sum() / keep.sum()
 

@@ -47,7 +47,7 @@ def test_the_reconstruction_reaches_the_prior_only_through_a_residual_q(form):
     expected = out.prior + network if form == "residual" else network
     torch.testing.assert_close(out.posterior, expected)
     z = latent.dirichlet_rsample(out.posterior, out.mask, generator=torch.Generator().manual_seed(1))
-    reconstruction = out.likelihood(z)[..., 0][out.queries].sum()
+    reconstruction = out.likelihood(z)[..., 0][out.query_weights].sum()
     (grad,) = torch.autograd.grad(reconstruction, out.prior, allow_unused=True)
     if form == "residual":
         assert grad is not None and float(grad[out.mask.expand_as(grad)].abs().min()) > 0

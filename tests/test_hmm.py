@@ -34,7 +34,7 @@ def sequence_log_prob(model, batch) -> torch.Tensor:
     """Σ_t log p(y_t | y_<t) per sentence by the teacher-forced forward algorithm ``[B]``."""
     out = model(*batch)
     terms = latent.token_terms(model.mode, out)
-    return -(terms["nll"].double().masked_fill(~out.queries, 0.0)).sum(-1)
+    return -(terms["nll"].double().masked_fill(~out.query_weights, 0.0)).sum(-1)
 
 
 @pytest.mark.parametrize("arch", ["rnn", "transformer"])
@@ -83,7 +83,7 @@ def test_decoding_scores_equal_forward_scoring_of_the_output(arch, kmax):
         if kmax:
             out = model(*chosen)
             expected = latent.token_terms(model.mode, out, kmax=(kmax,))[f"kmax{kmax}"]
-            expected = -(expected.double().masked_fill(~out.queries, 0.0)).sum(-1)
+            expected = -(expected.double().masked_fill(~out.query_weights, 0.0)).sum(-1)
         else:
             expected = sequence_log_prob(model, chosen)
         for row, h in enumerate(hypotheses):
@@ -106,7 +106,7 @@ def test_eos_is_part_of_the_chain():
     model = build("rnn", "hmm")
     batch = make_batch([([4, 5, 6], [7, 8])])
     out = model(*batch)
-    assert out.queries.sum().item() == 3 and batch[3][0, 2].item() == EOS
+    assert out.query_weights.sum().item() == 3 and batch[3][0, 2].item() == EOS
 
 
 def test_align_gives_the_chain_posterior_and_viterbi(synthetic_data, tmp_path):

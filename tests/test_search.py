@@ -70,7 +70,7 @@ def teacher_forced(model: Seq2Seq, src_row: torch.Tensor, length: int, targets: 
             per_token = -latent.objective("soft", fwd.likelihood, fwd.prior, mask=fwd.mask).nll
         else:
             per_token = latent.log_marginal(fwd.likelihood.enumerate(), fwd.prior, fwd.mask)
-    log_probs = per_token.double().masked_fill(~fwd.queries, 0.0).sum(1)
+    log_probs = per_token.double().masked_fill(~fwd.query_weights, 0.0).sum(1)
     links = fwd.prior.masked_fill(~fwd.mask, float("-inf")).argmax(-1)
     return log_probs.tolist(), [links[row, : len(y)].tolist() for row, y in enumerate(targets)]
 

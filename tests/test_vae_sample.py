@@ -62,5 +62,5 @@ def test_points_of_a_token_share_the_dropout_mask():
     model.eval()
     out = model(src, src_len, tgt_in, tgt_out, tgt_len)
     eye = torch.eye(sources, dtype=torch.float64)[None, None].expand(*out.prior.shape[:2], -1, -1)
-    keep = out.mask.expand(*out.prior.shape) & out.queries[..., None].bool()
+    keep = out.mask.expand(*out.prior.shape) & out.query_weights[..., None].bool()
     torch.testing.assert_close(out.likelihood(eye)[keep], out.likelihood.enumerate()[keep], check_dtype=False)

@@ -304,7 +304,7 @@ class Model:
             out = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
             nll = evaluation_terms(mode, out.likelihood, out.prior, out.posterior, out.mask,
                                    samples=run.config.train.eval_samples, generator=generator)["nll"]
-            sums = nll.double().masked_fill(~out.queries, 0.0).sum(-1).cpu()
+            sums = nll.double().masked_fill(~out.query_weights, 0.0).sum(-1).cpu()
             for row, i in enumerate(rows.tolist()):
                 log_probs[i] = -float(sums[row])
         scores = []

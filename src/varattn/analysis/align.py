@@ -144,13 +144,13 @@ def extract(run: LoadedRun, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[
         fwd = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
         scores = _chain_scores(fwd) if model.mode.chain else _independent_scores(fwd, names)
         probs = {k: latent.masked_log_softmax(v.float(), fwd.mask).exp().cpu().numpy() for k, v in scores.items()}
-        ents = {k: latent.entropy(v.float(), fwd.mask).masked_fill(~fwd.queries, 0.0).sum(-1).cpu()
+        ents = {k: latent.entropy(v.float(), fwd.mask).masked_fill(~fwd.query_weights, 0.0).sum(-1).cpu()
                 for k, v in scores.items()}
         cross = (model.cross_alignment(batch.src, batch.src_lengths, batch.tgt_in)
                  if isinstance(model, CrossAttentionMaps) else None)
         if cross is not None:  # a Transformer's soft cross-attention: its chosen layer/head, or their average
             probs["cross"] = cross.float().cpu().numpy()
-            ents["cross"] = -(cross * cross.clamp_min(1e-30).log()).sum(-1).masked_fill(~fwd.queries, 0.0).sum(-1).cpu()
+            ents["cross"] = -(cross * cross.clamp_min(1e-30).log()).sum(-1).masked_fill(~fwd.query_weights, 0.0).sum(-1).cpu()
         for row, i in enumerate(rows.tolist()):
             S, T = len(src_ids[i]), len(tgt_ids[i]) + 1
             results[i] = PairAlignment(
@@ -185,7 +185,7 @@ def _chain_scores(fwd: latent.LatentOutput) -> dict:
     """A chain model's three matrices as log-scores ``[B, T, S]``: its predictive, the forward–backward
     posterior marginals, and the Viterbi path (log 1 on the path, log 0 elsewhere)."""
     emissions = fwd.likelihood.enumerate()
-    steps = fwd.queries.bool()
+    steps = fwd.query_weights.bool()
     forward = latent.chain_forward(emissions, fwd.prior, fwd.jumps, fwd.mask, steps)
     marginals = latent.chain_marginals(emissions, fwd.prior, fwd.jumps, fwd.mask, steps)
     path, _ = latent.chain_viterbi(emissions, fwd.prior, fwd.jumps, fwd.mask, steps)

@@ -49,8 +49,8 @@ class LatentOutput:
 
     prior ``[..., S]`` scores (log-concentrations for ``vae-dirichlet``); posterior ``[..., S]`` scores
     or None; mask ``[..., S]`` bool (broadcastable, True = real position); likelihood for the queries
-    ``[...]``; queries ``[...]`` bool, True on the queries that count (e.g. real target tokens), or float
-    weights (e.g. the share of annotators who gave each scored answer).
+    ``[...]``; query_weights ``[...]``: bool, True on the queries that count (e.g. real target tokens), or
+    float weights (e.g. the share of annotators who gave each scored answer).
 
     For a chain mode (:attr:`Mode.chain`) the queries ``[B, T]`` are the steps of a sequence, ``prior``
     holds the transitions' content scores and ``jumps`` ``[B or 1, S + 1, S]`` the jump scores of
@@ -61,12 +61,12 @@ class LatentOutput:
     posterior: Optional[Tensor]
     mask: Tensor
     likelihood: Likelihood
-    queries: Tensor
+    query_weights: Tensor
     jumps: Optional[Tensor] = None
 
 
-def _weights(queries: Tensor) -> Tensor:
-    return queries if queries.is_floating_point() else queries.to(torch.float32)
+def _weights(query_weights: Tensor) -> Tensor:
+    return query_weights if query_weights.is_floating_point() else query_weights.to(torch.float32)
 
 
 def batch_objective(mode: Mode, out: LatentOutput, *, samples: int = 1, temperature: float = 0.1,
@@ -83,7 +83,7 @@ def batch_objective(mode: Mode, out: LatentOutput, *, samples: int = 1, temperat
     else:
         terms = objective(mode.name, out.likelihood, out.prior, out.posterior, out.mask, samples=samples,
                           temperature=temperature, generator=generator, **({"warmup": True} if warmup else {}))
-    keep = out.queries.bool()
+    keep = out.query_weights.bool()
     count = int(keep.sum())
     loss = terms.loss.masked_fill(~keep, 0.0).sum() / max(count, 1)
     stats = {"tokens": count, "nll": float(terms.nll.masked_fill(~keep, 0.0).sum()),
@@ -102,7 +102,7 @@ def _chain(out: LatentOutput, kmax: int = 0, emissions: Optional[Tensor] = None)
     if out.jumps is None:
         raise ValueError("a chain mode needs the model's jump scores (LatentOutput.jumps)")
     emissions = out.likelihood.enumerate() if emissions is None else emissions
-    return chain_forward(emissions, out.prior, out.jumps, out.mask, out.queries.bool(), kmax=kmax)
+    return chain_forward(emissions, out.prior, out.jumps, out.mask, out.query_weights.bool(), kmax=kmax)
 
 
 def token_terms(mode: Mode, out: LatentOutput, *, kmax: tuple[int, ...] = (), samples: int = 10,
@@ -129,5 +129,5 @@ def evaluation_sums(mode: Mode, out: LatentOutput, *, kmax: tuple[int, ...] = ()
     """Sums over the weighted queries of every term of :func:`token_terms`, as float64 scalars (divide
     by the number of queries to report a mean)."""
     terms = token_terms(mode, out, kmax=kmax, samples=samples, generator=generator)
-    weights = _weights(out.queries).double()
+    weights = _weights(out.query_weights).double()
     return {name: (value.double() * weights).masked_fill(weights == 0, 0.0).sum() for name, value in terms.items()}

@@ -216,7 +216,7 @@ class Seq2Seq(nn.Module):
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor,
                 tgt_lengths: Tensor) -> LatentOutput:
         """Teacher-forced pass: tokens ``[B, S]``, ``[B, T]`` -> :class:`varattn.latent.LatentOutput` with
-        prior and posterior scores ``[B, T, S]``, mask ``[B, 1, S]`` and queries ``[B, T]`` (real target tokens)."""
+        prior and posterior scores ``[B, T, S]``, mask ``[B, 1, S]`` and query_weights ``[B, T]`` (real target tokens)."""
         encoded = self.encode(src, src_lengths)
         hidden, prior = self.decoder(encoded, tgt_in)
         kind = TokenLikelihood if self.config.emission == "state" else SourceLikelihood

@@ -378,7 +378,7 @@ class TransformerSeq2Seq(nn.Module, CrossAttentionMaps):
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor,
                 tgt_lengths: Tensor) -> LatentOutput:
         """Teacher-forced pass -> :class:`varattn.latent.LatentOutput`: prior and posterior scores
-        ``[B, T, S]``, mask ``[B, 1, S]``, the output layer's likelihood, queries ``[B, T]``."""
+        ``[B, T, S]``, mask ``[B, 1, S]``, the output layer's likelihood, query_weights ``[B, T]``."""
         encoded = self.encode(src, src_lengths)
         hidden = self.decode(encoded, tgt_in)
         prior = self.align(hidden, encoded.align_keys)

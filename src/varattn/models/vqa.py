@@ -215,17 +215,17 @@ class VQAModel(nn.Module):
         calls the model itself, so that a DistributedDataParallel wrapper sees the pass)."""
         return self.latent_output(self.encode(questions, lengths, features, regions), answers)
 
-    def latent_output(self, enc: Encoded, answers: Tensor, queries: Tensor | None = None) -> latent.LatentOutput:
+    def latent_output(self, enc: Encoded, answers: Tensor, query_weights: Tensor | None = None) -> latent.LatentOutput:
         """Prior ``[B, M, S]``, posterior ``[B, M, S]`` (``vae-*``), mask ``[B, 1, S]`` and likelihood for
-        answers [B, M]; ``queries`` [B, M] (default all) marks or weights the answers that count."""
+        answers [B, M]; ``query_weights`` [B, M] (default all) marks or weights the answers that count."""
         M = answers.shape[1]
         prior = enc.prior[:, None].expand(-1, M, -1)
         posterior = None
         if self.has_posterior:
             posterior = latent.posterior_scores(self.mode, self.posterior_param, prior, self.posterior(enc, answers))
-        if queries is None:
-            queries = torch.ones_like(answers, dtype=torch.bool)
-        return latent.LatentOutput(prior, posterior, enc.mask[:, None], self.likelihood(enc, answers), queries)
+        if query_weights is None:
+            query_weights = torch.ones_like(answers, dtype=torch.bool)
+        return latent.LatentOutput(prior, posterior, enc.mask[:, None], self.likelihood(enc, answers), query_weights)
 
     def answer_log_probs(self, enc: Encoded) -> Tensor:
         """[B, A]: the test-time answer distribution under the prior — the soft context's for ``soft``,

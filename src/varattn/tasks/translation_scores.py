@@ -68,7 +68,7 @@ def score_split(model: torch.nn.Module, split, device: torch.device, *, max_toke
                                    generator=generator)
         for name, value in sums.items():
             totals[name] += float(value)
-        tokens += int(out.queries.sum())
+        tokens += int(out.query_weights.sum())
         scored += len(indices)
         if stopping.requested():  # SIGINT/SIGTERM: the scores of the batches done so far
             break

@@ -69,7 +69,7 @@ def batch_loss(model: torch.nn.Module, batch: VQABatch, generator: torch.Generat
     ``model`` is a :class:`VQAModel` or its DistributedDataParallel wrapper."""
     answers, keep = sample_answers(batch.answers, generator)
     out = model(batch.questions, batch.lengths, batch.features, batch.regions, answers)
-    out.queries = keep[:, None]
+    out.query_weights = keep[:, None]
     return latent.batch_objective(latent.get_mode(config.mode), out, samples=config.samples,
                                   temperature=config.temperature, generator=generator, warmup=warmup)
 
