@@ -48,6 +48,8 @@ class ModelConfig(Section):
     dec_layers: int = positive(2, "decoder LSTM layers")
     attn_size: int = positive(512, "hidden size of the MLP prior attention")
     output_size: int = count(0, "size of o = tanh(W_o [h; c]); 0 = dec_hidden")
+    input_feed: bool = setting(True, "rnn: feed the last step's output vector into the decoder LSTM (the paper's); "
+                                     "false runs the decoder LSTM over the whole target in one call")
     dropout: float = fraction(0.3, "dropout probability")
     init_range: float = positive(0.1, "weights start uniform in +-init_range")
     inf_hidden: int = positive(512, "inference network, per direction")
@@ -100,6 +102,8 @@ class TrainConfig(Section):
     progress: bool = setting(True, "progress bars")
     init_from: str = setting("", "run directory or checkpoint to initialise the weights from")
     warmup_steps: int = count(0, "modes with a warm-up objective (vae-dirichlet: 1000 unless set): its length in steps")
+    enumerate_topk: int = count(0, "training only: enumerate the K positions of highest prior score per query "
+                                   "(0 = all; evaluation stays exact)")
     eval_samples: int = positive(10, "Monte-Carlo samples for vae-dirichlet evaluation")
     max_nonfinite_steps: int = positive(10, "skip steps with a non-finite loss or gradient; stop after this many in a row")
 
