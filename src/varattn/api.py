@@ -107,17 +107,18 @@ def _resolve(path_or_hub_id: str | os.PathLike) -> Path:
 
 
 def load(path_or_hub_id: str | os.PathLike, device: str | torch.device | None = None) -> "Model":
-    """Open a trained translation model: a run directory (its best checkpoint), a checkpoint ``.json``,
-    a folder written by ``varattn export``, or — when ``huggingface_hub`` is installed — the Hub id of
-    such a folder (``"user/name"``). ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` … (default: CUDA
-    when present, else CPU)."""
-    from varattn.export import is_export, open_export
-    from varattn.training.runs import load_run
+    """Open a trained model: a run directory (its best checkpoint), a checkpoint ``.json``, a folder
+    written by ``varattn export``, or — when ``huggingface_hub`` is installed — the Hub id of such a
+    folder (``"user/name"``). ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` … (default: CUDA when
+    present, else CPU). It opens through the one loader every command uses
+    (:func:`varattn.training.runs.load_run`); a model that does not map sequences to sequences (a VQA
+    run) is refused."""
     from varattn.device import resolve_device
+    from varattn.training.runs import load_run
 
     device = resolve_device("auto" if device is None else str(device))
     path = _resolve(path_or_hub_id)
-    run = open_export(path, device) if is_export(path) else load_run(path, device)
+    run = load_run(path, device)
     if not run.task.aligns_sequences:
         raise UserError(f"{path}: a {run.task.name} model — varattn.load opens translation models")
     return Model(run, str(path))

@@ -12,12 +12,12 @@ use the model elsewhere, and that can be uploaded to the Hugging Face Hub as it 
 - ``README.md``: a model card (YAML front matter for the Hub; the data, the mode, the settings, the
   evaluation figures with their BLEU signatures, the licence).
 
-:func:`open_export` reads it back into a loaded run (``varattn.load(DIR)`` does so). Nothing is pickled.
+``varattn.load(DIR)`` (:func:`varattn.training.runs.load_run`, the one loader) reads it back. Nothing is
+pickled.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,26 +26,13 @@ from pathlib import Path
 import torch
 
 from varattn import __version__
-from varattn import config as config_lib
 from varattn.errors import UserError
+from varattn.training.runs import EXPORT_CONFIG as CONFIG
+from varattn.training.runs import EXPORT_FORMAT as FORMAT
+from varattn.training.runs import EXPORT_WEIGHTS as WEIGHTS
+from varattn.training.runs import LoadedRun, is_export, load_run, sha256
 
-FORMAT = "varattn-export/1"
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
-
-
-def is_export(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a folder written by :func:`export_run` (it has ``config.json`` and the weights)."""
-    path = Path(path)
-    return (path / CONFIG).is_file() and (path / WEIGHTS).is_file()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+__all__ = ["CONFIG", "FORMAT", "WEIGHTS", "export_run", "is_export", "model_card"]
 
 
 def _evaluations(run_dir: Path) -> dict:
@@ -61,30 +48,31 @@ def _evaluations(run_dir: Path) -> dict:
     return found
 
 
-def export_run(run_path: str | os.PathLike, out: str | os.PathLike, *, license: str = "other",
+def export_run(run: LoadedRun | str | os.PathLike, out: str | os.PathLike, *, license: str = "other",
                name: str | None = None) -> dict:
-    """Write the export of a run (directory or checkpoint ``.json``; the best checkpoint by default)
-    into the new or empty folder ``out``; returns what ``config.json`` holds. ``license``: the Hub's
+    """Write the export of a run into the new or empty folder ``out``; returns what ``config.json`` holds.
+    ``run``: a loaded run (``varattn.load(...).export`` passes its own) or the path of a run directory or
+    checkpoint ``.json`` (the best checkpoint by default), opened by the one loader. ``license``: the Hub's
     licence identifier for the weights (they follow the training data's terms; "other" by default)."""
     from safetensors.torch import save_file
 
-    from varattn.tasks.base import get_task
     from varattn.training import checkpoint
 
-    json_path = checkpoint.resolve(run_path)
+    if not isinstance(run, LoadedRun):
+        run = load_run(run, torch.device("cpu"))
+    if run.exported:
+        raise UserError(f"{run.checkpoint.parent}: an exported folder already — copy it as it is, or export the "
+                        "run directory it came from")
+    json_path = run.checkpoint
     record = checkpoint.read_meta(json_path)
-    config = config_lib.from_saved(record.get("config"), str(json_path)).validate(str(json_path))
+    config = run.config
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out}: exists and is not an empty folder — give a new folder to export into")
     data_dir = json_path.parent / "data"
-    if not (data_dir / "meta.json").is_file():
-        raise UserError(f"{data_dir}: the run's copy of the vocabularies is missing — copy the whole run "
-                        "directory, including data/")
-    task_name = record.get("task", "translation")
-    task = get_task(task_name)
-    data = task.load(data_dir)
-    tensors = checkpoint.load_weights(json_path)
+    task_name = run.task.name
+    data = run.data
+    tensors = checkpoint.load_weights(json_path)  # the checkpoint's own tensors, bit for bit
     staging = out.with_name(out.name + ".partial")
     if staging.exists():
         shutil.rmtree(staging)
@@ -107,7 +95,7 @@ def export_run(run_path: str | os.PathLike, out: str | os.PathLike, *, license: 
         "checkpoint": {"name": json_path.stem, "epoch": progress.get("best_epoch"), "step": progress.get("step"),
                        "validation": progress.get("history", [])},
         "evaluation": _evaluations(json_path.parent),
-        "weights_sha256": _sha256(staging / WEIGHTS),
+        "weights_sha256": sha256(staging / WEIGHTS),
     }
     (staging / CONFIG).write_text(json.dumps(document, indent=1, ensure_ascii=False), encoding="utf-8")
     (staging / "README.md").write_text(model_card(document, meta), encoding="utf-8")
@@ -192,40 +180,3 @@ def model_card(document: dict, meta: dict) -> str:
               f"`{document['license']}`. The code of varattn is MIT-licensed; the weights follow the terms of "
               "the data they were trained on.", ""]
     return "\n".join(front + lines)
-
-
-def open_export(path: str | os.PathLike, device: torch.device):
-    """An export folder -> a loaded run (model in eval mode on ``device``, config, vocabularies, pipeline)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from varattn.tasks.base import get_task
-    from varattn.training import checkpoint
-    from varattn.training.runs import LoadedRun
-
-    root = Path(path)
-    config_path = root / CONFIG
-    try:
-        document = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{config_path}: unreadable ({error}) — export the run again (varattn export)") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise UserError(f"{config_path}: not a varattn export ({FORMAT}) — export the run again (varattn export)")
-    config = config_lib.from_saved(document.get("config"), str(config_path)).validate(str(config_path))
-    weights = root / WEIGHTS
-    if document.get("weights_sha256") and _sha256(weights) != document["weights_sha256"]:
-        raise UserError(f"{weights}: contents do not match the checksum in {CONFIG} (truncated or replaced) — "
-                        "download or export it again")
-    task = get_task(document.get("task", "translation"))
-    data = task.load(root)
-    model = task.build_model(config, data).to(device)
-    try:
-        tensors = load_file(str(weights))
-    except (SafetensorError, OSError) as error:
-        raise UserError(f"{weights}: unreadable tensors ({error}) — download or export it again") from None
-    try:
-        checkpoint.copy_into(model, tensors)
-    except UserError as error:
-        raise UserError(f"{weights}: {error}") from None
-    model.eval()
-    return LoadedRun(model, config, data, weights, device, task)

@@ -581,10 +581,9 @@ class _JobBar:
 
 def _open_model(path: str, device: str):
     """A run directory, checkpoint or exported folder, loaded on ``device``."""
-    from varattn.export import is_export, open_export
     from varattn.training.runs import load_run
 
-    return open_export(path, _device(device)) if is_export(path) else load_run(path, _device(device))
+    return load_run(path, _device(device))
 
 
 def cmd_export(args) -> None:
