@@ -3,7 +3,9 @@ output layer that is a :class:`varattn.latent.Likelihood`.
 
 The decoder's input feeding uses the prior's *expected* context ``c_{t-1} = Σ_s p_{t-1}(s) x_s``, so
 the recurrent states never depend on a sampled alignment: the loop runs once, and every latent
-objective works afterwards on ``[B, T, S]`` tensors.
+objective works afterwards on ``[B, T, S]`` tensors. With ``model.input_feed: false`` the decoder LSTM
+reads the previous word alone, so teacher forcing is one ``nn.LSTM`` call over the whole target and the
+prior attention one ``[B, T, S]`` product (docs/rnn.md).
 
 Dimensions: B batch, S source, T target, E embedding, M memory (= 2 x encoder hidden), H decoder
 hidden, A attention, O output layer, V target vocabulary, N rows of a decoding step (batch x beam).
@@ -71,7 +73,8 @@ class Encoded:
 
 @dataclass
 class DecoderState:
-    """Recurrent state: per layer ``h, c`` ``[N, H]``; the fed context ``[N, M]``."""
+    """Recurrent state: per layer ``h, c`` ``[N, H]``; the fed context ``[N, M]`` (``[N, 0]`` without input
+    feeding)."""
 
     h: list[Tensor]
     c: list[Tensor]
@@ -86,28 +89,44 @@ class DecoderState:
 
 
 class Decoder(nn.Module):
-    """Input-feeding LSTM stack with MLP prior attention."""
+    """LSTM stack with MLP prior attention; input-feeding (``cells``, one :class:`torch.nn.LSTMCell` per
+    layer, the paper's) or not (``rnn``, one :class:`torch.nn.LSTM` of ``layers`` layers over the
+    previous word's embedding alone)."""
 
     def __init__(self, embedding: nn.Embedding, memory_size: int, hidden: int, layers: int,
-                 attn_size: int, dropout: float):
+                 attn_size: int, dropout: float, input_feed: bool = True):
         super().__init__()
         self.embedding = embedding
         self.hidden = hidden
+        self.layers = layers
+        self.input_feed = input_feed
         self.dropout = nn.Dropout(dropout)
-        sizes = [embedding.embedding_dim + memory_size] + [hidden] * (layers - 1)
-        self.cells = nn.ModuleList(nn.LSTMCell(size, hidden) for size in sizes)
+        if input_feed:
+            sizes = [embedding.embedding_dim + memory_size] + [hidden] * (layers - 1)
+            self.cells = nn.ModuleList(nn.LSTMCell(size, hidden) for size in sizes)
+        else:
+            # nn.LSTM's dropout between layers is the dropout the input-feeding stack applies there
+            self.rnn = nn.LSTM(embedding.embedding_dim, hidden, num_layers=layers,
+                               dropout=dropout if layers > 1 else 0.0, batch_first=True)
         self.scorer = MLPScorer(hidden, memory_size, attn_size)
 
     def start(self, encoded: Encoded) -> DecoderState:
         rows = encoded.memory.size(0)
         zeros = encoded.memory.new_zeros(rows, self.hidden)
-        return DecoderState([zeros] * len(self.cells), [zeros] * len(self.cells),
-                            encoded.memory.new_zeros(rows, encoded.memory.size(-1)))
+        fed = encoded.memory.size(-1) if self.input_feed else 0
+        return DecoderState([zeros] * self.layers, [zeros] * self.layers, encoded.memory.new_zeros(rows, fed))
 
     def step(self, encoded: Encoded, state: DecoderState, prev_tokens: Tensor
              ) -> tuple[Tensor, Tensor, DecoderState]:
         """One step. prev_tokens ``[N]`` -> top hidden ``h_t`` ``[N, H]``, prior scores ``[N, S]``
-        (unmasked), and the next state whose context is the prior's expected source vector."""
+        (unmasked), and the next state whose context is the prior's expected source vector (input
+        feeding) or empty."""
+        if not self.input_feed:
+            embedded = self.dropout(self.embedding(prev_tokens))[:, None, :]  # [N, 1, E]
+            top, (h, c) = self.rnn(embedded, (torch.stack(state.h), torch.stack(state.c)))
+            top = top.squeeze(1)
+            return top, self.scorer(top, encoded.attn_memory), DecoderState(
+                list(h.unbind(0)), list(c.unbind(0)), state.context)
         layer_input = torch.cat([self.dropout(self.embedding(prev_tokens)), state.context], dim=-1)
         new_h, new_c = [], []
         for depth, cell in enumerate(self.cells):
@@ -130,7 +149,14 @@ class Decoder(nn.Module):
         the first cell's gates as one ``[B·T, E] x [E, 4H]`` product, and the source mask as an additive
         ``0 / -inf`` row. Per step, the first cell's gates are one product of ``[c_{t-1}; h_{t-1}]``
         ``[B, M + H]`` with the rest of its weights, and the LSTM nonlinearity is written out (gate order
-        i, f, g, o as in :class:`torch.nn.LSTMCell`, whose parameters it uses)."""
+        i, f, g, o as in :class:`torch.nn.LSTMCell`, whose parameters it uses).
+
+        Without input feeding nothing depends on the previous step's attention: one :class:`torch.nn.LSTM`
+        call over all T (cuDNN / oneDNN), and the prior scores of every step as one ``[B, T, S]`` product.
+        Padding in ``tgt_in`` only follows real tokens, so it never reaches their states."""
+        if not self.input_feed:
+            hidden, _ = self.rnn(self.dropout(self.embedding(tgt_in)))  # [B, T, H]
+            return hidden, self.scorer(hidden, encoded.attn_memory)
         state = self.start(encoded)
         embedded = self.dropout(self.embedding(tgt_in))  # [B, T, E]
         first = self.cells[0]
@@ -172,7 +198,7 @@ class Seq2Seq(nn.Module):
         self.tgt_embedding = nn.Embedding(tgt_vocab, config.emb_size, padding_idx=PAD)
         self.encoder = Encoder(self.src_embedding, config.enc_hidden, config.enc_layers, config.dropout)
         self.decoder = Decoder(self.tgt_embedding, memory_size, config.dec_hidden, config.dec_layers,
-                               config.attn_size, config.dropout)
+                               config.attn_size, config.dropout, input_feed=config.input_feed)
         self.output = OutputLayer(config.dec_hidden, memory_size, output_size, tgt_vocab, config.dropout)
         self.inference = None
         self.mode = get_mode(config.mode)
