@@ -55,6 +55,10 @@ class LatentOutput:
     For a chain mode (:attr:`Mode.chain`) the queries ``[B, T]`` are the steps of a sequence, ``prior``
     holds the transitions' content scores and ``jumps`` ``[B or 1, S + 1, S]`` the jump scores of
     :mod:`varattn.latent.chain`; None otherwise.
+
+    topk: 0, or K for truncated enumeration in :func:`batch_objective` (the K positions of highest
+    prior score per query, see :func:`varattn.latent.objective`); set by whoever trains (the trainer's
+    ``train.enumerate_topk``), read by :func:`batch_objective` only: evaluation stays exact.
     """
 
     prior: Tensor
@@ -63,6 +67,7 @@ class LatentOutput:
     likelihood: Likelihood
     query_weights: Tensor
     jumps: Optional[Tensor] = None
+    topk: int = 0
 
 
 def _weights(query_weights: Tensor) -> Tensor:
@@ -75,14 +80,18 @@ def batch_objective(mode: Mode, out: LatentOutput, *, samples: int = 1, temperat
     """The mean surrogate loss over the real queries of a batch, and reportable sums.
 
     Returns ``(loss, stats)``: ``loss`` a scalar; ``stats`` holds ``tokens`` (how many queries the loss
-    is normalised by, an int), and the sums ``nll`` and ``kl`` over those queries (floats).
+    is normalised by, an int), and the sums ``nll`` and ``kl`` over those queries (floats). With
+    ``out.topk`` > 0 the enumeration is truncated (modes whose record is ``truncatable`` only).
     """
+    if out.topk and not mode.truncatable:
+        raise ValueError(f"truncated enumeration (topk={out.topk}) is not defined for mode {mode.name!r}")
     if mode.chain:
         nll = -_chain(out).increments
         terms = _ChainTerms(nll, nll.detach(), torch.zeros_like(nll))
     else:
         terms = objective(mode.name, out.likelihood, out.prior, out.posterior, out.mask, samples=samples,
-                          temperature=temperature, generator=generator, **({"warmup": True} if warmup else {}))
+                          temperature=temperature, generator=generator, topk=out.topk,
+                          **({"warmup": True} if warmup else {}))
     keep = out.query_weights.bool()
     count = int(keep.sum())
     loss = terms.loss.masked_fill(~keep, 0.0).sum() / max(count, 1)

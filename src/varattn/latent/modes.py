@@ -26,6 +26,9 @@ class Mode:
         (continuous z).
     warmup: has a warm-up objective for its first steps (``train.warmup_steps``).
     soft_context: the model predicts from the expected context (no latent variable at test time).
+    truncatable: its training objective is a sum over every position weighted by one distribution
+        (the prior, or q), so it can be truncated to that distribution's top K positions
+        (``topk`` of :func:`varattn.latent.objective`): ``marginal``, ``hard-enum``, ``vae-enum``.
     chain: the alignments of one sequence form a first-order chain (:mod:`varattn.latent.chain`): the
         model also gives jump scores, and the likelihood, its K-max truncation, posteriors and decoding
         run over the whole sequence, not query by query.
@@ -45,6 +48,7 @@ class Mode:
     soft_context: bool = False
     residual_posterior: bool = False
     chain: bool = False
+    truncatable: bool = False
     defaults: tuple[tuple[str, Any], ...] = ()
     loss: Callable[[Any], Any] = field(default=None, compare=False, repr=False)  # the objective's function
 

@@ -56,6 +56,25 @@ dimension), :math:`\bar{\cdot}` the mean over k and :math:`\mathrm{sg}` stop-gra
   :func:`varattn.latent.posterior_scores` (for vae-dirichlet by default log α_q = log α_p + the inference
   network's output, so that q starts at the prior).
 
+Truncated enumeration (``topk=K``, training only; modes whose record is ``truncatable``). The likelihood
+is enumerated only at the K valid positions :math:`\mathcal K` of highest score under the distribution
+that weights the sum — the prior for ``marginal`` and ``hard-enum``, q for ``vae-enum`` — through the
+likelihood's optional ``enumerate_at(index)`` (else ``enumerate()`` gathered: correct, nothing saved):
+
+- marginal: :math:`-\log \sum_{s \in \mathcal K} p(s) e^{\ell(s)}`, the prior **not** renormalised. It
+  drops non-negative terms, so it is an upper bound on the exact loss, tight as the posterior's mass
+  leaves the other positions; its gradient is the exact one with the posterior truncated to
+  :math:`\mathcal K` and renormalised there (the prior is still pushed down outside :math:`\mathcal K`).
+  Renormalising would make the mass outside :math:`\mathcal K` invisible to the gradient.
+- hard-enum, vae-enum: :math:`-\sum_{s \in \mathcal K} \tilde p(s) \ell(s)` with the weighting
+  distribution **renormalised** over :math:`\mathcal K` (vae-enum adds the exact KL(q‖p)). Without
+  renormalisation the dropped terms :math:`p(s)\ell(s) \le 0` would reward moving mass off
+  :math:`\mathcal K`; with it the loss is the expected NLL under the top-K truncation, biased low
+  (optimistic) by the share of the best positions, and positions outside :math:`\mathcal K` get no
+  gradient from the reconstruction term.
+
+With K ≥ the number of valid positions every truncated loss is the exact one.
+
 Conventions: scores ``[..., S]`` and ``mask`` ``[..., S]`` (bool, True = real position, broadcastable).
 Masked positions get no probability, no samples and exactly zero gradient; their score values are
 never read (padding may hold anything). A query whose every position is masked gets loss, nll and kl
@@ -79,7 +98,7 @@ from varattn.latent.modes import Mode
 __all__ = [
     "MODES", "MODE_RECORDS", "get_mode", "LOG_ALPHA_MIN", "LOG_ALPHA_MAX", "Likelihood", "Terms", "objective",
     "masked_log_softmax", "categorical_kl", "entropy", "kmax_log_probs", "log_marginal",
-    "sample_categorical", "dirichlet_kl", "dirichlet_rsample",
+    "sample_categorical", "dirichlet_kl", "dirichlet_rsample", "enumerate_positions",
 ]
 
 
@@ -94,7 +113,10 @@ _NEG_INF = float("-inf")
 class Likelihood(Protocol):
     """log p(y | context) for one observation per query, as a function of the alignment weights.
 
-    ``enumerate()`` returns ``[..., S]``: ℓ(s) = log p(y | z = s) for every one-hot alignment.
+    ``enumerate()`` returns ``[..., S]``: ℓ(s) = log p(y | z = s) for every one-hot alignment. A
+    likelihood may also offer ``enumerate_at(index)``: ``index`` ``[..., K]`` int64 positions (valid or
+    not) -> ``[..., K]`` ℓ at those positions only, for truncated enumeration (:func:`enumerate_positions`
+    falls back on ``enumerate()`` gathered).
     ``likelihood(weights)`` takes ``[..., K, S]`` points on the simplex (rows sum to 1, zero on masked
     positions) and returns ``[..., K]``: ℓ(w) with context ``Σ_s w_s x_s``. Weights arrive in the
     working dtype (float32 or float64); a half-precision likelihood casts them itself (autocast does).
@@ -225,6 +247,16 @@ def kmax_log_probs(scores: Tensor, mask: Optional[Tensor], k: int) -> Tensor:
     return masked_log_softmax(s, keep)
 
 
+def enumerate_positions(likelihood: Likelihood, index: Tensor) -> Tensor:
+    """ℓ at the positions ``index`` ``[..., K]`` of each query -> ``[..., K]``: the likelihood's own
+    ``enumerate_at`` when it has one (computing only those), else ``enumerate()`` gathered."""
+    at = getattr(likelihood, "enumerate_at", None)
+    if at is not None:
+        return at(index)
+    values = likelihood.enumerate()
+    return values.expand(*index.shape[:-1], values.shape[-1]).gather(-1, index)
+
+
 def log_marginal(log_lik_enum: Tensor, prior_scores: Tensor, mask: Optional[Tensor] = None) -> Tensor:
     """log Σ_s p(s) exp(ℓ(s)) [...] from ``log_lik_enum`` = ℓ(s) [..., S] and prior scores [..., S];
     0 for all-masked rows (an empty sum, reported as no term)."""
@@ -291,6 +323,7 @@ class _Problem:
     temperature: float
     generator: Optional[torch.Generator]
     warmup: bool
+    topk: int = 0
 
     def log_prior(self) -> Tensor:
         return _log_softmax(self.prior, self.rows.eff)
@@ -305,6 +338,15 @@ class _Problem:
     def enum(self) -> Tensor:
         """ℓ(s) [..., S], 0 on masked positions."""
         return torch.where(self.rows.valid, self.likelihood.enumerate().to(self.rows.dtype), 0.0)
+
+    def enum_top(self, log_weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Truncated enumeration at the ``topk`` positions of highest ``log_weights`` [..., S]:
+        ``(index [..., K], keep [..., K] bool, ℓ [..., K])``, ℓ 0 where not ``keep``."""
+        k = min(self.topk, log_weights.shape[-1])
+        index = log_weights.detach().masked_fill(~self.rows.eff, _NEG_INF).topk(k, dim=-1).indices
+        keep = self.rows.eff.gather(-1, index)
+        ell = enumerate_positions(self.likelihood, index).to(self.rows.dtype)
+        return index, keep, torch.where(keep, ell, 0.0)
 
     def sample(self, log_probs: Tensor) -> tuple[Tensor, Tensor]:
         """K indices [..., K] from log_probs, and their one-hot weights [..., K, S]."""
@@ -321,12 +363,27 @@ def _soft(pb: _Problem) -> _Out:
 
 
 def _marginal(pb: _Problem) -> _Out:
-    nll = -torch.logsumexp(pb.log_prior() + pb.enum(), -1)
+    log_p = pb.log_prior()
+    if pb.topk:  # not renormalised: an upper bound on the exact loss (module docstring)
+        index, keep, ell = pb.enum_top(log_p)
+        nll = -torch.logsumexp((log_p.gather(-1, index) + ell).masked_fill(~keep, _NEG_INF), -1)
+        return nll, nll, None
+    nll = -torch.logsumexp(log_p + pb.enum(), -1)
     return nll, nll, None
 
 
+def _expected_nll(pb: _Problem, log_w: Tensor) -> Tensor:
+    """-Σ_s w(s) ℓ(s) [...] for log-weights [..., S]; with ``topk``, over the top K positions of w with w
+    renormalised there (module docstring)."""
+    if not pb.topk:
+        return -(log_w.exp() * pb.enum()).sum(-1)
+    index, keep, ell = pb.enum_top(log_w)
+    weights = log_w.gather(-1, index).masked_fill(~keep, _NEG_INF).softmax(-1)
+    return -(weights * ell).sum(-1)
+
+
 def _hard_enum(pb: _Problem) -> _Out:
-    nll = -(pb.log_prior().exp() * pb.enum()).sum(-1)
+    nll = _expected_nll(pb, pb.log_prior())
     return nll, nll, None
 
 
@@ -342,7 +399,7 @@ def _hard_sample(pb: _Problem) -> _Out:
 
 def _vae_enum(pb: _Problem) -> _Out:
     log_q, log_p = pb.log_posterior(), pb.log_prior()
-    nll = -(log_q.exp() * pb.enum()).sum(-1)
+    nll = _expected_nll(pb, log_q)
     kl = _cat_kl(log_q, log_p, pb.rows.eff)
     return nll + kl, nll, kl
 
@@ -402,10 +459,10 @@ def _sequence_only(pb: _Problem) -> _Out:
 #: every mode, once: its properties (see :class:`~varattn.latent.modes.Mode`) and its objective
 MODE_RECORDS: dict[str, Mode] = {m.name: m for m in (
     Mode("soft", enumerable=False, soft_context=True, loss=_soft),
-    Mode("marginal", loss=_marginal),
-    Mode("hard-enum", loss=_hard_enum),
+    Mode("marginal", truncatable=True, loss=_marginal),
+    Mode("hard-enum", truncatable=True, loss=_hard_enum),
     Mode("hard-sample", loss=_hard_sample),
-    Mode("vae-enum", posterior=True, loss=_vae_enum),
+    Mode("vae-enum", posterior=True, truncatable=True, loss=_vae_enum),
     Mode("vae-sample", posterior=True, loss=_vae_sample),
     Mode("vae-gumbel", posterior=True, loss=_vae_gumbel),
     Mode("vae-rws", posterior=True, defaults=(("model.samples", 5),), loss=_vae_rws),
@@ -429,7 +486,7 @@ def get_mode(name: str) -> Mode:
 
 def objective(mode: str, likelihood: Likelihood, prior: Tensor, posterior: Optional[Tensor] = None,
               mask: Optional[Tensor] = None, *, samples: int = 1, temperature: float = 0.1,
-              generator: Optional[torch.Generator] = None, warmup: bool = False) -> Terms:
+              generator: Optional[torch.Generator] = None, warmup: bool = False, topk: int = 0) -> Terms:
     """Loss, NLL and KL per query for one of :data:`MODES` (see the module docstring for the math).
 
     Args:
@@ -444,6 +501,8 @@ def objective(mode: str, likelihood: Likelihood, prior: Tensor, posterior: Optio
         temperature: τ of ``vae-gumbel``.
         generator: ``torch.Generator`` on the scores' device for every random draw.
         warmup: ``vae-dirichlet`` only: the warm-up objective E_{z~Dir(α_p)}[ℓ(z)] (no KL, no posterior).
+        topk: 0 = exact; K > 0 = truncated enumeration over the K positions of highest prior (q for
+            ``vae-enum``) score, for modes whose record is ``truncatable`` (module docstring).
 
     Returns:
         :class:`Terms` of tensors ``[...]`` in the working dtype (float32, or float64 for float64 input).
@@ -458,10 +517,14 @@ def objective(mode: str, likelihood: Likelihood, prior: Tensor, posterior: Optio
         raise ValueError(f"samples must be at least 1, got {samples}")
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
+    if int(topk) < 0 or (topk and not record.truncatable):
+        raise ValueError(f"topk={topk}: truncated enumeration is defined for "
+                         f"{', '.join(m.name for m in MODE_RECORDS.values() if m.truncatable)}, not {mode!r}"
+                         if topk > 0 else f"topk must be 0 or positive, got {topk}")
     posterior = posterior if needs_q else None
     rows = _rows(mask, prior, posterior)
     pb = _Problem(likelihood, rows.scores(prior), None if posterior is None else rows.scores(posterior),
-                  rows, int(samples), float(temperature), generator, warmup)
+                  rows, int(samples), float(temperature), generator, warmup, int(topk))
     loss, nll, kl = record.loss(pb)
     kl = torch.zeros_like(nll) if kl is None else kl
     return Terms(rows.finish(loss), rows.finish(nll).detach(), rows.finish(kl).detach())

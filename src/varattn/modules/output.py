@@ -147,6 +147,23 @@ class TokenLikelihood:
                                      self.layer.training)
         return values.view(batch, length, sources)
 
+    def enumerate_at(self, index: Tensor) -> Tensor:
+        """``log p(y_t | h_t, x_s)`` at the K source positions ``index`` ``[B, T, K]`` (int64) of each
+        token only: ``[B, T, K]``, the blockwise enumeration over each token's own K projected source
+        vectors ``[B·T, K, O]`` — K instead of S softmaxes over V per token (truncated enumeration,
+        :func:`varattn.latent.enumerate_positions`)."""
+        batch, length, k = index.shape
+        sources = self.out_memory.size(1)
+        rows = self.hidden_proj.reshape(batch * length, -1)
+        flat = index + torch.arange(batch, device=index.device)[:, None, None] * sources
+        memory = self.out_memory.reshape(batch * sources, -1).index_select(0, flat.reshape(-1))
+        own = torch.arange(batch * length, device=rows.device)
+        generator = self.layer.generator
+        values = enumerate_blockwise(rows, memory.view(batch * length, k, -1), own, self.targets.reshape(-1),
+                                     generator.weight, generator.bias, self.block // max(1, k),
+                                     self.layer.dropout.p, self.layer.training)
+        return values.view(batch, length, k)
+
 
 class SourceLikelihood(TokenLikelihood):
     """:class:`TokenLikelihood` for an emission that ignores the decoder state (``hidden_proj`` is the
@@ -162,3 +179,8 @@ class SourceLikelihood(TokenLikelihood):
         log_probs = logits.to(dtype).log_softmax(-1)
         index = self.targets[:, None, :].expand(-1, log_probs.size(1), -1)            # [B, S, T]
         return log_probs.gather(-1, index).transpose(1, 2)
+
+    def enumerate_at(self, index: Tensor) -> Tensor:
+        """``[B, T, K]`` at positions ``index`` ``[B, T, K]``: :meth:`enumerate` gathered, since its cost is
+        one softmax per source position whichever positions the tokens keep (truncation saves nothing)."""
+        return self.enumerate().gather(-1, index)

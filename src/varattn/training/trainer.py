@@ -30,10 +30,67 @@ from varattn.data.textio import atomic_write_bytes
 from varattn.device import autocast as device_autocast
 from varattn.device import resolve_device
 from varattn.errors import UserError
-from varattn.latent import get_mode
+from varattn.latent import MODE_RECORDS, LatentOutput, get_mode
 from varattn.tasks.base import task_for
 
 log = logging.getLogger("varattn")
+
+#: the clock of train.max_seconds (wall seconds; tests replace it)
+clock = time.perf_counter
+
+#: until a save has been timed, it is reckoned at this many bytes per second for 3 times the weights'
+#: bytes (the weights and Adam's two moments)
+_SAVE_BYTES_PER_SECOND = 50e6
+
+
+class TimeBudget:
+    """``train.max_seconds`` as a wall-time budget that the final validation and save fit into.
+
+    What the trainer still has to do when it stops is one validation and up to two saves
+    (checkpoint_best, checkpoint_last): the *reserve*. Durations are measured as the run goes: the
+    longest of the last 20 steps, the last validation, the last save. Before the first validation, one
+    is reckoned at the training steps' seconds per example times the validation examples (training
+    does a backward pass as well, so this errs long); before the first save, see
+    ``_SAVE_BYTES_PER_SECOND``. Times count from the trainer's start of :meth:`Trainer.run`.
+    """
+
+    def __init__(self, seconds: float, valid_examples: int, save_bytes: int):
+        self.seconds = float(seconds)
+        self.started = clock()
+        self.steps: list[float] = []
+        self.step_examples = 0
+        self.step_seconds = 0.0
+        self.valid_examples = valid_examples
+        self.validation: float | None = None
+        self.save = save_bytes / _SAVE_BYTES_PER_SECOND
+        self.saved = False
+
+    def elapsed(self) -> float:
+        return clock() - self.started
+
+    def add_step(self, seconds: float, examples: int) -> None:
+        self.steps = (self.steps + [seconds])[-20:]
+        self.step_seconds += seconds
+        self.step_examples += examples
+
+    def add_save(self, seconds: float) -> None:
+        self.save = seconds if not self.saved else max(seconds, 0.5 * self.save)
+        self.saved = True
+
+    def step(self) -> float:
+        return max(self.steps, default=0.0)
+
+    def reserve(self) -> float:
+        """Seconds of one validation and two saves."""
+        validation = self.validation
+        if validation is None:
+            per_example = self.step_seconds / self.step_examples if self.step_examples else 0.0
+            validation = per_example * self.valid_examples
+        return validation + 2 * self.save
+
+    def exceeded_by(self, work: float) -> bool:
+        """Whether doing ``work`` more seconds now would leave too little for the reserve."""
+        return bool(self.seconds) and self.elapsed() + work + self.reserve() > self.seconds
 
 
 @dataclass
@@ -101,9 +158,11 @@ class Trainer:
                      self.run_dir)
             resume = False
         self.stop_reason = ""
+        self.budget: TimeBudget | None = None
         self._signal: int | None = None
         if not config.data.dir:
             raise UserError("data.dir is not set — add data.dir=PREPARED_DIR (made by varattn prepare)")
+        self._check_topk()
         self.task = task_for(config.data.dir)
         self.data = self.task.load(config.data.dir, reverse=config.data.reverse)
         self.train_split = self.data.split(config.data.train_split)
@@ -116,6 +175,8 @@ class Trainer:
         torch.manual_seed(config.train.seed)
         self.model = self.task.build_model(config, self.data).to(self.device)
         self.net = self.model  # what the loss runs through: the model, or its DDP wrapper
+        if config.train.enumerate_topk:
+            self.model.register_forward_hook(self._truncate)
         self.optimizer = adam(self.model.parameters(), config.train, self.device)
         self.sampler = torch.Generator(device=self.device)
         self.sampler.manual_seed(config.train.seed + 1)
@@ -142,6 +203,22 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         distributed.barrier(self.world)
+
+    def _check_topk(self) -> None:
+        k, mode = self.config.train.enumerate_topk, get_mode(self.config.model.mode)
+        if k and not mode.truncatable:
+            modes = ", ".join(m.name for m in MODE_RECORDS.values() if m.truncatable)
+            why = ("its chain needs every position's emission at every step" if mode.chain else
+                   "its loss does not enumerate the positions")
+            raise UserError(f"train.enumerate_topk={k}: mode {mode.name} cannot truncate its enumeration ({why}; "
+                            f"it applies to {modes}) — set train.enumerate_topk=0 or choose one of those modes")
+
+    def _truncate(self, module: torch.nn.Module, args, output):
+        """Forward hook: a training pass's LatentOutput enumerates the train.enumerate_topk positions of
+        highest prior score per query (evaluation never reads it)."""
+        if module.training and isinstance(output, LatentOutput):
+            output.topk = self.config.train.enumerate_topk
+        return output
 
     def _check_batches(self) -> None:
         """Refuse training batches whose output distribution (and its gradient), ``[B, T + 1, V]`` in
@@ -195,11 +272,14 @@ class Trainer:
 
     def _save(self, name: str) -> None:
         """Every process calls this (RNG states are gathered); only the main one writes."""
+        began = clock()
         rank_rng = distributed.gather_rng(self.world, self.sampler)
         if self.world.main:
             checkpoint.save(self.run_dir, name, self.model, self._meta(), self.optimizer, self.sampler,
                             rank_rng=rank_rng)
         distributed.barrier(self.world)
+        if self.budget is not None:
+            self.budget.add_save(clock() - began)
 
     def _set_lr(self, lr: float) -> None:
         self.progress.lr = lr
@@ -331,14 +411,23 @@ class Trainer:
         self._open_tensorboard()
         self.model.train()
         autocast = device_autocast(self.device, cfg.train.bf16)
-        started = time.perf_counter()
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        valid_examples = len(self.valid_split) if hasattr(self.valid_split, "__len__") else 0
+        budget = self.budget = TimeBudget(cfg.train.max_seconds, valid_examples, 3 * weights)
         stopped_early = False
+        validated_at = None  # the step of this session's last validation
+        session_steps = 0
         while self.progress.epoch <= cfg.train.epochs and not stopped_early and not self.progress.stopped:
             batches = self.batcher.batches(self.progress.epoch)
             bar = tqdm(total=len(batches), initial=self.progress.batch, desc=f"epoch {self.progress.epoch}",
                        unit="batch", disable=not (cfg.train.progress and self.world.main), dynamic_ncols=True)
             tick, tick_tokens = time.perf_counter(), 0
             for indices in batches[self.progress.batch:]:
+                # one step at least; then a step only when it and the final validation and saves still fit
+                if session_steps and self._out_of_time(budget.step()):
+                    stopped_early = True
+                    break
+                began = clock()
                 indices, empty = distributed.shard(indices, self.world)
                 batch = self.task.collate(self.train_split, indices).to(self.device)
                 with autocast:
@@ -362,6 +451,8 @@ class Trainer:
                     self.progress.nonfinite_run = 0
                 self.progress.step += 1
                 self.progress.batch += 1
+                session_steps += 1
+                budget.add_step(clock() - began, len(indices))
                 if not finite:
                     self._skip_step(loss_value)
                 tick_tokens += stats["tokens"]
@@ -373,20 +464,22 @@ class Trainer:
                 if cfg.train.max_steps and self.progress.step >= cfg.train.max_steps:
                     stopped_early = True
                     self.stop_reason = f"train.max_steps={cfg.train.max_steps} reached"
-                if cfg.train.max_seconds and distributed.global_sum(  # every rank stops at the same step
-                        time.perf_counter() - started >= cfg.train.max_seconds, self.world, self.device):
-                    stopped_early = True
-                    self.stop_reason = (f"time budget train.max_seconds={cfg.train.max_seconds:g} spent "
-                                        f"(at step {self.progress.step})")
                 if (cfg.train.validate_every and self.progress.step % cfg.train.validate_every == 0
                         and not stopped_early and self.progress.batch < len(batches)):
-                    self._record(self.validate(), end_of_epoch=False)  # (the loop's last comes below, once)
+                    # a validation that would leave no room for a step and the final one becomes the final one
+                    if self._out_of_time(budget.reserve() + budget.step()):
+                        stopped_early = True
+                    else:
+                        self._validate_and_record(end_of_epoch=False)  # (the loop's last comes below, once)
+                        validated_at = self.progress.step
                 if self._signalled():
                     self._interrupt()
                 if stopped_early:
                     break
             bar.close()
-            self._record(self.validate(), end_of_epoch=self.progress.batch >= len(batches))
+            if validated_at != self.progress.step:  # not when the budget stopped right after a validation
+                self._validate_and_record(end_of_epoch=self.progress.batch >= len(batches))
+                validated_at = self.progress.step
             if self._signalled():
                 self._interrupt()
         if self.writer is not None:
@@ -398,7 +491,25 @@ class Trainer:
                                                       "epoch": self.progress.best_epoch},
                 "last": self.progress.history[-1] if self.progress.history else None,
                 "skipped_steps": self.progress.skipped, "stopped": self.progress.stopped or self.stop_reason,
-                "changed": self.changes, "seconds": time.perf_counter() - started}
+                "changed": self.changes, "seconds": budget.elapsed()}
+
+    def _validate_and_record(self, end_of_epoch: bool) -> None:
+        began = clock()
+        scores = self.validate()
+        self.budget.validation = clock() - began
+        self._record(scores, end_of_epoch=end_of_epoch)
+
+    def _out_of_time(self, work: float) -> bool:
+        """Whether ``work`` more seconds would overrun train.max_seconds with the final validation and saves
+        (the same answer on every process); sets the stop reason."""
+        if not self.config.train.max_seconds:
+            return False
+        over = distributed.global_sum(float(self.budget.exceeded_by(work)), self.world, self.device) > 0
+        if over:
+            self.stop_reason = (f"time budget train.max_seconds={self.config.train.max_seconds:g} spent (stopped at "
+                                f"step {self.progress.step}, leaving {self.budget.reserve():.0f} s for the final "
+                                "validation and save)")
+        return over
 
 
 def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict:
