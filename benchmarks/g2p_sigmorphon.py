@@ -119,7 +119,7 @@ def dev_ranking(results: list[dict]) -> list[tuple[str, float, int]]:
     return sorted(ranking, key=lambda item: item[1])
 
 
-def report(work: Path, note: str = "") -> None:
+def report(work: Path, note: str = "", results_name: str = "g2p_sigmorphon") -> None:
     """Rewrite benchmarks/results/g2p_sigmorphon.{md,json} from every finished run."""
     results = load_results(work)
     by = {}
@@ -177,7 +177,7 @@ def report(work: Path, note: str = "") -> None:
     if results:
         lines += ["", "Commands of one run (the others differ in language, mode and seed):", "", "```"]
         lines += results[0]["commands"] + ["```"]
-    write_results(RESULTS / "g2p_sigmorphon", {"baseline": BASELINE, "baseline_macro": BASELINE_MACRO,
+    write_results(RESULTS / results_name, {"baseline": BASELINE, "baseline_macro": BASELINE_MACRO,
                                                "ranking": ranking, "runs": results}, "\n".join(lines), threads=1)
 
 
@@ -287,12 +287,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1])
     parser.add_argument("--by", choices=["lang", "mode"], default="lang",
                         help="order: every mode of a language before the next language (lang), or the reverse")
+    parser.add_argument("--results", default="g2p_sigmorphon",
+                        help="name of the tables in benchmarks/results/ (another work folder: another name)")
     parser.add_argument("--note", default="", help="report: a line printed under the machine")
     parser.add_argument("overrides", nargs="*", help="section.field=value for every training run")
     args = parser.parse_args(argv)
     work = Path(args.work).resolve()
     if args.action == "report":
-        report(work, args.note)
+        report(work, args.note, args.results)
         return
     if args.action == "align":
         alignments(work, args.limit, Path(args.peer))
@@ -311,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         record = do_job(work, Path(args.shared), lang, mode, seed, args.overrides)
         print(f"  dev WER {record['dev_wer']:.2f}, test WER {record['test_wer']:.2f}, train {record['train_seconds']:.0f} s",
               flush=True)
-        report(work, args.note)
+        report(work, args.note, args.results)
 
 
 if __name__ == "__main__":
