@@ -8,19 +8,26 @@ possible links, i English, j French). Each aligner runs both directions on one t
 - eflomal (the pip package's ``eflomal-align``, its defaults: IBM1 + HMM + fertility, 3 samplers) gives
   both directions in one run;
 - fast_align (``-d -o -v``, its recommended options; ``-r`` for the reverse direction), when
-  ``--fast-align-dir`` holds the ``fast_align`` and ``atools`` binaries built from
-  github.com/clab/fast_align (``cmake .. && make``).
+  ``--fast-align-dir`` (or the environment variable ``FAST_ALIGN_DIR``) holds the ``fast_align`` and
+  ``atools`` binaries built from github.com/clab/fast_align (``mkdir build && cd build && cmake .. &&
+  make``; libsparsehash is optional); without them its rows are skipped, with the reason printed;
+- varattn's default, with ``--varattn``: ``varattn align-corpus train.en-fr --threads 1`` (the HMM
+  recipe, both directions one after the other on one thread), its ``forward.align`` and ``reverse.align``
+  scored like the others; its time and memory are the whole job's (prepare, train, align all pairs). Its
+  code is the ``src/`` of ``--varattn-version`` (default HEAD, unpacked under ``--work``), so that files
+  being edited in the checkout do not enter the figures.
 
 Rows: forward (each French word's English word), reverse (each English word's French word, written in
-forward orientation by both tools), and varattn's intersect, union, grow-diag-final and
+forward orientation by every tool), and varattn's intersect, union, grow-diag-final and
 grow-diag-final-and of the two. Wall time and peak memory (the aligner process and its children's peak
-resident set) per row: a directional row costs its run (eflomal's one run gives both directions), a
-symmetrised row the run(s) plus varattn's symmetrisation of all 29,447 pairs. With fast_align, atools'
-own symmetrisation of the same links is compared with varattn's, pair for pair. ``--repeats N`` runs
+resident set) per row: a directional row costs its run (eflomal's one run and varattn's one job give both
+directions), a symmetrised row the run(s) plus varattn's symmetrisation of all 29,447 pairs. With
+fast_align's binaries, atools' own symmetrisation of the same links is compared with varattn's, pair for
+pair, for every aligner. ``--repeats N`` runs
 the aligners N times, interleaved (eflomal, fast_align, eflomal, ...); eflomal samples, so its AER varies
 from run to run: the table gives each row's mean and range over the repeats.
 
-    python benchmarks/peer_aligners.py --data ../shared/data --fast-align-dir /tmp/fast_align/build
+    python benchmarks/peer_aligners.py --data ../shared/data --fast-align-dir /tmp/fast_align/build --varattn
 
 Writes ``peer_aligners.{json,md}`` into ``--results`` (default ``benchmarks/results``), with the command,
 the commit and the machine.
@@ -37,16 +44,16 @@ import time
 from pathlib import Path
 
 from align_data import write_training_text  # the shared training text
-from harness import RESULTS, command_line, environment, table, write_results
+from harness import RESULTS, command_line, environment, source_tree, table, write_results
 
 SYMMETRISED = ("intersect", "union", "grow-diag-final", "grow-diag-final-and")
 ROWS = ("forward", "reverse") + SYMMETRISED
 
 
-def measured(command: list[str], stdout: Path | None = None) -> dict:
-    """Run ``command`` on one thread; its wall seconds and peak resident memory (MiB, itself and the
-    children it waited for)."""
-    env = environment(threads=1)
+def measured(command: list[str], stdout: Path | None = None, env: dict | None = None) -> dict:
+    """Run ``command`` on one thread (``env``: its environment); its wall seconds and peak resident memory
+    (MiB, itself and the children it waited for)."""
+    env = env or environment(threads=1)
     started = time.perf_counter()
     with open(stdout, "w") if stdout else open(os.devnull, "w") as out, open(os.devnull, "w") as err:
         process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
@@ -77,6 +84,35 @@ def run_fast_align(text: Path, work: Path, binaries: Path, repeat: int) -> tuple
     cost = {"forward": measured(command, fw), "reverse": measured(command + ["-r"], rv),
             "runs": "one run per direction"}
     return cost, read_links(fw), read_links(rv)
+
+
+def run_varattn(text: Path, work: Path, repeat: int, src: Path) -> tuple[dict, list[set], list[set]]:
+    """``varattn align-corpus`` with its defaults on one thread, from scratch, its code from ``src``; the
+    directions' links are copied to ``varattn.REPEAT.{fwd,rev}`` (both source-target, as fast_align
+    writes them)."""
+    import shutil
+
+    out = work / f"varattn.{repeat}"
+    if out.exists():
+        shutil.rmtree(out)
+    cost = measured([sys.executable, "-m", "varattn", "align-corpus", str(text / "train.en-fr"), "--out", str(out),
+                     "--threads", "1"], env=environment(threads=1, PYTHONPATH=str(src.resolve())))
+    fw, rv = work / f"varattn.{repeat}.fwd", work / f"varattn.{repeat}.rev"
+    shutil.copyfile(out / "forward.align", fw)
+    shutil.copyfile(out / "reverse.align", rv)
+    return {"forward": cost, "reverse": cost, "runs": "one job, both directions"}, read_links(fw), read_links(rv)
+
+
+def fast_align_binaries(given: str | None) -> tuple[Path | None, str]:
+    """The folder with ``fast_align`` and ``atools`` (``given``, else ``$FAST_ALIGN_DIR``), or None with the
+    reason it is not usable."""
+    given = given or os.environ.get("FAST_ALIGN_DIR")
+    if not given:
+        return None, "no --fast-align-dir and no FAST_ALIGN_DIR"
+    for name in ("fast_align", "atools"):
+        if not os.access(Path(given) / name, os.X_OK):
+            return None, f"{Path(given) / name} is missing or not executable"
+    return Path(given), ""
 
 
 def atools(binaries: Path, fw: Path, rv: Path, heuristic: str) -> list[set]:
@@ -111,7 +147,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data", help="the shared data folder")
     parser.add_argument("--work", default="runs/peer-aligners", help="folder for the text and the links")
-    parser.add_argument("--fast-align-dir", help="folder with fast_align and atools binaries (else no fast_align)")
+    parser.add_argument("--fast-align-dir", help="folder with the fast_align and atools binaries (default: "
+                        "$FAST_ALIGN_DIR; without them no fast_align rows)")
+    parser.add_argument("--varattn", action="store_true", help="also run varattn align-corpus (its defaults, "
+                        "one thread; about 6 minutes)")
+    parser.add_argument("--varattn-version", default="HEAD", help="the git commit whose src/ --varattn runs "
+                        "(WORKTREE: this checkout's files as they are)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each aligner, interleaved")
     parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args()
@@ -125,12 +166,18 @@ def main() -> None:
     golds = aer.read_gold(text / "gold.align")
     first_gold = manifest["gold_first_line"] - 1
     aligners = ["eflomal"]
-    binaries = Path(args.fast_align_dir) if args.fast_align_dir else None
-    if binaries is not None:
-        for name in ("fast_align", "atools"):
-            if not (binaries / name).is_file():
-                parser.error(f"{binaries / name}: missing — build fast_align (cmake .. && make) into --fast-align-dir")
+    binaries, why = fast_align_binaries(args.fast_align_dir)
+    if binaries is None:
+        print(f"fast_align rows skipped: {why} — build github.com/clab/fast_align (cmake .. && make) and give "
+              "its build folder as --fast-align-dir", file=sys.stderr, flush=True)
+    else:
         aligners.append("fast_align")
+    if args.varattn:
+        aligners.append("varattn")
+        varattn_src = source_tree(args.varattn_version, work / "src-trees")
+        varattn_commit = (args.varattn_version if args.varattn_version == "WORKTREE" else subprocess.run(
+            ["git", "rev-parse", "--short", args.varattn_version], check=True, capture_output=True,
+            text=True).stdout.strip())
     runs: dict[str, list[dict]] = {name: [] for name in aligners}
     parity = {}
     for repeat in range(args.repeats):
@@ -138,8 +185,10 @@ def main() -> None:
             print(f"repeat {repeat + 1}/{args.repeats}: {name}", file=sys.stderr, flush=True)
             if name == "eflomal":
                 cost, forward, reverse = run_eflomal(text, work, repeat)
-            else:
+            elif name == "fast_align":
                 cost, forward, reverse = run_fast_align(text, work, binaries, repeat)
+            else:
+                cost, forward, reverse = run_varattn(text, work, repeat, varattn_src)
             rows = rows_of(cost, forward, reverse, golds, first_gold)
             if binaries is not None and repeat == 0:  # atools on the same links, pair for pair
                 prefix = work / f"{name}.{repeat}"
@@ -165,6 +214,8 @@ def main() -> None:
     versions = {"eflomal": version("eflomal")}
     if binaries is not None:
         versions["fast_align"] = "github.com/clab/fast_align (built from --fast-align-dir)"
+    if args.varattn:
+        versions["varattn"] = f"align-corpus defaults, src/ of commit {varattn_commit}"
     document = {"versions": versions, "text": manifest, "repeats": args.repeats, "table": scores, "runs": runs,
                 "atools_parity": parity}
     write_results(Path(args.results) / "peer_aligners", document, markdown(document), command=command_line(__file__),
@@ -186,7 +237,7 @@ def markdown(document: dict) -> str:
              f"{document['text']['multi30k_pairs']:,} + the {document['text']['gold_pairs']} gold sentences), "
              "Moses escapes undone, lowercased (benchmarks/align_data.py). Symmetrisation and AER: varattn's "
              "(varattn.analysis.symmetrize, varattn.analysis.aer). Seconds: the aligner's run(s) (eflomal: one "
-             "run gives both directions) plus, for symmetrised rows, varattn's symmetrisation of all pairs; "
+             "run gives both directions; varattn: the whole `align-corpus` job, both directions) plus, for symmetrised rows, varattn's symmetrisation of all pairs; "
              "peak memory: the aligner process with its children. "
              f"{document['repeats']} run(s) of each aligner, interleaved; AER is the mean, range in brackets.", "",
              table(["aligner", "links", "AER", "precision", "recall", "seconds", "peak MiB"], rows, align="llrrrrr")]
