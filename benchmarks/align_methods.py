@@ -27,6 +27,9 @@ are checked against the job's own ``links.align``.
     flock /tmp/heavy.lock python benchmarks/align_methods.py --data ../shared/data --work runs/align-methods
     python benchmarks/align_methods.py --job /tmp/am/aligned      (a finished align-corpus job on this text)
 
+The gold pairs are aligned by the varattn that this process imports (``PYTHONPATH`` may name another
+``src``, e.g. the one benchmarks/peer_aligners.py unpacks; the record names it).
+
 Writes ``align_methods.{json,md}`` into ``--results`` (default ``benchmarks/results``).
 """
 
@@ -290,7 +293,9 @@ def main() -> None:
     same = sum({tuple(map(int, x.split("-"))) for x in line} == mine(p, "posterior", "mean", 0.0)
                for line, p in zip(shipped, pairs))
     best = min(rows, key=lambda r: r["dev_aer"])
-    record = {"text": manifest, "job": str(job), "job_summary": {k: summary[k] for k in ("seconds", "training")
+    import varattn
+
+    record = {"text": manifest, "job": str(job), "varattn_src": str(Path(varattn.__file__).resolve().parent.parent), "job_summary": {k: summary[k] for k in ("seconds", "training")
                                                                  if k in summary},
               "job_minutes": round(job_minutes, 2), "align_gold_seconds": round(align_seconds, 2),
               "dev_pairs": [dev.start, dev.stop], "test_pairs": [test.start, test.stop], "grid": GRID,
