@@ -295,8 +295,8 @@ def main() -> None:
     best = min(rows, key=lambda r: r["dev_aer"])
     import varattn
 
-    record = {"text": manifest, "job": str(job), "varattn_src": str(Path(varattn.__file__).resolve().parent.parent), "job_summary": {k: summary[k] for k in ("seconds", "training")
-                                                                 if k in summary},
+    record = {"text": manifest, "job": str(job), "varattn_src": str(Path(varattn.__file__).resolve().parent.parent),
+              "job_summary": {k: summary[k] for k in ("seconds", "training") if k in summary},
               "job_minutes": round(job_minutes, 2), "align_gold_seconds": round(align_seconds, 2),
               "dev_pairs": [dev.start, dev.stop], "test_pairs": [test.start, test.stop], "grid": GRID,
               "bootstrap": BOOTSTRAP, "default": list(DEFAULT),
