@@ -46,12 +46,16 @@ def varattn(args: list[str], log: Path) -> float:
         raise SystemExit(str(failed)) from None
 
 
-def prepare(work: Path, shared: Path, lang: str) -> Path:
+def prepare_command(shared: Path, lang: str, data: Path, normalization: str) -> list[str]:
+    return ["prepare", "sigmorphon-g2p", "--from", rel(shared), "--lang", lang, "--out", rel(data), "--force",
+            "--normalization", normalization]
+
+
+def prepare(work: Path, shared: Path, lang: str, normalization: str) -> Path:
     data = work / "data" / lang
     if not (data / "meta.json").is_file():
         (work / "logs").mkdir(parents=True, exist_ok=True)
-        varattn(["prepare", "sigmorphon-g2p", "--from", rel(shared), "--lang", lang, "--out", rel(data), "--force"],
-                work / "logs" / f"prepare-{lang}.log")
+        varattn(prepare_command(shared, lang, data, normalization), work / "logs" / f"prepare-{lang}.log")
     return data
 
 
@@ -59,10 +63,11 @@ def job_name(lang: str, mode: str, seed: int) -> str:
     return f"{lang}-{mode}-s{seed}"
 
 
-def do_job(work: Path, shared: Path, lang: str, mode: str, seed: int, overrides: list[str]) -> dict:
+def do_job(work: Path, shared: Path, lang: str, mode: str, seed: int, overrides: list[str],
+           normalization: str = "nfc") -> dict:
     """Prepare, train and evaluate one run; its record (also written to WORK/results)."""
     name = job_name(lang, mode, seed)
-    data = prepare(work, shared, lang)
+    data = prepare(work, shared, lang, normalization)
     run_dir = work / "runs" / name
     log = work / "logs" / f"{name}.log"
     if log.exists():
@@ -85,14 +90,15 @@ def do_job(work: Path, shared: Path, lang: str, mode: str, seed: int, overrides:
         if split == "valid":
             evaluate_valid = evaluate
     history = [json.loads(line) for line in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines()]
-    record = {"lang": lang, "mode": mode, "seed": seed, "overrides": overrides,
+    record = {"lang": lang, "mode": mode, "seed": seed, "overrides": overrides, "normalization": normalization,
               "dev_wer": scores["valid"]["wer"], "dev_per": scores["valid"]["per"],
               "test_wer": scores["test"]["wer"], "test_per": scores["test"]["per"],
               "test_ppl": scores["test"]["ppl"], "test_entropy": scores["test"]["entropy"],
               "test_kl": scores["test"].get("kl"), "epochs": len(history),
               "best_epoch": min(history, key=lambda h: h.get("elbo_ppl", h["ppl"]))["epoch"] if history else None,
               "train_seconds": round(train_seconds, 1), "load_average": [round(load_before, 2), round(load_after, 2)], "eval_seconds": {k: round(v, 1) for k, v in eval_seconds.items()},
-              "commands": ["varattn " + " ".join(train), "varattn " + " ".join(evaluate_valid),
+              "commands": ["varattn " + " ".join(prepare_command(shared, lang, data, normalization)),
+                           "varattn " + " ".join(train), "varattn " + " ".join(evaluate_valid),
                            "varattn " + " ".join(evaluate_valid).replace("--split valid", "--split test")
                            .replace("eval-valid", "eval-test")],
               "commit": commit(), "machine": machine(threads=1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -287,6 +293,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1])
     parser.add_argument("--by", choices=["lang", "mode"], default="lang",
                         help="order: every mode of a language before the next language (lang), or the reverse")
+    parser.add_argument("--normalization", default="nfc", choices=["nfc", "nfd"],
+                        help="Unicode normalisation of the words (nfd splits Hangul syllables into jamo and "
+                             "letters from their diacritics); one per work folder")
     parser.add_argument("--results", default="g2p_sigmorphon",
                         help="name of the tables in benchmarks/results/ (another work folder: another name)")
     parser.add_argument("--note", default="", help="report: a line printed under the machine")
@@ -310,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
         if (work / "results" / f"{job_name(lang, mode, seed)}.json").is_file():
             continue
         print(f"{time.strftime('%H:%M:%S')} {job_name(lang, mode, seed)}", flush=True)
-        record = do_job(work, Path(args.shared), lang, mode, seed, args.overrides)
+        record = do_job(work, Path(args.shared), lang, mode, seed, args.overrides, args.normalization)
         print(f"  dev WER {record['dev_wer']:.2f}, test WER {record['test_wer']:.2f}, train {record['train_seconds']:.0f} s",
               flush=True)
         report(work, args.note, args.results)
