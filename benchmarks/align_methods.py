@@ -101,9 +101,18 @@ class Pair:
 
     def any_links(self, name: str, threshold: float) -> tuple[set[Link], set[Link]]:
         """Piece argmax links (kept when >= threshold) mapped to words, both directions in (en, fr) order."""
-        from varattn.analysis.symmetrize import transpose
+        return any_piece(self.forward, name, threshold), {(i, j) for j, i in any_piece(self.reverse, name, threshold)}
 
-        return self.forward.word_links(name, threshold), transpose(self.reverse.word_links(name, threshold))
+
+def any_piece(pair, name: str, threshold: float) -> set[Link]:
+    """(source word, target word) for every target piece's most probable source piece, kept when its
+    probability is at least ``threshold``: a word pair is linked when any of their pieces is."""
+    from varattn.analysis.aer import word_index
+
+    pieces = pair.matrices[name][: len(pair.tgt) - 1]  # [T_pieces, S_pieces]
+    src_word, tgt_word = word_index(pair.src), word_index(pair.tgt[:-1])
+    best = pieces.argmax(1)
+    return {(src_word[best[t]], tgt_word[t]) for t in range(pieces.shape[0]) if pieces[t, best[t]] >= threshold}
 
 
 # ----------------------------------------------------------------------------- link rules
