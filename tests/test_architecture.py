@@ -266,12 +266,14 @@ def _toy_architecture():
 def _toy_task():
     """A second sequence task with its own data format: a folder of words (``words.txt``), each to be
     spelt backwards; characters are the vocabulary on both sides."""
+    import dataclasses
     import json
     import shutil
 
     import numpy as np
 
     from varattn.data.text.batching import IdPairs, TokenBatcher, collate
+    from varattn.decoding.translate import decode_ids
     from varattn.models.registry import build_translation_model
     from varattn.tasks.base import Task
     from varattn.tasks.translation import batch_loss
@@ -324,6 +326,17 @@ def _toy_task():
         def validation_metric(self, mode):
             return validation_metric(mode)
 
+        def evaluate(self, run, data, split, **options):
+            """`varattn evaluate` of this task: the validation scores, ``backwards``, the share of the
+            split's words whose greedy spelling is the word reversed, and ``greedy_length``, its mean length."""
+            results = super().evaluate(run, data, split, **options)
+            words = data.split(split)
+            found = decode_ids(run, [words.src(i).tolist() for i in range(len(words))],
+                               dataclasses.replace(run.config.decode, beam=1))
+            results["backwards"] = float(np.mean([h.tokens == words.tgt(i).tolist() for i, h in enumerate(found)]))
+            results["greedy_length"] = float(np.mean([len(h.tokens) for h in found]))
+            return results
+
     def write_folder(folder):
         folder.mkdir(parents=True)
         rng = np.random.default_rng(0)
@@ -334,9 +347,11 @@ def _toy_task():
     return ReversalTask, write_folder
 
 
-def test_a_new_architecture_and_a_new_task_are_registered_from_one_file_and_train(tmp_path, monkeypatch):
+def test_a_new_architecture_and_a_new_task_are_registered_from_one_file_and_train(tmp_path, monkeypatch, capsys):
     """Both additions live in this file only: registering them is all varattn needs to train, validate,
-    checkpoint and beam-search them."""
+    checkpoint, beam-search and evaluate them (`varattn evaluate` reports the task's own evaluation)."""
+    import json
+
     import torch
 
     from varattn import config as config_lib
@@ -374,6 +389,22 @@ def test_a_new_architecture_and_a_new_task_are_registered_from_one_file_and_trai
     src = torch.tensor([split.src(0).tolist()])
     found = beam_search(trainer.model.eval(), src, torch.tensor([src.size(1)]), beam=3, max_len_b=8)
     assert found[0] and all(0 <= t < trainer.data.vocab_size for t in found[0][0].tokens)
+
+    # `varattn evaluate` reaches the task's own evaluation through the registry (no table names the task)
+    from varattn.cli.main import main
+
+    results = tmp_path / "evaluate.json"
+    assert main(["evaluate", str(tmp_path / "run" / "checkpoint_last.json"), "--data", str(tmp_path / "words"),
+                 "--split", "valid", "--json", str(results), "--device", "cpu"]) == 0
+    found = json.loads(results.read_text(encoding="utf-8"))
+    assert found["ppl"] == pytest.approx(last, rel=1e-6)    # the same weights as the trainer's last validation
+    decode = config.decode
+    greedy = [beam_search(trainer.model, torch.tensor([split.src(i).tolist()]), torch.tensor([len(split.src(i))]),
+                          beam=1, max_len_a=decode.max_len_a, max_len_b=decode.max_len_b)[0][0].tokens
+              for i in range(len(split))]
+    correct = sum(g == split.tgt(i).tolist() for i, g in enumerate(greedy))
+    assert found["backwards"] == pytest.approx(correct / len(split))
+    assert found["greedy_length"] > 0 and found["greedy_length"] == pytest.approx(sum(map(len, greedy)) / len(split))
 
 
 def test_every_config_section_is_owned_by_a_registered_component():

@@ -18,6 +18,7 @@ from varattn.config import Config, DecodeConfig, ModelConfig
 from varattn.data.text.tokenize import remove_bpe
 from varattn.data.vocab import BOS, EOS
 from varattn.tasks.translation_scores import score_split
+from varattn.tasks.translation import TranslationTask
 from varattn.analysis.evaluation import evaluate_run, format_table
 from varattn.decoding.search import Hypothesis
 from varattn.models.seq2seq import Seq2Seq
@@ -166,7 +167,7 @@ def fake_run(data_dir: Path, mode: str = "soft", beam: int = 3):
     torch.manual_seed(0)
     model = Seq2Seq(config.model, len(data.src_vocab), len(data.tgt_vocab)).eval()
     return SimpleNamespace(model=model, config=config, data=data, checkpoint=data_dir / "none.json",
-                           device=torch.device("cpu")), data
+                           device=torch.device("cpu"), task=TranslationTask()), data
 
 
 @pytest.mark.parametrize("mode", ["soft", "vae-enum"])
@@ -200,7 +201,7 @@ def test_bleu_equals_sacrebleu_on_the_same_strings(prepared, monkeypatch):
     run, data = fake_run(prepared)
     test = data.split("test")
     outputs = [test.tgt(i).tolist()[: max(1, len(test.tgt(i)) - i % 3)] for i in range(len(test))]
-    monkeypatch.setattr("varattn.analysis.evaluation.decode_ids",
+    monkeypatch.setattr("varattn.tasks.translation.decode_ids",
                         lambda run, ids, decode, progress=False: [Hypothesis(o, 0.0, [0] * len(o)) for o in outputs])
     strings = [remove_bpe(" ".join(data.tgt_vocab.decode(o))) for o in outputs]
     refs = test.references()

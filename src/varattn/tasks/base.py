@@ -22,7 +22,8 @@ from varattn.errors import UserError
 class Task:
     """What differs between tasks; a task subclasses this and registers in :data:`TASKS`. The data object
     it loads has ``split(name)`` (a split with ``__len__``) and ``copy_essentials(dst)`` (what a run needs
-    to be used on its own). The methods without a body are required; the hooks below them have defaults."""
+    to be used on its own). The methods without a body are required; the hooks below them have defaults
+    (:meth:`evaluate` is what ``varattn evaluate`` reports, so a task brings its evaluation with it)."""
 
     name: str
     #: whether its models map a source sequence to a target sequence with alignments (align, translate, the API)
@@ -68,6 +69,20 @@ class Task:
         """The bytes the largest training batch's output needs, what they are and how to lower them (the
         trainer refuses to start when they cannot fit); None when the task does not know."""
         return None
+
+    def evaluate(self, run: Any, data: Any, split: str, **options) -> dict:
+        """What ``varattn evaluate`` reports for ``run`` on the split ``split`` of ``data`` (this task's
+        loaded folder): the split, the checkpoint, the mode and the task's scores.
+
+        ``run`` is a loaded run (:class:`varattn.training.runs.LoadedRun`: ``model``, ``config``, ``data``
+        — the run's own copy of the essentials —, ``checkpoint``, ``device``). ``options`` are what the
+        command was asked (``kmax``, ``bleu``, ``decode``, ``limit``) and what the analysis layer lends
+        (``alignment_scores(run, data, split, limit=N)``: the split's AER per distribution, ``{}`` without
+        gold links); a task reads those it has a use for and ignores the rest. The default: the validation
+        scores (:meth:`score`) of the whole split."""
+        config = run.config
+        return {"split": split, "checkpoint": str(run.checkpoint), "mode": config.model.mode,
+                **self.score(run.model, data.split(split), run.device, config)}
 
 
 #: task name (as written in a prepared folder's meta.json) -> "module:Class" (imported on first use) or the class

@@ -176,3 +176,22 @@ class VQATask(Task):
 
     def validation_metric(self, mode: str) -> str:
         return validation_metric(mode)
+
+    def evaluate(self, run, data: VQAData, split: str, *, limit: int | None = None, **_) -> dict:
+        """Scores of a loaded VQA run on the whole ``split`` of ``data`` (see the module docstring);
+        translation options (kmax, bleu, decode) are ignored."""
+        if limit is not None:
+            raise UserError(f"limit={limit}: a VQA split is scored whole — leave the limit out")
+        mine = run.data
+        if data.answers != mine.answers or data.question_vocab != mine.question_vocab:
+            raise UserError(f"{data.path}: its answer or question vocabulary differs from the run's "
+                            f"({run.checkpoint.parent}/data) — evaluate on data prepared together with the "
+                            "training data")
+        if data.feature_dim != mine.feature_dim:
+            raise UserError(f"{data.path}: region features are {data.feature_dim} wide but the run was trained "
+                            f"on {mine.feature_dim} — use features of the same extractor")
+        config = run.config
+        results = {"split": split, "checkpoint": str(run.checkpoint), "mode": config.model.mode}
+        results.update(score_vqa(run.model, data.split(split), run.device, batch_size=config.vqa.batch_size,
+                                 bf16=config.train.bf16, progress=True))
+        return results

@@ -9,8 +9,11 @@ split (:mod:`.metrics`); the checkpoint is chosen as for translation, by the mod
 
 from __future__ import annotations
 
-from varattn.config import Config
-from varattn.tasks.translation import TranslationTask
+import dataclasses
+
+from varattn.config import Config, DecodeConfig
+from varattn.errors import UserError
+from varattn.tasks.translation import OPTIONAL_KEYS, TranslationTask, check_vocabularies
 from varattn.tasks.translation_scores import score_split
 from varattn.data.lexicon import load_transduction
 
@@ -28,9 +31,35 @@ class TransductionTask(TranslationTask):
 
         scores = score_split(model, split, device, max_tokens=config.data.eval_max_tokens,
                              samples=config.train.eval_samples, seed=config.train.seed, bf16=config.train.bf16)
-        import dataclasses
-
         greedy = dataclasses.replace(config.decode, beam=1)
         found = decode_split(model, device, split, greedy)
         scores.update(wer=found["wer"], per=found["per"])
         return scores
+
+    def evaluate(self, run, data, split: str, *, kmax: tuple[int, ...] = (1, 2, 3, 5), bleu: bool = True,
+                 decode: DecodeConfig | None = None, limit: int | None = None, **_) -> dict:
+        """Every score of `varattn evaluate` on ``split`` of a transduction folder (its first ``limit``
+        words where given); ``bleu`` (the flag `--no-bleu` turns off) decodes and adds ``wer``, ``per``,
+        ``words`` and the decoding settings."""
+        from varattn.tasks.transduction.decoding import decode_split
+
+        check_vocabularies(run, data, "evaluate on")
+        split_name, split = split, data.split(split)
+        if limit is not None:
+            if limit < 1:
+                raise UserError(f"limit {limit}: score at least 1 word")
+            split = split.first(limit)
+        config = run.config
+        results = {"split": split_name, "checkpoint": str(run.checkpoint), "mode": config.model.mode}
+        if limit is not None:
+            results["limit"] = len(split)
+        results.update(score_split(run.model, split, run.device, max_tokens=config.data.eval_max_tokens, kmax=kmax,
+                                   samples=config.train.eval_samples, seed=config.train.seed, bf16=config.train.bf16,
+                                   progress=True))
+        for key in OPTIONAL_KEYS:
+            results.setdefault(key, None)
+        if bleu:
+            decode = decode or config.decode
+            found = decode_split(run.model, run.device, split, decode)
+            results.update(wer=found["wer"], per=found["per"], words=len(split), decoding=dataclasses.asdict(decode))
+        return results
