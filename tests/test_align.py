@@ -140,14 +140,14 @@ def runs(synthetic_data, tmp_path_factory):
 
 
 def test_pharaoh_export_is_the_argmax_of_the_json_matrices(runs, synthetic_data, tmp_path):
-    from varattn.analysis.report import run_align
+    from varattn.analysis.report import AlignInput, LinkOptions, ReportOptions, run_align
     from varattn.data.text.prepared import load_prepared
     from varattn.training.runs import load_run
 
     run = load_run(runs / "vae-enum", torch.device("cpu"))
     data = load_prepared(synthetic_data)
-    summary = run_align(run, tmp_path, data=data, split="test", limit=7, threshold=0.2, pictures=2, grid=3,
-                        formats=("png",))
+    summary = run_align(run, tmp_path, AlignInput(data=data, split="test", limit=7), LinkOptions(threshold=0.2),
+                        report=ReportOptions(pictures=2, grid=3, formats=("png",)))
     document = json.loads((tmp_path / "alignments.json").read_text(encoding="utf-8"))
     assert document["distributions"] == ["prior", "posterior", "exact-posterior"] and len(document["pairs"]) == 7
     test = data.split("test")
@@ -221,15 +221,15 @@ def _chromium() -> str:
 
 @pytest.mark.slow
 def test_html_report_opens_in_headless_chromium_and_shows_every_sentence(runs, synthetic_data, tmp_path):
-    from varattn.analysis.report import run_align, text
+    from varattn.analysis.report import AlignInput, ReportOptions, run_align, text
     from varattn.data.text.prepared import load_prepared
     from varattn.training.runs import load_run
 
     browser = _chromium()
     run = load_run(runs / "vae-enum", torch.device("cpu"))
     report = tmp_path / "report.html"
-    run_align(run, tmp_path / "out", data=load_prepared(synthetic_data), split="test", limit=6, pictures=0,
-              grid=0, html_path=str(report))
+    run_align(run, tmp_path / "out", AlignInput(data=load_prepared(synthetic_data), split="test", limit=6),
+              report=ReportOptions(pictures=0, grid=0, html=str(report)))
     pairs = json.loads((tmp_path / "out" / "alignments.json").read_text(encoding="utf-8"))["pairs"]
     assert all("translation" in p for p in pairs)
     page = report.read_text(encoding="utf-8")

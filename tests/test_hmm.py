@@ -116,7 +116,7 @@ def test_align_gives_the_chain_posterior_and_viterbi(synthetic_data, tmp_path):
 
     import numpy as np
 
-    from varattn.analysis.report import run_align
+    from varattn.analysis.report import AlignInput, ReportOptions, run_align
     from varattn.data.text.prepared import load_prepared
     from varattn.training.runs import load_run
     from varattn.training.trainer import train
@@ -126,8 +126,8 @@ def test_align_gives_the_chain_posterior_and_viterbi(synthetic_data, tmp_path):
     train(tiny_config(synthetic_data, "hmm", max_steps=6, lr=0.01), tmp_path / "run")
     run = load_run(tmp_path / "run", torch.device("cpu"))
     data = load_prepared(synthetic_data)
-    summary = run_align(run, tmp_path / "align", data=data, split="test", limit=40, pictures=0,
-                        formats=("png",))
+    summary = run_align(run, tmp_path / "align", AlignInput(data=data, split="test", limit=40),
+                        report=ReportOptions(pictures=0, formats=("png",)))
     document = json.loads((tmp_path / "align" / "alignments.json").read_text(encoding="utf-8"))
     assert document["distributions"] == ["prior", "posterior", "viterbi"]
     assert set(summary["scores"]) >= {"prior", "posterior", "viterbi"}

@@ -195,7 +195,7 @@ def test_3_sigterm_during_align_keeps_the_complete_pairs(run, synthetic_data, tm
     out = tmp_path / "align"
     done = launch(["align", str(run), "--data", str(synthetic_data), "--split", "test", "--out", str(out),
                    "--pictures", "0", "--grid", "0", "--device", "cpu"], "varattn.analysis.align:collate:2", tmp_path)
-    lines = message_lines(done.stderr)
+    lines = [line for line in message_lines(done.stderr) if not line.startswith("warning:")]  # the tiny run's
     assert done.returncode == 143 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     summary = json.loads((out / "summary.json").read_text())
     kept = json.loads((out / "alignments.json").read_text())["pairs"]

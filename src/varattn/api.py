@@ -67,7 +67,9 @@ class Alignment:
     float64 [T + 1, S] with rows summing to 1 (``prior`` and ``posterior``, or ``attention`` for a soft
     model); entropy: name -> mean entropy in nats; links: name -> (i, j, p), the argmax source piece i of
     each target piece j (``</s>`` left out) and its probability; word_links: name -> (i, j, p) over
-    words (a word pair is linked when any of its pieces is; p the largest such piece probability).
+    words: each target word j's most probable source word i in the word matrix W (pieces' probabilities
+    summed over the source word, averaged over the target word) and p = W[i, j] — what ``varattn align``
+    writes to ``{name}.words.align`` and scores.
     """
 
     source_tokens: list[str]
@@ -144,15 +146,11 @@ def _piece_links(matrix: np.ndarray, rows: int) -> list[tuple[int, int, float]]:
     return [(int(i), j, float(matrix[j, i])) for j, i in enumerate(best)]
 
 
-def _word_links(links: list[tuple[int, int, float]], src: list[str], tgt: list[str]) -> list[tuple[int, int, float]]:
-    from varattn.analysis.aer import word_index
-
-    src_word, tgt_word = word_index(src), word_index(tgt)
-    best: dict[tuple[int, int], float] = {}
-    for i, j, p in links:
-        key = (src_word[i], tgt_word[j])
-        best[key] = max(best.get(key, 0.0), p)
-    return [(i, j, p) for (i, j), p in sorted(best.items(), key=lambda item: (item[0][1], item[0][0]))]
+def _word_links(pair, name: str) -> list[tuple[int, int, float]]:
+    """(i, j, W[i, j]): each target word's forward word link (the argmax of its column of the word matrix,
+    :meth:`varattn.analysis.align.PairAlignment.word_links`), by target word."""
+    matrix = pair.word_matrix(name)
+    return [(i, j, float(matrix[i, j])) for i, j in sorted(pair.word_links(name), key=lambda link: (link[1], link[0]))]
 
 
 def _prior(matrices: dict[str, np.ndarray]) -> np.ndarray:
@@ -275,8 +273,7 @@ class Model:
             links = {name: _piece_links(matrix, rows) for name, matrix in pair.matrices.items()}
             out.append(Alignment(
                 source_tokens=pair.src, target_tokens=pair.tgt, matrices=pair.matrices, entropy=pair.entropy,
-                links=links, word_links={name: _word_links(found, pair.src, pair.tgt[:-1])
-                                         for name, found in links.items()}))
+                links=links, word_links={name: _word_links(pair, name) for name in links}))
         return out[0] if single else out
 
     @torch.no_grad()

@@ -25,7 +25,12 @@ links, the AER and the pictures all derive from exactly the numbers written to J
 Outputs of :func:`write_exports` in the output folder: ``alignments.json`` (tokens, matrices,
 entropies), per distribution ``{name}.align`` (Pharaoh ``i-j`` over pieces, 0-based: the argmax source
 piece of every target piece, dropped when its probability is below the threshold) and
-``{name}.words.align`` (the same links over words: a word pair is linked when any of its pieces is).
+``{name}.words.align`` (over words: each target word's most probable source word in the word matrix
+W of :meth:`PairAlignment.word_matrix`, the probabilities of its pieces summed over each source word
+and averaged over the target word's pieces — the forward word link :func:`argmax_links` defines, the one
+every score and ``links.align`` use). With ``transpose`` (a reverse run's exports) the ``.align`` files
+are written source-target in the forward run's orientation, as ``links.align``; ``alignments.json``
+keeps the reverse run's own matrices (its rows are the forward source's pieces).
 """
 
 from __future__ import annotations
@@ -69,6 +74,15 @@ def distributions(mode: str, has_posterior: bool) -> tuple[str, ...]:
     return names + ("exact-posterior",) if record.enumerable else names
 
 
+def argmax_links(matrix: np.ndarray, threshold: float = 0.0) -> set[aer.Link]:
+    """Links (i, j) of an ``[S, T]`` matrix whose columns are distributions over the source: for every
+    target j its most probable source i, kept when ``matrix[i, j] >= threshold`` (else j stays unlinked).
+    Over words this is the one definition of a forward word link: ``{name}.words.align``, the scores of
+    ``summary.json``, ``links.align`` of one direction and the directions the symmetrisations combine."""
+    best = matrix.argmax(0)
+    return {(int(best[j]), j) for j in range(matrix.shape[1]) if matrix[best[j], j] >= threshold}
+
+
 @dataclass
 class PairAlignment:
     """One aligned sentence pair.
@@ -94,8 +108,24 @@ class PairAlignment:
         best = matrix.argmax(-1)
         return {(int(i), j) for j, i in enumerate(best) if matrix[j, i] >= threshold}
 
+    def word_matrix(self, name: str) -> np.ndarray:
+        """W ``[S_words, T_words]``: W[i, j] is the probability that target word j (its pieces on average)
+        looks at source word i (its pieces summed); each column sums to 1; the ``</s>`` row is left out."""
+        pieces = self.matrices[name][: len(self.tgt) - 1]  # [T_pieces, S_pieces]
+        src_word = np.asarray(aer.word_index(self.src))
+        tgt_word = np.asarray(aer.word_index(self.tgt[:-1]))
+        S, T = int(src_word.max()) + 1, int(tgt_word.max()) + 1
+        by_src = np.zeros((pieces.shape[0], S))
+        np.add.at(by_src.T, src_word, pieces.T)  # [T_pieces, S]: summed over each source word's pieces
+        out = np.zeros((S, T))
+        np.add.at(out.T, tgt_word, by_src)
+        return out / np.bincount(tgt_word, minlength=T)[None, :]
+
     def word_links(self, name: str, threshold: float = 0.0) -> set[aer.Link]:
-        return aer.word_links(self.links(name, threshold), self.src, self.tgt[:-1])
+        """Word links (source word i, target word j): the forward word link of every target word, the argmax
+        of its column of :meth:`word_matrix`, kept when W[i, j] is at least ``threshold`` (see
+        :func:`argmax_links`)."""
+        return argmax_links(self.word_matrix(name), threshold)
 
     def to_json(self) -> dict:
         record = {"index": self.index, "src": self.src, "tgt": self.tgt,
@@ -308,8 +338,10 @@ def translate(run: LoadedRun, pairs: list[PairAlignment], progress: bool = False
 
 
 def write_exports(pairs: Sequence[PairAlignment], out: Path, *, threshold: float = 0.0,
-                  meta: dict | None = None) -> list[Path]:
-    """``alignments.json``, ``{name}.align`` and ``{name}.words.align`` in ``out``; returns the paths."""
+                  meta: dict | None = None, transpose: bool = False) -> list[Path]:
+    """``alignments.json``, ``{name}.align`` and ``{name}.words.align`` in ``out``; returns the paths.
+    ``transpose``: the pairs are a reverse run's, and its links are written ``j-i`` (forward source
+    first, as every other link file)."""
     out.mkdir(parents=True, exist_ok=True)
     names = list(pairs[0].matrices) if pairs else []
     document = {**(meta or {}), "distributions": names, "threshold": threshold,
@@ -319,8 +351,8 @@ def write_exports(pairs: Sequence[PairAlignment], out: Path, *, threshold: float
     written[0].write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
     for name in names:
         for suffix, words in (("align", False), ("words.align", True)):
-            lines = [format_links(pair.word_links(name, threshold) if words else pair.links(name, threshold))
-                     for pair in pairs]
+            found = [pair.word_links(name, threshold) if words else pair.links(name, threshold) for pair in pairs]
+            lines = [format_links({(j, i) for i, j in links} if transpose else links) for links in found]
             path = out / f"{name}.{suffix}"
             path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
             written.append(path)

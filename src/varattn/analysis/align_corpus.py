@@ -707,6 +707,7 @@ def _symmetrise(request: AlignCorpusRequest, work: Path) -> list[Path]:
     """links.align (and scores.tsv, tokens.txt), forward.align, reverse.align, and each direction's
     exports copied into the output folder."""
     from varattn.analysis import symmetrize, wordlinks
+    from varattn.data.text.pharaoh import format_links, parse_links
 
     out = Path(request.out)
     both = _load_directions(work, *_words(request, _load(request, "forward")))
@@ -723,7 +724,12 @@ def _symmetrise(request: AlignCorpusRequest, work: Path) -> list[Path]:
     for direction, folder in (("forward", out), ("reverse", out / "reverse")):
         folder.mkdir(parents=True, exist_ok=True)
         for path in sorted((work / f"align-{direction}").iterdir()):
-            if path.name.endswith(".align") or path.name == "alignments.json":
+            if direction == "reverse" and path.name.endswith(".align"):  # written source-target, as links.align
+                lines = path.read_text(encoding="utf-8").splitlines()
+                (folder / path.name).write_text("".join(format_links(symmetrize.transpose(parse_links(line))) + "\n"
+                                                        for line in lines), encoding="utf-8")
+                written.append(folder / path.name)
+            elif path.name.endswith(".align") or path.name == "alignments.json":
                 shutil.copyfile(path, folder / path.name)
                 written.append(folder / path.name)
     return written

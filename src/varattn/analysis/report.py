@@ -8,13 +8,17 @@ Output folder (see :mod:`varattn.analysis.align` for the exports): ``alignments.
 mean entropies), and the HTML report where asked. The word aligner's outputs (see
 :mod:`varattn.analysis.wordlinks`): ``links.align`` (the chosen word links, one direction or symmetrised,
 indexing the words of ``tokens.txt``), ``scores.tsv`` (per sentence), the probability and word-pair files
-where asked, and with a reverse run its own exports in ``reverse/``.
+where asked, and with a reverse run its own exports in ``reverse/`` (their links written source-target,
+as ``links.align``; its ``alignments.json`` holds the reverse run's matrices as it computed them).
+``summary.json``'s ``warnings`` say when the links may mislead (an untrained run, a threshold that kept
+almost nothing).
 """
 
 from __future__ import annotations
 
 import html
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -27,6 +31,7 @@ from varattn.data.text.prepared import PreparedData
 from varattn.data.text.tokenize import remove_bpe
 from varattn.errors import UserError
 from varattn.models.protocol import CrossAttentionMaps
+from varattn.training import checkpoint
 from varattn.training.runs import LoadedRun
 
 HTML_LIMIT = 100  # pairs drawn in the HTML report by default (1-2 s each)
@@ -57,25 +62,127 @@ def read_inputs(run: LoadedRun, *, pairs: str | None = None, src: str | None = N
     return tokenised[0], tokenised[1]
 
 
-def run_align(run: LoadedRun, out: str | Path, *, data: PreparedData | None = None, split: str = "test",
-              src: str | None = None, tgt: str | None = None, pairs_file: str | None = None,
-              pretokenized: bool = False, reverse_run: LoadedRun | None = None, symmetrize: str | None = None,
-              distribution: str | None = None, links: str = "argmax", soft_threshold: float = 0.25,
-              output_probs: str | None = None, output_words: str | None = None, separator: str = "<sep>",
-              gold: str | None = None, one_based: bool = False,
-              limit: int | None = None, threshold: float = 0.0, pictures: int = 10,
-              formats: Sequence[str] = ("png", "svg"), grid: int = 6, html_path: str | None = None,
-              html_limit: int | None = HTML_LIMIT, translate: bool = True, progress: bool = False,
+@dataclass
+class AlignInput:
+    """What to align: a prepared split (``data``, ``split``), a ``source ||| target`` file (``pairs``) or
+    two parallel files (``src``, ``tgt``), raw or ``pretokenized``; its first ``limit`` pairs (None: all).
+    ``gold``: word links to score against, Pharaoh ``i-j`` sure / ``ipj`` possible, one line per pair
+    (``one_based``: the file counts from 1; with ``data`` the split's own gold links serve by default)."""
+
+    data: PreparedData | None = None
+    split: str = "test"
+    src: str | None = None
+    tgt: str | None = None
+    pairs: str | None = None
+    pretokenized: bool = False
+    limit: int | None = None
+    gold: str | None = None
+    one_based: bool = False
+
+
+@dataclass
+class LinkOptions:
+    """How ``links.align`` is drawn (see :mod:`varattn.analysis.wordlinks`): from ``distribution`` (None:
+    the posterior where the model has one) by ``method`` (``argmax`` or ``threshold``) with ``threshold``
+    (also the piece exports' threshold). With ``reverse_run`` (a run trained the other way) both directions,
+    combined by ``symmetrize`` (None: grow-diag-final-and); ``soft_threshold`` for soft-product and soft-mean."""
+
+    distribution: str | None = None
+    method: str = "argmax"
+    threshold: float = 0.0
+    reverse_run: LoadedRun | None = None
+    symmetrize: str | None = None
+    soft_threshold: float = 0.25
+
+
+@dataclass
+class LinkFiles:
+    """Files beside ``links.align`` where asked: one probability per link (``probs``, awesome-align's
+    format) and the linked words (``words``: ``src<separator>tgt`` per link)."""
+
+    probs: str | None = None
+    words: str | None = None
+    separator: str = "<sep>"
+
+
+@dataclass
+class ReportOptions:
+    """The pictures: the first ``pictures`` pairs one file each in ``formats``, ``grid`` pairs on one page
+    (0: none), and the HTML report at ``html`` drawing its first ``html_limit`` pairs (None or 0: all; a
+    second or two each), with the model's greedy translation of each source unless ``translate`` is off."""
+
+    pictures: int = 10
+    formats: Sequence[str] = ("png", "svg")
+    grid: int = 6
+    html: str | None = None
+    html_limit: int | None = HTML_LIMIT
+    translate: bool = True
+
+
+#: thresholded links keeping fewer than this share of the argmax links draw a warning
+FEW_LINKS = 0.1
+#: a validation perplexity at least this share of the target vocabulary is a model that has hardly learnt
+UNTRAINED_PPL = 0.5
+#: a KL(q || prior) per token below this: the posterior is still the prior
+UNTRAINED_KL = 0.01
+
+
+def training_warnings(run: LoadedRun) -> list[str]:
+    """Why the links of ``run`` may mean little, from the run's own validation record (the checkpoint's
+    history): no validation at all, a perplexity near that of a uniform guess over the target vocabulary,
+    or (models with q) a KL near 0, where the posterior is still the prior. An export keeps no record: []."""
+    if run.exported:
+        return []
+    progress = checkpoint.read_meta(run.checkpoint).get("progress") or {}
+    history, steps = progress.get("history") or [], progress.get("step", 0)
+    where, after = run.checkpoint, f"{steps} training step{'' if steps == 1 else 's'}"
+    if not history:
+        return [f"{where}: no validation was done ({after}), so nothing says the model has "
+                "learnt: its links may be those of an untrained model — train it longer"]
+    last, vocab = history[-1], len(run.data.tgt_vocab)
+    found = []
+    ppl = last.get("ppl")
+    if isinstance(ppl, (int, float)) and ppl >= UNTRAINED_PPL * vocab:
+        found.append(f"{where}: validation perplexity {ppl:.1f} after {after} is near the "
+                     f"{vocab} words of the target vocabulary (a uniform guess): the model has hardly learnt and "
+                     "its links are close to arbitrary — train it longer")
+    kl = last.get("kl")
+    if run.model.has_posterior and isinstance(kl, (int, float)) and kl < UNTRAINED_KL:
+        found.append(f"{where}: KL(q || prior) {kl:.4f} per token at the last validation ({after}): "
+                     "the posterior is still the prior, so its links are the prior's — train it longer")
+    return found
+
+
+def sparse_links_warning(chosen: Sequence, pairs: Sequence[PairAlignment], links: LinkOptions) -> str | None:
+    """A warning when a thresholded choice of links (``soft-*``, ``method="threshold"``, a threshold above
+    0) kept fewer than :data:`FEW_LINKS` of the forward argmax links of ``pairs`` (one per target word),
+    naming the threshold to lower; else None. ``chosen``: the word alignments written to links.align."""
+    from varattn.analysis import symmetrize as sym
+    from varattn.analysis import wordlinks
+
+    soft = links.reverse_run is not None and links.symmetrize in sym.SOFT
+    if not (soft or links.method == "threshold" or links.threshold > 0):
+        return None
+    argmax = sum(len(a.links) for a in wordlinks.one_direction(pairs, links.distribution))
+    kept = sum(len(a.links) for a in chosen)
+    if not argmax or kept >= FEW_LINKS * argmax:
+        return None
+    what, name, value = ((links.symmetrize, "soft_threshold", links.soft_threshold) if soft else
+                         (f"links {links.method}", "threshold", links.threshold))
+    return (f"{what} kept {kept} links where the argmax of each target word gives {argmax}: the probabilities are "
+            f"too diffuse for {name}={value:g} — lower it (links below it are dropped)")
+
+
+def run_align(run: LoadedRun, out: str | Path, inputs: AlignInput, links: LinkOptions | None = None,
+              files: LinkFiles | None = None, report: ReportOptions | None = None, *, progress: bool = False,
               echo: Callable[[str], None] = lambda _: None) -> dict:
     """Everything `varattn align` does; returns (and writes to ``out/summary.json``) a summary.
 
-    Input: a prepared split (``data``, ``split``), a ``source ||| target`` file (``pairs_file``) or two
-    parallel files (``src``, ``tgt``), raw or ``pretokenized``. With ``reverse_run`` (a run trained the
-    other way) the pairs are aligned both ways and symmetrised by ``symmetrize`` (default
-    grow-diag-final-and). Word links of ``distribution`` (default: the posterior where there is one) go to
-    ``out/links.align``, with ``out/scores.tsv`` per sentence and, where asked, probabilities
-    (``output_probs``) and word pairs (``output_words``). The HTML report draws the first ``html_limit``
-    pairs (None or 0: all; each picture takes a second or two); ``summary["html"]`` says how many.
+    ``inputs`` says what to align, ``links`` how ``out/links.align`` is chosen (one direction, or both
+    and symmetrised), ``files`` what else is written of those links beside ``out/scores.tsv``, ``report``
+    what is drawn; ``summary["html"]`` says how many pairs the HTML report drew. ``summary["warnings"]``
+    (each also given to ``echo``) says when the links may mislead: a run that looks untrained
+    (:func:`training_warnings`) or a threshold that kept almost no links (:func:`sparse_links_warning`).
 
     When SIGINT or SIGTERM asks to stop (:mod:`varattn.stopping`), the batch in progress is finished, the
     pairs complete so far are exported, and ``summary["partial"]`` says what was left out.
@@ -84,19 +191,22 @@ def run_align(run: LoadedRun, out: str | Path, *, data: PreparedData | None = No
     from varattn.analysis import symmetrize as sym
     from varattn.analysis import wordlinks
 
-    for option, value in (("threshold", threshold), ("soft_threshold", soft_threshold)):
+    links, files, report = links or LinkOptions(), files or LinkFiles(), report or ReportOptions()
+    reverse_run, data, gold = links.reverse_run, inputs.data, inputs.gold
+    for option, value in (("threshold", links.threshold), ("soft_threshold", links.soft_threshold)):
         if not 0.0 <= value <= 1.0:
             raise UserError(f"{option} {value}: give a probability between 0 and 1")
-    if links not in wordlinks.METHODS:
-        raise UserError(f"links {links!r}: choose one of {', '.join(wordlinks.METHODS)}")
-    if symmetrize is not None and symmetrize not in sym.HEURISTICS:
-        raise UserError(f"symmetrize {symmetrize!r}: choose one of {', '.join(sym.HEURISTICS)}")
-    if symmetrize is not None and reverse_run is None:
-        raise UserError(f"symmetrize {symmetrize}: needs a run trained the other way (reverse_run)")
+    if links.method not in wordlinks.METHODS:
+        raise UserError(f"links {links.method!r}: choose one of {', '.join(wordlinks.METHODS)}")
+    if links.symmetrize is not None and links.symmetrize not in sym.HEURISTICS:
+        raise UserError(f"symmetrize {links.symmetrize!r}: choose one of {', '.join(sym.HEURISTICS)}")
+    if links.symmetrize is not None and reverse_run is None:
+        raise UserError(f"symmetrize {links.symmetrize}: needs a run trained the other way (reverse_run)")
     for loaded in (run, reverse_run):
         if loaded is not None and not loaded.task.aligns_sequences:
             raise UserError(f"{loaded.checkpoint}: a {loaded.task.name} model — varattn align works on "
                             "translation and transduction models")
+    distribution = links.distribution
     for loaded in (run, reverse_run) if distribution else ():
         if loaded is None or isinstance(loaded.model, CrossAttentionMaps):
             continue
@@ -104,11 +214,23 @@ def run_align(run: LoadedRun, out: str | Path, *, data: PreparedData | None = No
         if distribution not in names and names != ("attention",):  # fail before the slow part
             raise UserError(f"distribution {distribution!r}: {loaded.checkpoint.parent} gives only "
                             f"{', '.join(names)} — choose one of them")
+    symmetrize = links.symmetrize
     if reverse_run is not None:
         align.check_reverse(run, reverse_run)
         symmetrize = symmetrize or "grow-diag-final-and"
     out = Path(out)
     reverse_pairs = None
+    limit, split = inputs.limit, inputs.split
+    if data is None:
+        src_words, tgt_words = read_inputs(run, pairs=inputs.pairs, src=inputs.src, tgt=inputs.tgt,
+                                           pretokenized=inputs.pretokenized, limit=limit)
+        if gold:  # a bad gold file stops before the slow part
+            for n, (s, t, known) in enumerate(zip(src_words, tgt_words,
+                                                  aer.read_gold(gold, one_based=inputs.one_based)), 1):
+                aer.check_bounds(known, len(s), len(t), f"{gold}:{n}")
+    warnings = [line for loaded in (run, reverse_run) if loaded is not None for line in training_warnings(loaded)]
+    for line in warnings:
+        echo(f"warning: {line}")
     if data is not None:
         pairs = align.align_split(run, data, split, limit=limit, progress=progress)
         if reverse_run is not None:
@@ -118,17 +240,13 @@ def run_align(run: LoadedRun, out: str | Path, *, data: PreparedData | None = No
             reverse_pairs = align.align_split(reverse_run, other, split, limit=limit, progress=progress)
         source = {"data": str(data.path), "split": split}
     else:
-        src_words, tgt_words = read_inputs(run, pairs=pairs_file, src=src, tgt=tgt, pretokenized=pretokenized,
-                                           limit=limit)
-        if gold:  # a bad gold file stops before the slow part
-            for n, (s, t, known) in enumerate(zip(src_words, tgt_words, aer.read_gold(gold, one_based=one_based)), 1):
-                aer.check_bounds(known, len(s), len(t), f"{gold}:{n}")
         pairs = align.align_words(run, src_words, tgt_words, progress=progress)
         if reverse_run is not None:
             reverse_pairs = align.align_words(reverse_run, tgt_words, src_words, progress=progress)
-        source = {"pairs": pairs_file} if pairs_file else {"src": src, "tgt": tgt}
-        source["pretokenized"] = pretokenized
+        source = {"pairs": inputs.pairs} if inputs.pairs else {"src": inputs.src, "tgt": inputs.tgt}
+        source["pretokenized"] = inputs.pretokenized
     partial = None
+    pictures, grid, html_path = report.pictures, report.grid, report.html
     signum = stopping.requested()
     if signum:
         total = len(pairs) if data is None else min(limit or len(data.split(split)), len(data.split(split)))
@@ -140,31 +258,38 @@ def run_align(run: LoadedRun, out: str | Path, *, data: PreparedData | None = No
                    "no HTML report")
         pictures, grid, html_path = 0, 0, None
     if gold:
-        golds = aer.read_gold(gold, one_based=one_based)
+        golds = aer.read_gold(gold, one_based=inputs.one_based)
         align.attach_gold(pairs, golds, gold)
         if reverse_pairs is not None:
             align.attach_gold(reverse_pairs, [aer.GoldLinks(frozenset(sym.transpose(g.sure)),
                                                             frozenset(sym.transpose(g.possible))) for g in golds], gold)
-    drawn = pairs[:html_limit] if html_limit else pairs
-    if translate and html_path:
+    drawn = pairs[:report.html_limit] if report.html_limit else pairs
+    if report.translate and html_path:
         echo(f"translating {len(drawn)} sources")
         align.translate(run, drawn, progress=progress)
+    threshold = links.threshold
     meta = {"checkpoint": str(run.checkpoint), "mode": run.config.model.mode, **source}
-    files = align.write_exports(pairs, out, threshold=threshold, meta=meta)
+    written = align.write_exports(pairs, out, threshold=threshold, meta=meta)
     found = align.scores(pairs, threshold)
     if reverse_pairs is not None:
         chosen = wordlinks.two_directions(pairs, reverse_pairs, symmetrize, name=distribution,
-                                          reverse_name=distribution, method=links, threshold=threshold,
-                                          soft_threshold=soft_threshold)
-        files += align.write_exports(reverse_pairs, out / "reverse", threshold=threshold,
-                                     meta={"checkpoint": str(reverse_run.checkpoint),
-                                           "mode": reverse_run.config.model.mode, **source})
+                                          reverse_name=distribution, method=links.method, threshold=threshold,
+                                          soft_threshold=links.soft_threshold)
+        written += align.write_exports(reverse_pairs, out / "reverse", threshold=threshold, transpose=True,
+                                       meta={"checkpoint": str(reverse_run.checkpoint),
+                                             "mode": reverse_run.config.model.mode, **source,
+                                             "links": "source-target, as links.align (the matrices: the reverse "
+                                                      "run's own, rows its targets)"})
     else:
-        chosen = wordlinks.one_direction(pairs, distribution, method=links, threshold=threshold)
-    files += wordlinks.write(chosen, out / "links.align", probs_path=output_probs, words_path=output_words,
-                             scores_path=out / "scores.tsv", separator=separator)
+        chosen = wordlinks.one_direction(pairs, distribution, method=links.method, threshold=threshold)
+    sparse = sparse_links_warning(chosen, pairs, links)
+    if sparse:
+        warnings.append(sparse)
+        echo(f"warning: {sparse}")
+    written += wordlinks.write(chosen, out / "links.align", probs_path=files.probs, words_path=files.words,
+                               scores_path=out / "scores.tsv", separator=files.separator)
     (out / "tokens.txt").write_text("".join(line + "\n" for line in wordlinks.tokens_lines(chosen)), encoding="utf-8")
-    files.append(out / "tokens.txt")
+    written.append(out / "tokens.txt")
     items = pairs[:pictures]
     if items or (grid and pairs):
         echo(f"drawing {len(items)} pictures{' and a grid' if grid and pairs else ''} into {out}")
@@ -174,18 +299,19 @@ def run_align(run: LoadedRun, out: str | Path, *, data: PreparedData | None = No
         items = tqdm(items, desc="drawing", unit="picture", leave=False)
     for pair in items:
         figure = drawing.pair_figure(pair, f"pair {pair.index}")
-        files += drawing.save(figure, out / "pictures" / f"pair-{pair.index:05d}", formats)
+        written += drawing.save(figure, out / "pictures" / f"pair-{pair.index:05d}", report.formats)
         if stopping.requested():
             break
     if grid and pairs:
-        files += drawing.save(drawing.grid_figure(pairs[:grid], columns=2), out / "grid", formats)
+        written += drawing.save(drawing.grid_figure(pairs[:grid], columns=2), out / "grid", report.formats)
     summary = {**meta, "pairs": len(pairs), "threshold": threshold,
                "entropy": {name: mean([p.entropy[name] for p in pairs])
                            for name in (pairs[0].matrices if pairs else [])},
                "scores": {name: counts.as_dict() for name, counts in found.items()},
                "links": {"distribution": wordlinks.pick(pairs[0], distribution) if pairs else distribution,
-                         "method": links, "symmetrize": symmetrize,
-                         "mean_log_prob": mean([a.score for a in chosen if a.links])}}
+                         "method": links.method, "symmetrize": symmetrize,
+                         "mean_log_prob": mean([a.score for a in chosen if a.links])},
+               "warnings": warnings}
     if reverse_pairs is not None:
         summary["reverse"] = {"checkpoint": str(reverse_run.checkpoint),
                               "scores": {k: c.as_dict() for k, c in align.scores(reverse_pairs, threshold).items()}}
@@ -193,16 +319,17 @@ def run_align(run: LoadedRun, out: str | Path, *, data: PreparedData | None = No
         summary["links"]["score"] = wordlinks.score(chosen, [p.gold for p in pairs]).as_dict()
     if html_path:
         echo(f"drawing {len(drawn)} of {len(pairs)} pairs into {html_path}")
-        shown = write_html(drawn, html_path, title=f"{Path(run.checkpoint).parent.name}: {source.get('split', src)}",
-                           summary=summary, threshold=threshold, progress=progress, total=len(pairs))
+        title = f"{Path(run.checkpoint).parent.name}: {source.get('split', inputs.src)}"
+        shown = write_html(drawn, html_path, title=title, summary=summary, threshold=threshold, progress=progress,
+                           total=len(pairs))
         summary["html"] = {"path": str(html_path), "drawn": shown, "pairs": len(pairs)}
-        files.append(Path(html_path))
+        written.append(Path(html_path))
     signum = stopping.requested()
     if signum and partial is None:
         partial = f"stopped by {stopping.name(signum)} while drawing: exports complete, pictures and report cut short"
     if partial:
         summary["partial"] = partial
-    summary["files"] = [str(path) for path in files]
+    summary["files"] = [str(path) for path in written]
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary
 

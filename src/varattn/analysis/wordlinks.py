@@ -10,7 +10,9 @@ the probability that target word j (its pieces on average) looks at source word 
 ``[S_words, T_words]`` matrix sums to 1. Links are drawn from W:
 
 - ``argmax``: for each target word, its most probable source word, kept when ``W >= threshold`` — below
-  it the target word is left unlinked (a NULL decision); a source word may take several target words;
+  it the target word is left unlinked (a NULL decision); a source word may take several target words.
+  This is the forward word link everywhere (:func:`varattn.analysis.align.argmax_links`): the
+  ``{name}.words.align`` exports and the per-distribution scores of ``summary.json`` use it too;
 - ``threshold``: every cell with ``W >= threshold`` (a target word may link to several source words or
   to none).
 
@@ -35,7 +37,7 @@ from typing import Sequence
 import numpy as np
 
 from varattn.analysis import aer, symmetrize
-from varattn.analysis.align import PairAlignment
+from varattn.analysis.align import PairAlignment, argmax_links
 from varattn.data.text.tokenize import remove_bpe
 from varattn.errors import UserError
 
@@ -58,22 +60,13 @@ def tgt_words(pair: PairAlignment) -> list[str]:
 
 def word_matrix(pair: PairAlignment, name: str) -> np.ndarray:
     """W ``[S_words, T_words]`` of one distribution (see the module docstring); the ``</s>`` row is left out."""
-    pieces = pair.matrices[name][: len(pair.tgt) - 1]  # [T_pieces, S_pieces]
-    src_word = np.asarray(aer.word_index(pair.src))
-    tgt_word = np.asarray(aer.word_index(pair.tgt[:-1]))
-    S, T = int(src_word.max()) + 1, int(tgt_word.max()) + 1
-    by_src = np.zeros((pieces.shape[0], S))
-    np.add.at(by_src.T, src_word, pieces.T)  # [T_pieces, S]: summed over each source word's pieces
-    out = np.zeros((S, T))
-    np.add.at(out.T, tgt_word, by_src)
-    return out / np.bincount(tgt_word, minlength=T)[None, :]
+    return pair.word_matrix(name)
 
 
 def extract(matrix: np.ndarray, method: str = "argmax", threshold: float = 0.0) -> set[Link]:
     """Links (i, j) of an ``[S, T]`` word matrix by ``method`` (see the module docstring)."""
     if method == "argmax":
-        best = matrix.argmax(0)
-        return {(int(best[j]), j) for j in range(matrix.shape[1]) if matrix[best[j], j] >= threshold}
+        return argmax_links(matrix, threshold)
     if method == "threshold":
         return symmetrize.soft_links(matrix, threshold)
     raise ValueError(f"unknown link extraction {method!r}; choose one of {', '.join(METHODS)}")

@@ -471,7 +471,6 @@ def _check_output_folder(path: str, flag: str) -> None:
 
 
 def cmd_align(args) -> None:
-    from varattn.analysis.report import run_align
     from varattn.training.runs import load_run
 
     inputs = [bool(args.data), bool(args.src or args.tgt), bool(args.pairs)]
@@ -495,18 +494,27 @@ def cmd_align(args) -> None:
 
         data = load_prepared(args.data, reverse=run.config.data.reverse)
     with stopping.signals_caught():
-        _align(run, reverse, data, args, run_align)
+        _align(run, reverse, data, args)
 
 
-def _align(run, reverse, data, args, run_align) -> None:
-    summary = run_align(run, args.out, data=data, split=args.split, src=args.src, tgt=args.tgt,
-                        pairs_file=args.pairs, pretokenized=args.pretokenized, reverse_run=reverse,
-                        symmetrize=args.symmetrize, distribution=args.distribution, links=args.links,
-                        soft_threshold=args.soft_threshold, output_probs=args.output_probs,
-                        output_words=args.output_words, separator=args.separator, gold=args.gold,
-                        one_based=args.one_based, limit=args.limit, threshold=args.threshold,
-                        pictures=args.pictures, formats=args.formats, grid=args.grid, html_path=args.html,
-                        html_limit=args.html_limit, translate=not args.no_translate, progress=True, echo=print)
+def _echo(line: str) -> None:
+    """A library progress line on standard output, a warning on standard error, both in the CLI's terms."""
+    print(in_cli_terms(line), file=sys.stderr if line.startswith("warning:") else sys.stdout)
+
+
+def _align(run, reverse, data, args) -> None:
+    from varattn.analysis.report import AlignInput, LinkFiles, LinkOptions, ReportOptions, run_align
+
+    summary = run_align(
+        run, args.out,
+        AlignInput(data=data, split=args.split, src=args.src, tgt=args.tgt, pairs=args.pairs,
+                   pretokenized=args.pretokenized, limit=args.limit, gold=args.gold, one_based=args.one_based),
+        LinkOptions(distribution=args.distribution, method=args.links, threshold=args.threshold, reverse_run=reverse,
+                    symmetrize=args.symmetrize, soft_threshold=args.soft_threshold),
+        LinkFiles(probs=args.output_probs, words=args.output_words, separator=args.separator),
+        ReportOptions(pictures=args.pictures, formats=args.formats, grid=args.grid, html=args.html,
+                      html_limit=args.html_limit, translate=not args.no_translate),
+        progress=True, echo=_echo)
     print(json.dumps({k: v for k, v in summary.items() if k != "files"}, indent=1))
     report = ""
     if "html" in summary:
@@ -658,10 +666,10 @@ PARAMETER_FLAGS = {
     "bpe_merges": "--bpe-merges", "max_len": "--max-len", "min_freq": "--min-freq", "feature_dim": "--feature-dim",
     "one_based": "--one-based", "train_src": "--train-src", "train_tgt": "--train-tgt",
     "valid_src": "--valid-src", "valid_tgt": "--valid-tgt", "test_src": "--test-src", "test_tgt": "--test-tgt",
-    "normalization": "--normalization", "valid_pairs": "--valid-pairs",
+    "normalization": "--normalization", "valid_pairs": "--valid-pairs", "soft_threshold": "--soft-threshold",
 }
 VALUED_FLAGS = {"pairs": "--pairs", "questions": "--questions", "answers": "--answers", "split": "--split",
-                "threads": "--threads"}
+                "limit": "--limit", "threads": "--threads", "threshold": "--threshold"}
 
 
 def in_cli_terms(message: str) -> str:
