@@ -131,6 +131,9 @@ def train_both(recipe: Path, overrides: list[str], data: Path, work: Path, topk:
     runs = {d: work / f"topk{topk}-{d}" for d in ("en-fr", "fr-en")}
     began = time.perf_counter()
     processes = []
+    done = [_summary(work / f"{run.name}.log") for run in runs.values()]
+    if all(done) and all((run / "checkpoint_last.json").is_file() for run in runs.values()):
+        return _trained(topk, runs, None, done)  # trained by an earlier call that stopped before scoring
     for direction, run in runs.items():
         if (run / "checkpoint_last.json").is_file():
             raise SystemExit(f"{run} exists: remove it (or give another --work) to train again")
@@ -141,9 +144,28 @@ def train_both(recipe: Path, overrides: list[str], data: Path, work: Path, topk:
     codes = [harness.wait(p, check=False) for p in processes]
     if any(codes):
         raise SystemExit(f"training failed ({codes}): see {work}/topk{topk}-*.log")
-    minutes = (time.perf_counter() - began) / 60
+    wall = (time.perf_counter() - began) / 60
+    return _trained(topk, runs, wall, [_summary(work / f"{run.name}.log") for run in runs.values()])
+
+
+def _summary(log: Path) -> dict | None:
+    """The JSON summary ``varattn train`` printed at the end of its log, or None."""
+    if not log.is_file():
+        return None
+    text = log.read_text(encoding="utf-8")
+    start = text.rfind("\n{")
+    end = text.rfind("}")
+    try:
+        return json.loads(text[start + 1:end + 1]) if 0 <= start < end else None
+    except json.JSONDecodeError:
+        return None
+
+
+def _trained(topk: int, runs: dict, wall: float | None, summaries: list) -> dict:
+    """``minutes``: the longer direction's training by its own count (``seconds`` of its summary);
+    ``wall``: both directions' processes, start-up included (None when not timed by this call)."""
     logs = {d: [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()] for d, run in runs.items()}
-    return {"topk": topk, "minutes": minutes, "runs": runs,
+    return {"topk": topk, "minutes": max(s["seconds"] for s in summaries) / 60, "wall_minutes": wall, "runs": runs,
             "steps": {d: log[-1]["step"] for d, log in logs.items()},
             "ppl": {d: log[-1].get("ppl") for d, log in logs.items()}}
 
@@ -162,22 +184,26 @@ def markdown(record: dict) -> str:
                        "tokens / step", "s / epoch"],
                       [[p["name"], p["topk"] or "exact", *(f"{p[part]:.0f}" for part in PARTS), f"{p['step']:.0f}",
                         f"{p['tokens_per_step']:.0f}", f"{p['step'] * p['steps_per_epoch'] / 1000:.0f}"]
-                       for p in profiles], align="llrrrrrrrr"), ""]
+                       for p in profiles], align="llrrrrrrrr"), "",
+                f"`{record.get('profile_command')}` (commit {record.get('profile_commit')}, {record.get('profile_date')})", ""]
     trained = record.get("trained", [])
     if trained:
         out += ["## What top-K costs on the dev gold", "",
                 f"`{record['train_recipe']}` with {' '.join(record['train_overrides'])}, "
                 f"{record['epochs']} epoch(s) each direction, both directions at once (one thread each); AER of "
                 "the exact posterior's links (each target word's argmax, pieces averaged) on the 447 gold pairs; "
-                "evaluation is exact for every K.", "",
-                table(["K", "step ms (profile)", "minutes (wall, both directions)", "steps fwd / rev",
+                "evaluation is exact for every K. Minutes are each run's own count of its training (validation and "
+                "saves included) on the shared two-core machine, other jobs running beside them.", "",
+                table(["K", "step ms (profile)", "minutes (training, the longer direction)", "steps fwd / rev",
                        "valid PPL fwd / rev", "AER forward", "AER reverse", "AER intersect", "intersect P / R"],
                       [[row["topk"] or "exact", fmt(row.get("step_ms"), ".0f"), f"{row['minutes']:.1f}",
                         f"{row['steps']['en-fr']} / {row['steps']['fr-en']}",
                         f"{fmt(row['ppl']['en-fr'], '.1f')} / {fmt(row['ppl']['fr-en'], '.1f')}",
                         *(f"{row['scores'][k]['aer']:.3f}" for k in ("forward", "reverse", "intersect")),
                         f"{row['scores']['intersect']['precision']:.3f} / {row['scores']['intersect']['recall']:.3f}"]
-                       for row in trained], align="rrrrrrrrl"), ""]
+                       for row in trained], align="rrrrrrrrl"), "",
+                "Rows by " + "; ".join(f"K={k}: `{c}` (commit {record.get('train_commits', {}).get(k)})"
+                                        for k, c in record.get("train_commands", {}).items()), ""]
     return "\n".join(out)
 
 
@@ -200,6 +226,8 @@ def main() -> None:
     stem = Path(args.results) / "enumerate_topk"
     path = stem.with_name(stem.name + ".json")
     record = json.loads(path.read_text()) if path.is_file() else {}
+    for key in ("command", "commit", "machine", "date"):  # the stamp of the call that wrote it; this one restamps
+        record.pop(key, None)
     record["bpe_merges"] = args.bpe_merges
     command = command_line(__file__)
     if args.profile:
@@ -208,7 +236,7 @@ def main() -> None:
             record["profile"].append(dict(profile(Path(args.recipe), args.overrides, data, k, args.steps),
                                           name=f"{Path(args.recipe).name} {' '.join(args.overrides)}"))
             print(json.dumps(record["profile"][-1]), flush=True)
-        record["profile_command"] = command
+        record.update(profile_command=command, profile_commit=harness.commit(), profile_date=harness.now())
         write_results(stem, record, markdown(record), command=command, threads=1)
     if args.train:
         step_ms = {p["topk"]: p["step"] for p in record.get("profile", [])[1:]}
@@ -223,7 +251,8 @@ def main() -> None:
                        step_ms=step_ms.get(k), runs={d: str(r) for d, r in row["runs"].items()})
             trained[k] = row
             record["trained"] = [trained[key] for key in sorted(trained, key=lambda x: (x != 0, x))]
-            record["train_command"] = command
+            record.setdefault("train_commands", {})[str(k)] = command
+            record.setdefault("train_commits", {})[str(k)] = harness.commit()
             write_results(stem, record, markdown(record), command=command, threads=1)
             print(f"K={k or 'exact'}: {row['minutes']:.1f} min, intersect AER {row['scores']['intersect']['aer']:.3f}",
                   flush=True)
