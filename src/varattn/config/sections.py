@@ -102,8 +102,9 @@ class TrainConfig(Section):
     progress: bool = setting(True, "progress bars")
     init_from: str = setting("", "run directory or checkpoint to initialise the weights from")
     warmup_steps: int = count(0, "modes with a warm-up objective (vae-dirichlet: 1000 unless set): its length in steps")
-    enumerate_topk: int = count(0, "training only: enumerate the K positions of highest prior score per query "
-                                   "(0 = all; evaluation stays exact)")
+    enumerate_topk: int = count(0, "training only (marginal, hard-enum, vae-enum): enumerate the K positions "
+                                   "of highest prior score per query (q's for vae-enum); 0 = all; evaluation "
+                                   "stays exact")
     eval_samples: int = positive(10, "Monte-Carlo samples for vae-dirichlet evaluation")
     max_nonfinite_steps: int = positive(10, "skip steps with a non-finite loss or gradient; stop after this many in a row")
 
