@@ -229,8 +229,6 @@ def run_align(run: LoadedRun, out: str | Path, inputs: AlignInput, links: LinkOp
                                                   aer.read_gold(gold, one_based=inputs.one_based)), 1):
                 aer.check_bounds(known, len(s), len(t), f"{gold}:{n}")
     warnings = [line for loaded in (run, reverse_run) if loaded is not None for line in training_warnings(loaded)]
-    for line in warnings:
-        echo(f"warning: {line}")
     if data is not None:
         pairs = align.align_split(run, data, split, limit=limit, progress=progress)
         if reverse_run is not None:
@@ -285,7 +283,6 @@ def run_align(run: LoadedRun, out: str | Path, inputs: AlignInput, links: LinkOp
     sparse = sparse_links_warning(chosen, pairs, links)
     if sparse:
         warnings.append(sparse)
-        echo(f"warning: {sparse}")
     written += wordlinks.write(chosen, out / "links.align", probs_path=files.probs, words_path=files.words,
                                scores_path=out / "scores.tsv", separator=files.separator)
     (out / "tokens.txt").write_text("".join(line + "\n" for line in wordlinks.tokens_lines(chosen)), encoding="utf-8")
@@ -331,6 +328,8 @@ def run_align(run: LoadedRun, out: str | Path, inputs: AlignInput, links: LinkOp
         summary["partial"] = partial
     summary["files"] = [str(path) for path in written]
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    for line in warnings:  # once everything is written: a run that fails says only why
+        echo(f"warning: {line}")
     return summary
 
 
