@@ -135,6 +135,7 @@ def train_mode(args, folder: Path, run_dir: Path, record: dict, fragment: Path) 
     record["train"] = {
         "parameters": params, "batch_tokens": args.batch_tokens, "lr": args.lr, "budget_s": args.train_seconds,
         "steps": summary["steps"], "epochs_done": summary["epochs_done"], "seconds": summary["seconds"],
+        "stopped": summary["stopped"],
         "validation_seconds": counted["validation_s"], "target_tokens": counted["tokens"],
         "target_tokens_per_s": counted["tokens"] / train_s if train_s > 0 else None,
         "best": summary["best"], "last_validation": summary["last"], "history": trainer.progress.history,
