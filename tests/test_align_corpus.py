@@ -24,7 +24,7 @@ PAIRS = 60
 TINY = ["model.emb_size=16", "model.output_size=16", "model.enc_hidden=8", "model.dec_hidden=8",
         "model.attn_size=8", "data.max_tokens=200", "data.eval_max_tokens=2000", "train.epochs=100",
         "train.max_steps=120", "train.validate_every=10", "train.device=cpu"]
-OPTIONS = ["--bpe-merges", "40", "--valid-pairs", "12"]
+OPTIONS = ["--bpe-merges", "40", "--valid-pairs", "12", "--symmetrize", "intersect"]
 OUTPUTS = ["links.align", "forward.align", "reverse.align", "scores.tsv", "tokens.txt", "summary.json",
            "posterior.align", "posterior.words.align", "viterbi.words.align", "reverse/posterior.words.align"]
 
@@ -49,7 +49,8 @@ def finished(corpus, tmp_path_factory):
     """One uninterrupted job, in this process, with its progress reports."""
     out = tmp_path_factory.mktemp("job") / "aligned"
     reports = []
-    request = AlignCorpusRequest(out=out, pairs=corpus[0], overrides=TINY, bpe_merges=40, valid_pairs=12)
+    request = AlignCorpusRequest(out=out, pairs=corpus[0], overrides=TINY, bpe_merges=40, valid_pairs=12,
+                                 symmetrize="intersect")
     summary = align_corpus(request, on_progress=reports.append)
     return out, summary, reports
 
@@ -96,11 +97,13 @@ def test_one_progress_bar_over_the_stages_in_order_ending_at_one(finished):
 def test_a_finished_job_run_again_does_nothing_and_other_settings_are_refused(corpus, finished):
     out, summary, _ = finished
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "lock"}
-    again = align_corpus(AlignCorpusRequest(out=out, pairs=corpus[0], overrides=TINY, bpe_merges=40, valid_pairs=12))
+    again = align_corpus(AlignCorpusRequest(out=out, pairs=corpus[0], overrides=TINY, bpe_merges=40, valid_pairs=12,
+                                            symmetrize="intersect"))
     assert again["seconds"] == summary["seconds"]
     assert {p: p.stat().st_mtime_ns for p in before} == before
     with pytest.raises(UserError, match="other input or settings.*bpe_merges 40 -> 30"):
-        align_corpus(AlignCorpusRequest(out=out, pairs=corpus[0], overrides=TINY, bpe_merges=30, valid_pairs=12))
+        align_corpus(AlignCorpusRequest(out=out, pairs=corpus[0], overrides=TINY, bpe_merges=30, valid_pairs=12,
+                                        symmetrize="intersect"))
 
 
 def command(*args: str) -> list[str]:

@@ -87,7 +87,7 @@ class AlignCorpusRequest:
     bpe_merges: int = 4000
     max_len: int = 80  # training pairs longer than this (pieces, either side) are left out of training only
     valid_pairs: int = 500  # pairs of the corpus (evenly spaced) that validation scores
-    symmetrize: str = "intersect"
+    symmetrize: str = "soft-product"  # chosen on half the Hansards gold (benchmarks/results/align_methods.md)
     distribution: str | None = None  # the matrix links come from; None: the posterior
     matrices: bool = False  # also write alignments.json (every matrix; large)
 

@@ -228,10 +228,11 @@ def _add_align_corpus(sub) -> None:
     p.add_argument("--out", required=True, help="folder for the links and the job (rerun to continue a stopped job)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads (default 1); 2 or more train the two directions at once, in two processes")
-    p.add_argument("--symmetrize", default="intersect",
+    p.add_argument("--symmetrize", default="soft-product",
                    choices=["intersect", "union", "grow-diag", "grow-diag-final", "grow-diag-final-and",
                             "soft-product", "soft-mean"],
-                   help="how links.align combines the two directions (default intersect)")
+                   help="how links.align combines the two directions (default soft-product: a link where the "
+                        "product of the two word posteriors is at least 0.25)")
     p.add_argument("--distribution", choices=["prior", "posterior", "viterbi"],
                    help="the matrix the links come from (default: posterior)")
     p.add_argument("--recipe", help="a YAML training recipe instead of the HMM aligner (configs/align/hmm.yaml)")
