@@ -291,3 +291,38 @@ def test_corrupt_folder(small, tmp_path, damage):
         match = r"meta\.json:3: invalid JSON"
     with pytest.raises(UserError, match=match):
         load_prepared(d).split("valid")
+
+
+def test_recipe_declares_its_flags(tmp_path, monkeypatch, capsys):
+    """A recipe registered here alone, with an option of its own and one of PrepareRequest's, gets both as
+    `varattn prepare` flags, receives their values, and refuses a flag it does not read."""
+    from varattn.cli.main import build_parser, main
+    from varattn.data.corpora import recipes
+
+    monkeypatch.setattr(recipes, "RECIPES", dict(recipes.RECIPES))
+    monkeypatch.setattr(recipes, "RECIPE_OPTIONS", dict(recipes.RECIPE_OPTIONS))
+    seen = {}
+
+    @recipes.recipe("toy", options=("seed", recipes.Option("depth", "how many tens of pairs", "int")))
+    def _toy(out_dir, r):
+        seen.update(depth=r.extra["depth"], seed=r.seed, max_len=r.build.max_len)
+        return recipes.prepare_synthetic(out_dir, pairs=10 * r.extra["depth"], seed=r.seed,
+                                         options=r.build_options())
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["prepare"]
+    assert "toy: how many tens of pairs" in sub.format_help()
+    assert "toy" in sub.parse_args(["toy", "--out", "o"]).source
+
+    out = tmp_path / "toy"
+    assert main(["prepare", "toy", "--out", str(out), "--depth", "3", "--seed", "5", "--max-len", "40"]) == 0
+    assert seen == {"depth": 3, "seed": 5, "max_len": 40}
+    splits = json.loads((out / "meta.json").read_text())["splits"]
+    assert sum(splits[name]["pairs"] for name in ("train", "valid", "test")) == 30
+
+    capsys.readouterr()
+    assert main(["prepare", "toy", "--out", str(tmp_path / "no"), "--pairs", "50"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "toy" in error and "--pairs" in error
+    assert "--depth" in error and "--seed" in error
+    with pytest.raises(UserError, match="prepare synthetic: does not read lang"):
+        recipes.prepare("synthetic", tmp_path / "lib", lang="fre")

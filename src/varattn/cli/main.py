@@ -30,39 +30,17 @@ EPILOG = """examples:
 
 def _add_prepare(sub) -> None:
     p = sub.add_parser("prepare", help="make a prepared data folder (vocabularies, token ids, meta.json)")
-    from varattn.data.corpora.recipes import RECIPES
+    from varattn.data.corpora.recipes import RECIPES, recipe_options
 
     p.add_argument("source", choices=list(RECIPES), help="the corpus recipe")
     p.add_argument("--out", required=True, help="folder to write")
     p.add_argument("--force", action="store_true", help="replace a prepared corpus already in --out")
-    p.add_argument("--from", dest="from_dir", help="take the corpus from this folder instead of downloading")
-    p.add_argument("--url", help="base URL to download from (multi30k, iwslt14)")
-    p.add_argument("--pairs", type=int, default=10000, help="synthetic: number of sentence pairs")
-    p.add_argument("--seed", type=int, default=1, help="synthetic: random seed")
-    for name in ("train", "valid", "test"):
-        p.add_argument(f"--{name}-src", help=f"files: {name} source file (plain or .gz)")
-        p.add_argument(f"--{name}-tgt", help=f"files: {name} target file (plain or .gz)")
-    p.add_argument("--src-lang", default=None, help="source language code (default per corpus)")
-    p.add_argument("--tgt-lang", default=None, help="target language code (default per corpus)")
-    p.add_argument("--tokenize", action=argparse.BooleanOptionalAction, default=None,
-                   help="Moses-tokenise the text (default: on for raw text, off for tokenised corpora)")
-    p.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=None,
-                   help="lowercase the text (default per corpus)")
-    p.add_argument("--bpe-merges", type=int, default=None, help="joint BPE merges to learn; 0 = none")
-    p.add_argument("--max-len", type=int, default=None, help="drop training pairs longer than this (tokens)")
-    p.add_argument("--filter-eval", action="store_true", help="apply --max-len to evaluation splits too")
-    p.add_argument("--min-freq", type=int, default=1, help="least count of a vocabulary entry")
-    p.add_argument("--max-vocab", type=int, default=None, help="most vocabulary entries besides the specials")
-    p.add_argument("--answers", type=int, default=None, help="vqa: answer vocabulary size (default 3000)")
-    p.add_argument("--questions", type=int, default=None, help="vqa-synthetic: training questions (default 10000)")
-    p.add_argument("--feature-dim", type=int, default=None,
-                   help="vqa-synthetic: region feature width (default 64); vqa: the width the features must have")
-    p.add_argument("--lang", help="sigmorphon-g2p: the language of the files (e.g. fre, kor, vie_hanoi)")
-    for name in ("train", "valid", "test"):
-        p.add_argument(f"--{name}", help=f"lexicon: {name} file, word<TAB>space-separated symbols per line"
-                                         + (" (optional)" if name == "test" else ""))
-    p.add_argument("--normalization", help="lexicon, sigmorphon-g2p: Unicode normalisation of the words: nfc "
-                                           "(default), nfd, nfkc, nfkd or none")
+    kinds = {"int": {"type": int}, "str": {}, "path": {}, "bool": {"action": argparse.BooleanOptionalAction},
+             "switch": {"action": "store_true"}}
+    for option, readers in recipe_options():  # flags not given stay out of args: the recipe's default holds
+        where = f"{', '.join(readers)}: " if readers else ""
+        p.add_argument(option.cli_flag(), dest=option.name, default=argparse.SUPPRESS,
+                       help=where + in_cli_terms(option.help or ""), **kinds[option.kind])
 
 
 def _add_train(sub) -> None:
@@ -295,8 +273,15 @@ def cmd_prepare(args) -> None:
                         "another --out")
     from varattn.data.corpora.recipes import prepare
 
+    from varattn.data.corpora.recipes import options_of
+
     options = {k: v for k, v in vars(args).items() if k not in ("command", "source", "out", "verbose", "force")}
-    report = prepare(args.source, args.out, **{k: v for k, v in options.items() if v is not None})
+    flags = {option.name: option.cli_flag() for option in options_of(args.source) if option.help}
+    unread = [name for name in options if name not in flags]
+    if unread:
+        raise UserError(f"prepare {args.source}: does not read {', '.join(_prepare_flags()[k] for k in unread)} "
+                        f"— its options: {' '.join(flags.values())}")
+    report = prepare(args.source, args.out, **options)
     for line in prepare_summary(report):
         print(line)
     print(f"prepared data written to {args.out} (details: {Path(args.out) / 'meta.json'})")
@@ -662,15 +647,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Library messages name parameters (``max_len=3``, ``from_dir``); the command line calls them flags.
+# `prepare`'s flags come from the recipes' declarations (_prepare_flags); these are the other commands'.
 PARAMETER_FLAGS = {
-    "from_dir": "--from", "out_dir": "--out", "run_dir": "--out", "data_dir": "--data",
-    "bpe_merges": "--bpe-merges", "max_len": "--max-len", "min_freq": "--min-freq", "feature_dim": "--feature-dim",
-    "one_based": "--one-based", "train_src": "--train-src", "train_tgt": "--train-tgt",
-    "valid_src": "--valid-src", "valid_tgt": "--valid-tgt", "test_src": "--test-src", "test_tgt": "--test-tgt",
-    "normalization": "--normalization", "valid_pairs": "--valid-pairs", "soft_threshold": "--soft-threshold",
+    "out_dir": "--out", "run_dir": "--out", "data_dir": "--data", "one_based": "--one-based",
+    "valid_pairs": "--valid-pairs", "soft_threshold": "--soft-threshold",
 }
-VALUED_FLAGS = {"pairs": "--pairs", "questions": "--questions", "answers": "--answers", "split": "--split",
-                "limit": "--limit", "threads": "--threads", "threshold": "--threshold"}
+VALUED_FLAGS = {"split": "--split", "limit": "--limit", "threads": "--threads", "threshold": "--threshold"}
+
+
+def _prepare_flags() -> dict[str, str]:
+    """Every recipe option's name -> its `prepare` flag, as the recipes declare them."""
+    from varattn.data.corpora.recipes import recipe_options
+
+    return {option.name: option.cli_flag() for option, _ in recipe_options()}
+
+
+def _flag_names() -> tuple[dict[str, str], dict[str, str]]:
+    """(names replaced wherever they stand, names replaced only as ``name=value``): a recipe option with an
+    underscore cannot be an English word, the others (``pairs``, ``lang``) are replaced only with a value."""
+    bare, valued = dict(PARAMETER_FLAGS), dict(VALUED_FLAGS)
+    for name, flag in _prepare_flags().items():
+        (bare if "_" in name else valued).setdefault(name, flag)
+    return bare, valued
 
 
 def in_cli_terms(message: str) -> str:
@@ -679,9 +677,10 @@ def in_cli_terms(message: str) -> str:
     ``--one-based``."""
     message = message.replace("resume=True", "--resume").replace("pretokenized=True", "--pretokenized")
     message = re.sub(r"\bset one_based=False\b", "drop --one-based", message)
-    names = {**PARAMETER_FLAGS, **VALUED_FLAGS}
+    bare, valued = _flag_names()
+    names = {**bare, **valued}
     message = re.sub(r"\b(" + "|".join(names) + r")=(?=\S)", lambda m: names[m.group(1)] + " ", message)
-    return re.sub(r"\b(" + "|".join(PARAMETER_FLAGS) + r")\b", lambda m: PARAMETER_FLAGS[m.group(1)], message)
+    return re.sub(r"\b(" + "|".join(bare) + r")\b", lambda m: bare[m.group(1)], message)
 
 
 def _os_error_line(error: OSError) -> str:

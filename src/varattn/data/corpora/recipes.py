@@ -37,7 +37,7 @@ from varattn.errors import UserError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RECIPES", "PrepareRequest", "recipe", "MULTI30K_URL", "prepare", "prepare_synthetic", "prepare_files", "prepare_multi30k"]
+__all__ = ["RECIPES", "RECIPE_OPTIONS", "SHARED_OPTIONS", "Option", "PrepareRequest", "recipe", "recipe_options", "options_of", "MULTI30K_URL", "prepare", "prepare_synthetic", "prepare_files", "prepare_multi30k"]
 
 MULTI30K_URL = "https://github.com/multi30k/dataset/raw/master/data/task1/"
 MULTI30K_SPLITS = {  # our name -> the dataset's file stem
@@ -51,34 +51,64 @@ MULTI30K_SPLITS = {  # our name -> the dataset's file stem
 _MULTI30K_REQUIRED = ("train", "valid", "test")
 
 
+def _option(default, help: str | None = None, *, kind: str = "str", flag: str | None = None):
+    """A :class:`PrepareRequest` field with what ``varattn prepare`` needs to offer it (``help=None``: no flag)."""
+    return field(default=default, metadata={"help": help, "kind": kind, "flag": flag})
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting a recipe reads, as the command line offers it.
+
+    ``kind``: ``str``, ``path``, ``int``, ``bool`` (``--x`` / ``--no-x``) or ``switch`` (``--x`` sets True).
+    ``flag``: the command-line name, by default ``--`` and ``name`` with ``-`` for ``_``.
+    """
+
+    name: str
+    help: str | None
+    kind: str = "str"
+    flag: str | None = None
+
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+
 @dataclass
 class PrepareRequest:
-    """Every option a recipe may read (each recipe reads its own; see :func:`prepare`)."""
+    """Every option a recipe may read (each recipe declares the ones it reads in :func:`recipe`)."""
 
-    from_dir: str | os.PathLike | None = None
-    url: str | None = None
-    cache_dir: str | os.PathLike | None = None
-    pairs: int = 10_000
-    seed: int = 1
-    train_src: str | os.PathLike | None = None
-    train_tgt: str | os.PathLike | None = None
-    valid_src: str | os.PathLike | None = None
-    valid_tgt: str | os.PathLike | None = None
-    test_src: str | os.PathLike | None = None
-    test_tgt: str | os.PathLike | None = None
-    src_lang: str | None = None
-    tgt_lang: str | None = None
-    tokenize: bool | None = None
-    lowercase: bool | None = None
-    answers: int | None = None
-    questions: int | None = None
-    feature_dim: int | None = None
-    lang: str | None = None  # sigmorphon-g2p: the language code of the files (fre, kor, ...)
-    train: str | os.PathLike | None = None  # lexicon: word<TAB>symbols files
-    valid: str | os.PathLike | None = None
-    test: str | os.PathLike | None = None
-    normalization: str = "nfc"  # lexicon / sigmorphon-g2p: Unicode normalisation of the words
+    from_dir: str | os.PathLike | None = _option(None, "take the corpus from this folder instead of downloading",
+                                                 kind="path", flag="--from")
+    url: str | None = _option(None, "base URL to download from")
+    cache_dir: str | os.PathLike | None = _option(None)  # library only: where downloads are kept
+    pairs: int = _option(10_000, "number of sentence pairs (default 10000)", kind="int")
+    seed: int = _option(1, "random seed (default 1)", kind="int")
+    train_src: str | os.PathLike | None = _option(None, "train source file (plain or .gz)", kind="path")
+    train_tgt: str | os.PathLike | None = _option(None, "train target file (plain or .gz)", kind="path")
+    valid_src: str | os.PathLike | None = _option(None, "valid source file (plain or .gz)", kind="path")
+    valid_tgt: str | os.PathLike | None = _option(None, "valid target file (plain or .gz)", kind="path")
+    test_src: str | os.PathLike | None = _option(None, "test source file (plain or .gz)", kind="path")
+    test_tgt: str | os.PathLike | None = _option(None, "test target file (plain or .gz)", kind="path")
+    src_lang: str | None = _option(None, "source language code (default per corpus)")
+    tgt_lang: str | None = _option(None, "target language code (default per corpus)")
+    tokenize: bool | None = _option(None, "Moses-tokenise the text (default: on for raw text, off for tokenised "
+                                          "corpora)", kind="bool")
+    lowercase: bool | None = _option(None, "lowercase the text (default per corpus)", kind="bool")
+    answers: int | None = _option(None, "answer vocabulary size (default 3000)", kind="int")
+    questions: int | None = _option(None, "training questions (default 10000)", kind="int")
+    feature_dim: int | None = _option(None, "region feature width (vqa-synthetic: default 64; vqa: the width the "
+                                            "features must have)", kind="int")
+    lang: str | None = _option(None, "the language of the files (e.g. fre, kor, vie_hanoi)")
+    train: str | os.PathLike | None = _option(None, "train file, word<TAB>space-separated symbols per line",
+                                              kind="path")
+    valid: str | os.PathLike | None = _option(None, "valid file, word<TAB>space-separated symbols per line",
+                                              kind="path")
+    test: str | os.PathLike | None = _option(None, "test file, word<TAB>space-separated symbols per line "
+                                                   "(optional)", kind="path")
+    normalization: str = _option("nfc", "Unicode normalisation of the words: nfc (default), nfd, nfkc, nfkd or "
+                                        "none")
     build: BuildOptions = field(default_factory=BuildOptions)  # bpe_merges, max_len, min_freq, ... progress
+    extra: dict[str, Any] = field(default_factory=dict)  # a recipe's own options (Option objects in recipe())
 
     @property
     def min_freq(self) -> int:
@@ -97,16 +127,65 @@ class PrepareRequest:
 
 #: recipe name -> function(out_dir, request) -> report; `varattn prepare` offers exactly these
 RECIPES: dict[str, Callable[[str | os.PathLike, PrepareRequest], dict]] = {}
+#: recipe name -> the options it reads besides the shared ones: PrepareRequest field names or its own Option
+RECIPE_OPTIONS: dict[str, tuple[str | Option, ...]] = {}
+
+#: the build steps' options, read by every recipe (BuildOptions.progress is the library's alone)
+SHARED_OPTIONS = (
+    Option("bpe_merges", "joint BPE merges to learn; 0 = none", "int"),
+    Option("max_len", "drop training pairs longer than this (tokens)", "int"),
+    Option("filter_eval", "apply max_len to evaluation splits too", "switch"),
+    Option("min_freq", "least count of a vocabulary entry (default 1)", "int"),
+    Option("max_vocab", "most vocabulary entries besides the specials", "int"),
+)
 
 
-def recipe(name: str):
-    """Register a corpus recipe under ``name`` (a decorator)."""
+def recipe(name: str, options: tuple[str | Option, ...] = ()):
+    """Register a corpus recipe under ``name`` (a decorator). ``options``: what it reads besides
+    :data:`SHARED_OPTIONS` — names of :class:`PrepareRequest` fields, or an :class:`Option` of its own (its
+    value reaches the recipe in ``request.extra``). ``varattn prepare`` offers a flag for each."""
+    known = {f.name for f in fields(PrepareRequest)}
+    for option in options:
+        if isinstance(option, str) and option not in known:
+            raise ValueError(f"recipe {name!r}: {option!r} is not a PrepareRequest field — declare an Option")
 
     def register(function):
         RECIPES[name] = function
+        RECIPE_OPTIONS[name] = tuple(options)
         return function
 
     return register
+
+
+def _own_names(source: str) -> list[str]:
+    return [o if isinstance(o, str) else o.name for o in RECIPE_OPTIONS.get(source, ())]
+
+
+def options_of(source: str) -> list[Option]:
+    """The options recipe ``source`` reads: its own (as declared), then the shared ones."""
+    offered = {option.name: option for option, _ in recipe_options()}
+    own = [o if isinstance(o, Option) else offered.get(o, Option(o, None)) for o in RECIPE_OPTIONS[source]]
+    return own + list(SHARED_OPTIONS)
+
+
+def recipe_options() -> list[tuple[Option, tuple[str, ...] | None]]:
+    """Every option of every registered recipe, once, with the recipes that read it (None: every recipe);
+    PrepareRequest's fields first in their order, then the recipes' own, then the shared ones."""
+    readers: dict[str, list[str]] = {}
+    own: dict[str, Option] = {}
+    for source, options in RECIPE_OPTIONS.items():
+        for option in options:
+            name = option if isinstance(option, str) else option.name
+            readers.setdefault(name, []).append(source)
+            if not isinstance(option, str):
+                own.setdefault(name, option)
+    result: list[tuple[Option, tuple[str, ...] | None]] = []
+    for f in fields(PrepareRequest):
+        if f.metadata.get("help") and f.name in readers:
+            result.append((Option(f.name, f.metadata["help"], f.metadata["kind"], f.metadata["flag"]),
+                           tuple(readers[f.name])))
+    result += [(option, tuple(readers[name])) for name, option in own.items()]
+    return result + [(option, None) for option in SHARED_OPTIONS]
 
 
 def prepare(source: str, out_dir: str | os.PathLike, **options) -> dict:
@@ -133,27 +212,34 @@ def prepare(source: str, out_dir: str | os.PathLike, **options) -> dict:
     if source not in RECIPES:
         raise UserError(f"unknown source {source!r} — choose one of: {', '.join(RECIPES)}")
     build_fields = {f.name for f in fields(BuildOptions)}
+    readable = {o.name for o in options_of(source)} | build_fields
+    unread = [k for k in options if k not in readable]
+    if unread:
+        offered = ", ".join(o.name for o in options_of(source))
+        raise UserError(f"prepare {source}: does not read {', '.join(unread)} — its options: {offered}")
+    request_fields = {f.name for f in fields(PrepareRequest)}
     build = BuildOptions(**{k: v for k, v in options.items() if k in build_fields})
-    request = PrepareRequest(**{k: v for k, v in options.items() if k not in build_fields}, build=build)
+    request = PrepareRequest(**{k: v for k, v in options.items() if k in request_fields}, build=build,
+                             extra={k: v for k, v in options.items() if k not in build_fields | request_fields})
     if request.min_freq < 1:
         raise UserError(f"min_freq={request.min_freq}: must be at least 1")
     return RECIPES[source](out_dir, request)
 
 
-@recipe("synthetic")
+@recipe("synthetic", options=("pairs", "seed", "tokenize", "lowercase"))
 def _synthetic(out_dir, r: PrepareRequest) -> dict:
     return prepare_synthetic(out_dir, pairs=r.pairs, seed=r.seed, tokenize=r.tokenize, lowercase=r.lowercase,
                              options=r.build_options())
 
 
-@recipe("multi30k")
+@recipe("multi30k", options=("from_dir", "url", "cache_dir", "src_lang", "tgt_lang", "tokenize", "lowercase"))
 def _multi30k(out_dir, r: PrepareRequest) -> dict:
     return prepare_multi30k(out_dir, from_dir=r.from_dir, url=r.url, cache_dir=r.cache(),
                             src_lang=r.src_lang or "de", tgt_lang=r.tgt_lang or "en", tokenize=r.tokenize,
                             lowercase=r.lowercase, options=r.build_options())
 
 
-@recipe("iwslt14")
+@recipe("iwslt14", options=("from_dir", "url", "cache_dir", "src_lang", "tgt_lang", "tokenize", "lowercase"))
 def _iwslt14(out_dir, r: PrepareRequest) -> dict:
     from varattn.data.corpora.iwslt import prepare_iwslt14
 
@@ -163,14 +249,15 @@ def _iwslt14(out_dir, r: PrepareRequest) -> dict:
                            lowercase=True if r.lowercase is None else r.lowercase, options=r.build_options())
 
 
-@recipe("files")
+@recipe("files", options=("train_src", "train_tgt", "valid_src", "valid_tgt", "test_src", "test_tgt",
+                         "src_lang", "tgt_lang", "tokenize", "lowercase"))
 def _files(out_dir, r: PrepareRequest) -> dict:
     return prepare_files(out_dir, train=(r.train_src, r.train_tgt), valid=(r.valid_src, r.valid_tgt),
                          test=(r.test_src, r.test_tgt), src_lang=r.src_lang or "src", tgt_lang=r.tgt_lang or "tgt",
                          tokenize=bool(r.tokenize), lowercase=bool(r.lowercase), options=r.build_options())
 
 
-@recipe("vqa")
+@recipe("vqa", options=("from_dir", "answers", "feature_dim"))
 def _vqa(out_dir, r: PrepareRequest) -> dict:
     from varattn.data.vqa.reader import prepare_vqa
 
@@ -181,7 +268,7 @@ def _vqa(out_dir, r: PrepareRequest) -> dict:
                        min_freq=r.min_freq, progress=r.progress)
 
 
-@recipe("vqa-synthetic")
+@recipe("vqa-synthetic", options=("seed", "questions", "answers", "feature_dim"))
 def _vqa_synthetic(out_dir, r: PrepareRequest) -> dict:
     from varattn.data.vqa.synthetic import prepare_vqa_synthetic
 
@@ -190,7 +277,7 @@ def _vqa_synthetic(out_dir, r: PrepareRequest) -> dict:
                                  progress=r.progress)
 
 
-@recipe("sigmorphon-g2p")
+@recipe("sigmorphon-g2p", options=("from_dir", "lang", "normalization"))
 def _sigmorphon_g2p(out_dir, r: PrepareRequest) -> dict:
     from varattn.data.lexicon import prepare_sigmorphon
 
@@ -198,7 +285,7 @@ def _sigmorphon_g2p(out_dir, r: PrepareRequest) -> dict:
                               options=r.build_options())
 
 
-@recipe("lexicon")
+@recipe("lexicon", options=("train", "valid", "test", "normalization", "lowercase"))
 def _lexicon(out_dir, r: PrepareRequest) -> dict:
     from varattn.data.lexicon import prepare_lexicon
 
