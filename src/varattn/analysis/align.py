@@ -53,7 +53,8 @@ from varattn.data.text.pharaoh import format_links
 from varattn.data.text.prepared import PreparedData
 from varattn.errors import UserError
 from varattn.models.protocol import CrossAttentionMaps
-from varattn.training.runs import LoadedRun, check_vocabularies
+from varattn.tasks.translation import check_vocabularies
+from varattn.training.runs import LoadedRun
 
 END = "</s>"
 DIGITS = 6

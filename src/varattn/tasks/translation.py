@@ -32,6 +32,27 @@ def check_vocabularies(run, data, purpose: str) -> None:
                         f"{purpose} data prepared together with the training data")
 
 
+def split_scores(run, data, split_name: str, kmax, limit: int | None, unit: str):
+    """The split (its first ``limit`` examples where given) and its likelihood scores under the run, with
+    every key of :data:`OPTIONAL_KEYS` present; ``unit``: what an example is called in the error."""
+    check_vocabularies(run, data, "evaluate on")
+    split = data.split(split_name)
+    if limit is not None:
+        if limit < 1:
+            raise UserError(f"limit {limit}: score at least 1 {unit}")
+        split = split.first(limit)
+    config = run.config
+    results = {"split": split_name, "checkpoint": str(run.checkpoint), "mode": config.model.mode}
+    if limit is not None:
+        results["limit"] = len(split)
+    results.update(score_split(run.model, split, run.device, max_tokens=config.data.eval_max_tokens, kmax=kmax,
+                               samples=config.train.eval_samples, seed=config.train.seed, bf16=config.train.bf16,
+                               progress=True))
+    for key in OPTIONAL_KEYS:
+        results.setdefault(key, None)
+    return split, results
+
+
 def batch_loss(model: torch.nn.Module, batch, generator: torch.Generator, config: ModelConfig,
                warmup: bool = False) -> tuple[torch.Tensor, dict]:
     """The mean surrogate loss over the batch's real target tokens, and reportable sums; ``model`` may
@@ -101,28 +122,15 @@ class TranslationTask(Task):
         ``limit``: score only the first ``limit`` pairs of the split. When SIGINT or SIGTERM asks to stop
         (:mod:`varattn.stopping`), the results hold what was complete and ``partial`` says what is missing.
         """
-        check_vocabularies(run, data, "evaluate on")
-        split_name, split = split, data.split(split)
-        if limit is not None:
-            if limit < 1:
-                raise UserError(f"limit {limit}: score at least 1 sentence")
-            split = split.first(limit)
+        split, results = split_scores(run, data, split, kmax, limit, "sentence")
         config = run.config
-        results = {"split": split_name, "checkpoint": str(run.checkpoint), "mode": config.model.mode}
-        if limit is not None:
-            results["limit"] = len(split)
-        results.update(score_split(run.model, split, run.device, max_tokens=config.data.eval_max_tokens, kmax=kmax,
-                                   samples=config.train.eval_samples, seed=config.train.seed, bf16=config.train.bf16,
-                                   progress=True))
-        for key in OPTIONAL_KEYS:
-            results.setdefault(key, None)
         signum = stopping.requested()
         if signum:
             results["partial"] = (f"stopped by {stopping.name(signum)} after scoring {results['sentences']} of "
                                   f"{len(split)} sentences (shortest first): the scores cover those only; no AER, "
                                   "no BLEU")
             return results
-        aer_scores = alignment_scores(run, data, split_name, limit=len(split)) if alignment_scores else {}
+        aer_scores = alignment_scores(run, data, results["split"], limit=len(split)) if alignment_scores else {}
         signum = stopping.requested()
         if signum:
             results["partial"] = f"stopped by {stopping.name(signum)} while aligning: scores complete; no AER, no BLEU"

@@ -47,14 +47,6 @@ class LoadedRun:
         return self.checkpoint.name == EXPORT_WEIGHTS
 
 
-def check_vocabularies(run: LoadedRun, data, purpose: str) -> None:
-    """UserError unless translation ``data`` has the run's vocabularies (``purpose``: what the data is
-    for, e.g. "evaluate on")."""
-    if data.src_vocab != run.data.src_vocab or data.tgt_vocab != run.data.tgt_vocab:
-        raise UserError(f"{data.path}: its vocabularies differ from the run's ({run.checkpoint.parent}/data) — "
-                        f"{purpose} data prepared together with the training data")
-
-
 def is_export(path: str | os.PathLike) -> bool:
     """True when ``path`` is a folder written by ``varattn export`` (it has ``config.json`` and the weights)."""
     path = Path(path)

@@ -12,8 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from varattn.config import Config, DecodeConfig
-from varattn.errors import UserError
-from varattn.tasks.translation import OPTIONAL_KEYS, TranslationTask, check_vocabularies
+from varattn.tasks.translation import TranslationTask, split_scores
 from varattn.tasks.translation_scores import score_split
 from varattn.data.lexicon import load_transduction
 
@@ -43,21 +42,8 @@ class TransductionTask(TranslationTask):
         ``words`` and the decoding settings."""
         from varattn.tasks.transduction.decoding import decode_split
 
-        check_vocabularies(run, data, "evaluate on")
-        split_name, split = split, data.split(split)
-        if limit is not None:
-            if limit < 1:
-                raise UserError(f"limit {limit}: score at least 1 word")
-            split = split.first(limit)
+        split, results = split_scores(run, data, split, kmax, limit, "word")
         config = run.config
-        results = {"split": split_name, "checkpoint": str(run.checkpoint), "mode": config.model.mode}
-        if limit is not None:
-            results["limit"] = len(split)
-        results.update(score_split(run.model, split, run.device, max_tokens=config.data.eval_max_tokens, kmax=kmax,
-                                   samples=config.train.eval_samples, seed=config.train.seed, bf16=config.train.bf16,
-                                   progress=True))
-        for key in OPTIONAL_KEYS:
-            results.setdefault(key, None)
         if bleu:
             decode = decode or config.decode
             found = decode_split(run.model, run.device, split, decode)
