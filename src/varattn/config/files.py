@@ -35,7 +35,7 @@ RENAMED = {"train.dirichlet_warmup_steps": "train.warmup_steps"}
 # (model shape, mode, data, batch order, seed, optimizer) is refused.
 RESUME_CHANGEABLE = frozenset(
     [f"train.{k}" for k in ("epochs", "max_steps", "max_seconds", "lr", "lr_decay", "decay_from_epoch", "min_lr",
-                            "validate_every", "device", "bf16", "tensorboard", "progress", "init_from",
+                            "validate_every", "device", "bf16", "cpu_bf16", "tensorboard", "progress", "init_from",
                             "eval_samples", "max_nonfinite_steps")]
     + ["data.eval_max_tokens"] + [f"decode.{f.name}" for f in dataclasses.fields(DecodeConfig)]
 )

@@ -98,6 +98,8 @@ class TrainConfig(Section):
     validate_every: int = count(0, "steps; 0 = once per epoch only")
     device: str = setting("auto", "auto | cpu | cuda | cuda:N")
     bf16: bool = setting(True, "autocast to bfloat16 on CUDA")
+    cpu_bf16: bool = setting(False, "training on a CPU: autocast to bfloat16 where the CPU has native bf16 "
+                                    "products (AVX-512 BF16, AMX; float32 elsewhere); evaluation stays float32")
     tensorboard: bool = setting(False, "also write TensorBoard logs (needs the tensorboard package)")
     progress: bool = setting(True, "progress bars")
     init_from: str = setting("", "run directory or checkpoint to initialise the weights from")

@@ -27,8 +27,7 @@ from varattn import config as config_lib
 from varattn.training import distributed
 from varattn.config import Config
 from varattn.data.textio import atomic_write_bytes
-from varattn.device import autocast as device_autocast
-from varattn.device import resolve_device
+from varattn.device import autocast as device_autocast, cpu_has_bf16, resolve_device
 from varattn.errors import UserError
 from varattn.latent import MODE_RECORDS, LatentOutput, get_mode
 from varattn.tasks.base import task_for
@@ -410,7 +409,9 @@ class Trainer:
         cfg = self.config
         self._open_tensorboard()
         self.model.train()
-        autocast = device_autocast(self.device, cfg.train.bf16)
+        autocast = device_autocast(self.device, cfg.train.bf16, cfg.train.cpu_bf16)
+        if cfg.train.cpu_bf16 and self.device.type == "cpu" and not cpu_has_bf16():
+            log.warning("train.cpu_bf16: this CPU has no native bf16 products; training in float32")
         weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
         valid_examples = len(self.valid_split) if hasattr(self.valid_split, "__len__") else 0
         budget = self.budget = TimeBudget(cfg.train.max_seconds, valid_examples, 3 * weights)

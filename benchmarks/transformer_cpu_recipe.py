@@ -1,0 +1,125 @@
+"""Sizing the Transformer recipe for one CPU core (issue 24, item 3): training-step speed of recipe variants
+on full Multi30k training batches, interleaved, one thread.
+
+Each variant is the recipe (``configs/multi30k/transformer.yaml`` unless ``--recipe``) with overrides. Every
+round trains each variant on the same batches in turn (forward, the mode's objective, backward, clipping,
+Adam: what ``varattn train`` does, under the variant's autocast), the first variant alternating, so a busy
+machine slows them alike. Rates are medians over rounds of target tokens (EOS included) per second;
+minutes per epoch are the epoch's target tokens over that rate (validation not included).
+
+    python benchmarks/transformer_cpu_recipe.py --rounds 3 --steps 2 \\
+        --variant "soft fp32=model.mode=soft" --variant "soft bf16=model.mode=soft train.cpu_bf16=true"
+
+Needs the prepared folder of the recipe (``varattn prepare multi30k ... --bpe-merges 10000``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from harness import RESULTS, ROOT, command_line, table, write_results
+from varattn.config import files as config_files
+from varattn.data.text.batching import TokenBatcher, collate
+from varattn.data.text.prepared import load_prepared
+from varattn.device import autocast
+from varattn.models.registry import build_translation_model
+from varattn.tasks.translation import batch_loss
+
+
+class Variant:
+    """One recipe variant: its model, optimizer and autocast, stepped on given batches."""
+
+    def __init__(self, name: str, config, src_vocab: int, tgt_vocab: int):
+        self.name, self.config = name, config
+        torch.manual_seed(config.train.seed)
+        self.model = build_translation_model(config, src_vocab, tgt_vocab).train()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr,
+                                          betas=(config.train.adam_beta1, config.train.adam_beta2))
+        self.generator = torch.Generator().manual_seed(config.train.seed)
+        self.parameters = sum(p.numel() for p in self.model.parameters())
+        self.autocast = lambda: autocast(torch.device("cpu"), config.train.bf16, config.train.cpu_bf16)
+
+    def step(self, batch) -> float:
+        start = time.perf_counter()
+        with self.autocast():
+            loss, _ = batch_loss(self.model, batch, self.generator, self.config.model)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_norm)
+        self.optimizer.step()
+        return time.perf_counter() - start
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    name, _, overrides = text.partition("=")
+    return name.strip(), overrides.split()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default=str(ROOT / "configs" / "multi30k" / "transformer.yaml"))
+    parser.add_argument("--variant", action="append", required=True, help="'NAME=override override ...'")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2, help="batches per variant per round")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", default="transformer_cpu_recipe")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    variants_spec = [parse_variant(v) for v in args.variant]
+    configs = {name: config_files.load(args.recipe, overrides) for name, overrides in variants_spec}
+    first = next(iter(configs.values()))
+    data = load_prepared(first.data.dir if os.path.isabs(first.data.dir) else ROOT / first.data.dir)
+    split = data.split("train")
+    batcher = TokenBatcher(split.src_lengths, split.tgt_lengths, first.data.max_tokens, seed=args.seed)
+    epoch_batches = batcher.batches(0)
+    epoch_tokens = int(split.tgt_lengths.sum()) + len(split.tgt_lengths)
+    rng = np.random.default_rng(args.seed)
+    chosen = rng.choice(len(epoch_batches), size=args.warmup + args.rounds * args.steps, replace=False)
+    batches = [collate(split, epoch_batches[i]) for i in chosen]
+    variants = [Variant(name, config, len(data.src_vocab), len(data.tgt_vocab)) for name, config in configs.items()]
+    for variant in variants:
+        for batch in batches[:args.warmup]:
+            variant.step(batch)
+    rates: dict[str, list[float]] = {v.name: [] for v in variants}
+    loads = []
+    for r in range(args.rounds):
+        todo = batches[args.warmup + r * args.steps: args.warmup + (r + 1) * args.steps]
+        tokens = sum(int(b.tgt_lengths.sum()) for b in todo)
+        order = variants[r % len(variants):] + variants[:r % len(variants)]
+        for variant in order:
+            seconds = sum(variant.step(b) for b in todo)
+            rates[variant.name].append(tokens / seconds)
+        loads.append(os.getloadavg()[0])
+    base = statistics.median(rates[variants[0].name])
+    rows = []
+    for variant in variants:
+        rate = statistics.median(rates[variant.name])
+        rows.append({"variant": variant.name, "overrides": dict(variants_spec)[variant.name],
+                     "mode": variant.config.model.mode, "parameters": variant.parameters,
+                     "tokens_per_s": rate, "minutes_per_epoch": epoch_tokens / rate / 60,
+                     "ratio_to_first": rate / base, "rounds": rates[variant.name]})
+    record = {"recipe": os.path.relpath(args.recipe, ROOT), "epoch_batches": len(epoch_batches),
+              "epoch_target_tokens": epoch_tokens, "rounds": args.rounds, "steps": args.steps,
+              "load_average": [min(loads), max(loads)], "rows": rows}
+    markdown = "\n".join([
+        f"Training-step speed of `{record['recipe']}` variants on full Multi30k training batches "
+        f"({len(epoch_batches)} batches, {epoch_tokens:,} target tokens an epoch), one thread, {args.rounds} "
+        f"rounds of {args.steps} batches per variant, interleaved; minutes per epoch exclude validation.", "",
+        table(["variant", "overrides", "parameters", "target tok/s", "min / epoch", f"× {variants[0].name}"],
+              [[r["variant"], "`" + " ".join(r["overrides"]) + "`", f"{r['parameters'] / 1e6:.2f} M",
+                f"{r['tokens_per_s']:,.0f}", f"{r['minutes_per_epoch']:.1f}", f"{r['ratio_to_first']:.2f}"]
+               for r in rows]),
+        "", f"Load average (1 min) over the rounds: {min(loads):.2f}–{max(loads):.2f}."])
+    write_results(RESULTS / args.out, record, markdown, command=command_line(__file__))
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
