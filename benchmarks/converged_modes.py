@@ -20,6 +20,15 @@ best learning rate of seed 1's finished grid runs (the grid's first rate is run 
     python benchmarks/converged_modes.py report --work runs/converged     # tables, as far as the runs go
 
 Writes ``benchmarks/results/converged_modes.{json,md}`` on ``report``.
+
+``--arch transformer`` (issue 24) runs the same protocol (data, batches, learning-rate grid, stopping
+rule, seeds, test metrics, synthetic jobs) with the Transformer: ``configs/multi30k/transformer.yaml`` at
+``TRANSFORMER``'s sizes (those of ``benchmarks/transformer_multi30k.py``) and, on the synthetic corpus,
+``configs/quickstart.yaml`` with ``model.arch=transformer`` at ``TRANSFORMER_SYNTHETIC``'s sizes (those of
+``benchmarks/transformer_alignment.py``); Adam's beta2 is the LSTM's 0.999 (the recipe's is 0.98), and
+training runs in bf16 autocast on CPUs with native bf16 products (``train.cpu_bf16=true``; validation and
+test in float32). Its defaults: ``--work runs/converged-transformer``, results
+``benchmarks/results/converged_modes_transformer.{json,md}``.
 """
 
 from __future__ import annotations
@@ -53,6 +62,17 @@ MODE_SETTINGS = {
     # the paper's warm-up collapses it at the switch (vae_dirichlet.md)
     "vae-dirichlet": {"train.warmup_steps": 0, "model.posterior_param": "residual"},
 }
+# --arch transformer: benchmarks/transformer_multi30k.py's sizes on Multi30k, transformer_alignment.py's on
+# the synthetic corpus (2+2 layers of width 64 beside the quick start's 64-dim LSTM)
+TRANSFORMER = {"encoder_layers": 2, "decoder_layers": 2, "width": 128, "heads": 4, "ffn": 256, "dropout": 0.2,
+               "attention_dropout": 0.1, "inf_layers": 1}
+TRANSFORMER_SYNTHETIC = {"encoder_layers": 2, "decoder_layers": 2, "width": 64, "heads": 4, "ffn": 128,
+                         "dropout": 0.1, "attention_dropout": 0.0, "inf_layers": 1}
+# the LSTM's Adam (the default beta2; the Transformer recipe's is 0.98), bf16 training on this CPU
+TRANSFORMER_SHARED = {"model.arch": "transformer", "model.enum_block": 100000, "train.adam_beta2": 0.999,
+                      "train.cpu_bf16": "true"}
+ARCHS = {"rnn": {"work": "converged", "results": "converged_modes"},
+         "transformer": {"work": "converged-transformer", "results": "converged_modes_transformer"}}
 PREPARE = ["--bpe-merges", "2000", "--max-len", "14", "--filter-eval"]
 SYNTHETIC = ["--pairs", "4000", "--seed", "1"]
 # the paper's IWSLT'14 figures (Deng et al. 2018, Table 1): test PPL, BLEU, prior entropy, K-max 5 PPL
@@ -115,9 +135,23 @@ def train_overrides(job: dict, data: Path, args) -> list[str]:
               f"train.max_seconds={args.max_seconds}", "train.clip_norm=5.0"]
     shared += [f"{k}={v}" for k, v in MODE_SETTINGS.get(job["mode"], {}).items()]
     shared += [f"train.epochs={args.epochs}", f"train.min_lr={lr / 8}"]
+    if getattr(args, "arch", "rnn") == "transformer":
+        sizes = TRANSFORMER_SYNTHETIC if job["kind"] == "synthetic" else TRANSFORMER
+        shared += [f"{k}={v}" for k, v in TRANSFORMER_SHARED.items()]
+        shared += [f"transformer.{k}={v}" for k, v in sizes.items()]
+        if job["kind"] == "synthetic":
+            return shared
+        return shared + ["data.max_tokens=400", "data.eval_max_tokens=4000"]
     if job["kind"] == "synthetic":
         return shared
     return shared + [f"model.{k}={v}" for k, v in MODEL.items()] + ["data.max_tokens=400", "data.eval_max_tokens=4000"]
+
+
+def recipe(job: dict, args) -> Path:
+    """The recipe a job's overrides apply to: the quick start's on the synthetic corpus, else the arch's."""
+    if job["kind"] == "synthetic":
+        return ROOT / "configs" / "quickstart.yaml"
+    return ROOT / "configs" / "multi30k" / ("transformer.yaml" if args.arch == "transformer" else "rnn.yaml")
 
 
 def do_job(job: dict, args, work: Path) -> dict:
@@ -126,10 +160,9 @@ def do_job(job: dict, args, work: Path) -> dict:
             prepare(work, "data-m30k", ["multi30k", "--from", str(args.shared), *PREPARE], args.threads))
     run_dir = work / "runs" / job["name"]
     log = work / "logs" / f"{job['name']}.log"
-    recipe = ROOT / "configs" / ("quickstart.yaml" if synthetic else "multi30k/rnn.yaml")
     resume = ["--resume"] if (run_dir / "checkpoint_last.json").is_file() else []
     started = time.perf_counter()
-    run([sys.executable, "-m", "varattn", "train", str(recipe), "--out", str(run_dir), *resume,
+    run([sys.executable, "-m", "varattn", "train", str(recipe(job, args)), "--out", str(run_dir), *resume,
          *train_overrides(job, data, args)], log, args.threads)
     seconds = time.perf_counter() - started
     history = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
@@ -224,7 +257,10 @@ def report(args) -> None:
         grid_rows.append([mode, *("–" if c is None else f"{c['best_metric']:.2f} (ep {c['best_epoch']}/"
                                   f"{len(c['history'])}, {c['seconds'] / 60:.1f} min)" for c in cells),
                           fmt(chosen.get(mode), "g")])
-    lines = ["One thread per run, up to two runs at a time.\n", *([args.note + "\n"] if args.note else []),
+    intro = ["One thread per run, up to two runs at a time.\n"]
+    if args.arch == "transformer":
+        intro = [transformer_intro(args, results)]
+    lines = [*intro, *([args.note + "\n"] if args.note else []),
              "## The grid (seed 1): validation metric of the best epoch at each learning rate\n",
              table(["mode", *(f"lr {lr:g}" for lr in LRS), "chosen"], grid_rows)]
     summary, test_rows = {}, []
@@ -252,10 +288,12 @@ def report(args) -> None:
             links = syn["align"]
             synthetic_rows.append([mode, fmt((links.get("prior") or links.get("attention") or {}).get("aer"), ".3f"),
                                    fmt(links.get("posterior", {}).get("aer"), ".3f"), f"{syn['best_metric']:.2f}",
-                                   f"{syn['valid']['entropy']:.2f}", len(syn["history"])])
+                                   f"{syn['valid']['entropy']:.2f}", len(syn["history"]),
+                                   *([fmt(links.get("cross", {}).get("aer"), ".3f")] if args.arch == "transformer" else [])])
+    cross = ["soft cross-attention (mean of layers and heads)"] if args.arch == "transformer" else []
     lines += ["", "## Synthetic corpus: AER of each distribution's argmax links (seed 1)\n",
-              table(["mode", "prior (soft: attention)", "posterior q", "validation PPL", "prior entropy", "epochs"],
-                    synthetic_rows)]
+              table(["mode", "prior (soft: attention)", "posterior q", "validation PPL", "prior entropy", "epochs",
+                     *cross], synthetic_rows)]
     every = []
     for name, result in sorted(results.items()):
         if result.get("kind") == "mt":
@@ -274,13 +312,38 @@ def report(args) -> None:
                   for epoch in range(max(len(r["history"]) for _, r in curves))]
         lines += ["", "## Curves (seed 1, chosen learning rate): validation exact PPL / prior entropy per epoch\n",
                   table(["epoch", *(m for m, _ in curves)], epochs, align="r" * (1 + len(curves)))]
-    lines += ["", HOW.format(model=", ".join(f"{k} {v}" for k, v in MODEL.items()),
-                             settings="; ".join(f"{m}: " + ", ".join(f"{k}={v}" for k, v in kv.items())
-                                                for m, kv in MODE_SETTINGS.items()))]
+    settings = "; ".join(f"{m}: " + ", ".join(f"{k}={v}" for k, v in kv.items()) for m, kv in MODE_SETTINGS.items())
+    if args.arch == "transformer":
+        lines += ["", HOW_TRANSFORMER.format(
+            model=", ".join(f"{k}={v}" for k, v in {**TRANSFORMER_SHARED, **{f"transformer.{k}": v for k, v in
+                                                                          TRANSFORMER.items()}}.items()),
+            synthetic=", ".join(f"transformer.{k}={v}" for k, v in TRANSFORMER_SYNTHETIC.items()), settings=settings)]
+    else:
+        lines += ["", HOW.format(model=", ".join(f"{k} {v}" for k, v in MODEL.items()), settings=settings)]
     text = "\n".join(lines) + "\n"
     write_results(Path(args.results), {"chosen": chosen, "table": summary, "results": results}, text,
                   command=command_line(__file__, args.argv), threads=args.threads)
     print(text)
+
+
+def transformer_intro(args, results: dict) -> str:
+    """The Transformer table's opening paragraph: what it is, and which of its jobs have finished."""
+    done = [n for n, r in sorted(results.items()) if r.get("kind") == "mt"]
+    synthetic = [r["mode"] for n, r in sorted(results.items()) if r.get("kind") == "synthetic"]
+    pending = [j["name"] for j in jobs(args, results) if j["name"] not in results]
+    missing = [m for m in args.modes if not any(r.get("mode") == m for r in results.values())]
+    state = (f"**Partial table**: {len(pending)} of its jobs have not finished ({', '.join(pending)}); "
+             f"modes with no finished run: {', '.join(missing) or 'none'}. Seeds 2 and 3 of a seeded mode "
+             "join the queue only once its first grid run has finished." if pending else
+             "Every job of the queue has finished.")
+    return ("**The Transformer** (`--arch transformer`, issue 24): the LSTM table's protocol "
+            "(`converged_modes.md`: the same data, batches, learning-rate grid, stopping rule, seeds and test "
+            "metrics) with a pre-LN Transformer encoder-decoder and its latent head. Training runs in bf16 "
+            "autocast on this CPU (`train.cpu_bf16=true`; its speed against float32 is "
+            "`benchmarks/transformer_cpu_recipe.py`'s to measure); validation, "
+            "the stopping rule's metric and every test figure are computed in float32. One thread per run.\n\n"
+            f"Finished Multi30k runs: {', '.join(done) or 'none'}. Finished synthetic runs: "
+            f"{', '.join(synthetic) or 'none'}. {state}\n")
 
 
 HOW = """## How it was run
@@ -303,20 +366,48 @@ test pairs against the gold links.
 """
 
 
+HOW_TRANSFORMER = """## How it was run
+
+    python benchmarks/converged_modes.py run --arch transformer &   # workers, one thread each
+    python benchmarks/converged_modes.py report --arch transformer
+
+Data: `varattn prepare multi30k --from ../shared/data/multi30k --bpe-merges 2000 --max-len 14 --filter-eval`
+(Multi30k De-En: 8,691 training pairs, 301 validation, 323 test; pairs of at most 14 BPE tokens), as for the LSTM.
+Model: the recipe `configs/multi30k/transformer.yaml` with `model.mode=MODE` and {model}
+(the sizes of `benchmarks/transformer_multi30k.py`). Training as for the LSTM: batches of 400 padded tokens
+(547 updates an epoch), Adam (beta2 0.999, the LSTM's; the recipe's 0.98 is overridden), gradient norm 5, the
+learning rate halved after every epoch (from the second) whose validation metric is not the best so far,
+training over at the first such epoch at lr/8, at most 20 epochs and the run's wall budget (`--max-seconds`);
+the best checkpoint by the validation metric (exact PPL; ELBO PPL with q for `vae-*`). Mode settings:
+{settings}; every other setting is the recipe's. Test: exact PPL under the prior, K-max 5 PPL, ELBO PPL, KL and
+prior entropy from `varattn evaluate --kmax 5 --beam 5` (BLEU: beam 5 over the exact marginal, α = 1,
+eos_norm = 3, tokenised lowercased BLEU). Synthetic: `varattn prepare synthetic --pairs 4000 --seed 1`,
+`configs/quickstart.yaml` with model.arch=transformer, {synthetic} (the sizes of
+`benchmarks/transformer_alignment.py`), lr 3e-3, the same stopping rule, bf16 training; `varattn align` on its
+300-odd test pairs against the gold links (the latent head's prior; `soft`: the latent head's soft attention).
+The paper's column is its LSTM's (IWSLT'14), as in the LSTM table.
+"""
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["run", "report", "release"])
-    parser.add_argument("--work", default=str(ROOT / "runs" / "converged"))
+    parser.add_argument("--arch", choices=sorted(ARCHS), default="rnn",
+                        help="rnn: the paper's LSTM; transformer: the same protocol with the Transformer")
+    parser.add_argument("--work", default=None, help="default runs/converged (rnn), runs/converged-transformer")
     parser.add_argument("--shared", default=str(SHARED / "multi30k"))
     parser.add_argument("--modes", nargs="+", default=MODES)
     parser.add_argument("--seeded", nargs="*", default=SEEDED, help="modes run with seeds 2 and 3 too")
     parser.add_argument("--epochs", type=int, default=20, help="most epochs a run may take")
     parser.add_argument("--max-seconds", type=float, default=1200.0, help="wall budget a run may take")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--results", default=str(RESULTS / "converged_modes"))
+    parser.add_argument("--results", default=None, help="default benchmarks/results/converged_modes "
+                        "(rnn), converged_modes_transformer")
     parser.add_argument("--note", default="", help="report: a line printed under the machine (e.g. code versions)")
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
+    args.work = args.work or str(ROOT / "runs" / ARCHS[args.arch]["work"])
+    args.results = args.results or str(RESULTS / ARCHS[args.arch]["results"])
     {"run": worker, "report": report, "release": release}[args.action](args)
 
 

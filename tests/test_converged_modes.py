@@ -48,3 +48,26 @@ def test_spread_is_the_mean_and_sample_standard_deviation():
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
     assert cm.spread(values) == f"{mean:.2f} ± {sd:.2f}"
     assert cm.spread([5.0, float("nan")]) == "5.00" and cm.spread([None]) == "–"
+
+
+def test_transformer_overrides_carry_its_sizes_and_the_rnn_protocol():
+    cm = load()
+    job = {"mode": "marginal", "lr": 0.003, "seed": 1, "kind": "mt"}
+    rnn = SimpleNamespace(epochs=20, max_seconds=1200.0, arch="rnn")
+    transformer = SimpleNamespace(epochs=20, max_seconds=1200.0, arch="transformer")
+    for kind, sizes in (("mt", cm.TRANSFORMER), ("synthetic", cm.TRANSFORMER_SYNTHETIC)):
+        job = {**job, "kind": kind}
+        ours = dict(item.split("=", 1) for item in cm.train_overrides(job, Path("/data"), transformer))
+        theirs = dict(item.split("=", 1) for item in cm.train_overrides(job, Path("/data"), rnn))
+        assert ours["model.arch"] == "transformer" and ours["train.cpu_bf16"] == "true"
+        assert ours["model.enum_block"] == "100000" and ours["train.adam_beta2"] == "0.999"
+        assert {k: ours[f"transformer.{k}"] for k in sizes} == {k: str(v) for k, v in sizes.items()}
+        assert not any(k.startswith("model.") and k.removeprefix("model.") in cm.MODEL and k != "model.enum_block"
+                       for k in ours)  # no LSTM sizes
+        # the learning rate, its decay and the stopping rule are the rnn's
+        shared = {k: v for k, v in theirs.items() if k.startswith(("train.", "data.")) or k == "model.mode"}
+        assert {k: ours[k] for k in shared} == shared
+        assert cm.recipe(job, transformer).name == ("quickstart.yaml" if kind == "synthetic" else "transformer.yaml")
+    assert cm.TRANSFORMER == {"encoder_layers": 2, "decoder_layers": 2, "width": 128, "heads": 4, "ffn": 256,
+                              "dropout": 0.2, "attention_dropout": 0.1, "inf_layers": 1}
+    assert cm.recipe({"kind": "mt"}, rnn).name == "rnn.yaml"
