@@ -24,10 +24,26 @@ the packages its ``import onmt`` needs are installed with ``pip install --no-dep
 onmt's package imports every transform, so spaCy's stack is needed just to import it). It then runs
 itself again inside that venv with ``--inner``.
 
+``--arch transformer`` (issue 24) compares Transformers instead: varattn's ``TransformerSeq2Seq`` in
+``soft`` mode at the sizes of ``configs/multi30k/transformer.yaml`` (3 + 3 pre-LN layers, width 256, 4
+heads, feed-forward 512, dropout 0.3, attention dropout 0.1, sinusoidal positions, soft cross-attention in
+every decoder layer) against OpenNMT-py's ``-encoder_type transformer -decoder_type transformer`` at the
+same sizes (``-position_encoding``, biases on the attention and feed-forward projections as varattn has
+them, no shared embeddings on either side). varattn has 4 more 256 x 256 matrices that OpenNMT-py has no
+place for (the latent head's query and key, the output layer's ``W_h`` and ``W_x``); both counts are
+printed. Each toolkit trains two copies of its model from the same initial weights, one in float32 and
+one under ``torch.autocast("cpu", dtype=torch.bfloat16)`` around forward and loss (varattn's
+``train.cpu_bf16``; OpenNMT-py has no CPU bf16 option of its own, so the benchmark wraps it in the same
+autocast); the four take turns batch by batch (the order rotates by round). Three ratios per round:
+(a) both float32, (b) both bf16, (c) as each ships, varattn bf16 over OpenNMT-py float32. Decoding, when
+asked, uses the float32 copies.
+
     python benchmarks/peer_opennmt.py --setting 256 --rounds 6 --steps 15
     python benchmarks/peer_opennmt.py --setting paper --rounds 3 --steps 4 --no-decode
+    python benchmarks/peer_opennmt.py --arch transformer --rounds 6 --steps 6 --no-decode
 
-Writes ``benchmarks/results/peer_opennmt[_SETTING].{json,md}`` (``--out``, ``--name``).
+Writes ``benchmarks/results/peer_opennmt[_SETTING].{json,md}``, with ``--arch transformer``
+``peer_opennmt_transformer.{json,md}`` (``--out``, ``--name``).
 """
 
 from __future__ import annotations
@@ -45,6 +61,7 @@ import harness
 from harness import RESULTS, ROOT, SHARED, command_line, describe, environment, table, write_results
 
 MULTI30K = SHARED / "multi30k"
+TRANSFORMER_RECIPE = ROOT / "configs" / "multi30k" / "transformer.yaml"
 
 # what `import onmt` needs beyond torch/numpy/yaml, found by importing until nothing was missing
 PEER_PACKAGES = ["OpenNMT-py==3.5.1", "pyonmttok==1.38.1", "configargparse==1.9.0", "spacy==3.8.18",
@@ -139,13 +156,68 @@ def build_varattn(size: dict, dropout: float, src_vocab: int, tgt_vocab: int):
     return Seq2Seq(config, src_vocab, tgt_vocab)
 
 
-class Trainer:
-    """One toolkit's training step on a varattn batch; ``step`` returns its seconds."""
+def transformer_recipe(path: Path) -> dict:
+    """The ``model`` and ``transformer`` sections of the recipe (the sizes both toolkits are built at)."""
+    import yaml
 
-    def __init__(self, name, model, loss_fn):
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    model = {k: v for k, v in data["model"].items() if k in ("mode", "arch")}
+    if model != {"mode": "soft", "arch": "transformer"}:
+        raise SystemExit(f"{path}: expected model.mode soft and model.arch transformer, found {model}")
+    t = data["transformer"]
+    if t.get("positions") != "sinusoidal" or t.get("cross_attention") != "all" or t.get("label_smoothing", 0):
+        raise SystemExit(f"{path}: OpenNMT-py's Transformer matches sinusoidal positions, cross-attention in "
+                         "every layer and no label smoothing only")
+    return {"model": model, "transformer": t}
+
+
+def build_varattn_transformer(recipe: dict, src_vocab: int, tgt_vocab: int):
+    import varattn.models  # noqa: F401  (registers the transformer section)
+    from varattn.config import from_dict
+    from varattn.models.registry import build_translation_model
+
+    return build_translation_model(from_dict(recipe), src_vocab, tgt_vocab)
+
+
+def build_onmt_transformer(t: dict, src_tokens: list[str], tgt_tokens: list[str]):
+    """OpenNMT-py's Transformer NMTModel at the recipe's sizes, a maker of its LossCompute for a model (a
+    copy's loss must use the copy's generator) and the vocabularies."""
+    import torch
+    from onmt.bin.train import _get_parser
+    from onmt.model_builder import build_base_model
+    from onmt.utils.loss import LossCompute
+    from onmt.utils.parse import ArgumentParser
+
+    opt = _get_parser().parse_args([
+        "-data", "{}", "-src_vocab", "unused", "-encoder_type", "transformer", "-decoder_type", "transformer",
+        "-enc_layers", str(t["encoder_layers"]), "-dec_layers", str(t["decoder_layers"]),
+        "-hidden_size", str(t["width"]), "-word_vec_size", str(t["width"]), "-heads", str(t["heads"]),
+        "-transformer_ff", str(t["ffn"]), "-dropout", str(t["dropout"]),
+        "-attention_dropout", str(t["attention_dropout"]), "-position_encoding", "-add_qkvbias", "-add_ffnbias",
+        "-param_init", "0", "-param_init_glorot"])
+    ArgumentParser.update_model_opts(opt)
+    ArgumentParser.validate_model_opts(opt)
+    vocabs = {"src": onmt_vocab(src_tokens), "tgt": onmt_vocab(tgt_tokens), "decoder_start_token": "<s>",
+              "data_task": "seq2seq"}
+    model = build_base_model(opt, vocabs)
+    for module in model.modules():  # what onmt's build_model does with -param_init_glorot
+        for name, parameter in module.named_parameters(recurse=False):
+            if name == "weight" and parameter.dim() > 1:
+                torch.nn.init.xavier_uniform_(parameter)
+            elif name == "bias":
+                torch.nn.init.zeros_(parameter)
+    return model, lambda m: LossCompute.from_opts(opt, m, vocabs["tgt"], train=True), vocabs
+
+
+class Trainer:
+    """One toolkit's training step on a varattn batch; ``step`` returns its seconds. With ``bf16`` the
+    forward pass and the loss run under CPU bf16 autocast (backward, clipping and Adam outside it, as
+    varattn's trainer does)."""
+
+    def __init__(self, name, model, loss_fn, bf16: bool = False):
         import torch
 
-        self.name, self.model, self.loss_fn = name, model, loss_fn
+        self.name, self.model, self.loss_fn, self.bf16 = name, model, loss_fn, bf16
         self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         self.model.train()
 
@@ -154,8 +226,13 @@ class Trainer:
 
         self.optimizer.zero_grad(set_to_none=True)
         start = time.perf_counter()
-        loss = self.loss_fn(batch)
+        if self.bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = self.loss_fn(batch)
+        else:
+            loss = self.loss_fn(batch)
         loss.backward()
+        self.last_loss = loss.detach()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
         self.optimizer.step()
         return time.perf_counter() - start
@@ -302,6 +379,167 @@ def inner(args) -> None:
     write(args, size, max_tokens, params, rounds, decoding, len(batches))
 
 
+# ----------------------------------------------------------------------------- the Transformer run
+
+# (ratio key, numerator trainer, denominator trainer, what it compares)
+COMPARISONS = [("a", "varattn float32", "OpenNMT-py float32", "both float32"),
+               ("b", "varattn bf16", "OpenNMT-py bf16", "both under CPU bf16 autocast"),
+               ("c", "varattn bf16", "OpenNMT-py float32", "as each ships: varattn bf16 (its recipe's "
+                "train.cpu_bf16), OpenNMT-py float32")]
+
+
+def decode_all(args, test, ours_model, onmt_model, vocabs) -> list[dict]:
+    """Greedy and beam-5 decoding of the first ``--decode-sentences`` test sentences, toolkits alternating."""
+    decoding = []
+    sources = [test.src(i).tolist() for i in range(min(args.decode_sentences, len(test)))]
+    for beam in (1, 5):
+        for rep in range(args.decode_rounds):
+            for name, fn in ((("varattn", lambda: decode_varattn(ours_model, sources, beam)),
+                              ("OpenNMT-py", lambda: decode_onmt(onmt_model, vocabs, sources, beam)))[::1 if rep % 2 == 0 else -1]):
+                start = time.perf_counter()
+                out_tokens = fn()
+                seconds = time.perf_counter() - start
+                decoding.append({"toolkit": name, "beam": beam, "repeat": rep, "sentences": len(sources),
+                                 "seconds": seconds, "sentences_per_s": len(sources) / seconds,
+                                 "mean_output_length": out_tokens / len(sources),
+                                 "output_tokens_per_s": out_tokens / seconds, "load_1min": os.getloadavg()[0]})
+                print(f"decode beam {beam} {name:<10}: {len(sources) / seconds:7.1f} sentences/s, "
+                      f"mean length {out_tokens / len(sources):.1f}", flush=True)
+    return decoding
+
+
+def inner_transformer(args) -> None:
+    import copy
+
+    import torch
+
+    from varattn.data.text.batching import TokenBatcher, collate
+    from varattn.data.text.prepared import load_prepared
+
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    import onmt  # noqa: F401  (its import prints deprecation warnings; get them out of the way)
+
+    recipe = transformer_recipe(args.recipe)
+    max_tokens = args.max_tokens or 4096
+    data = load_prepared(args.data)
+    train, test = data.split("train"), data.split(args.decode_split)
+    batcher = TokenBatcher(train.src_lengths, train.tgt_lengths, max_tokens, shuffle=True, seed=args.seed)
+    wanted = args.warmup + args.rounds * args.steps
+    batches = [collate(train, idx) for idx, _ in zip(batcher.batches(0), range(wanted))]
+    src_tokens, tgt_tokens = data.src_vocab.itos, data.tgt_vocab.itos
+    ours_model = build_varattn_transformer(recipe, len(src_tokens), len(tgt_tokens))
+    onmt_model, make_compute, vocabs = build_onmt_transformer(recipe["transformer"], src_tokens, tgt_tokens)
+    params = {"varattn": sum(p.numel() for p in ours_model.parameters()),
+              "OpenNMT-py": sum(p.numel() for p in onmt_model.parameters())}
+    print(f"parameters: varattn {params['varattn']:,}, OpenNMT-py {params['OpenNMT-py']:,}", flush=True)
+    trainers = []
+    for bf16 in (False, True):  # the bf16 copies start from the float32 copies' weights
+        ours = ours_model if not bf16 else copy.deepcopy(ours_model)
+        peer = onmt_model if not bf16 else copy.deepcopy(onmt_model)
+        precision = "bf16" if bf16 else "float32"
+        trainers += [Trainer(f"varattn {precision}", ours, varattn_loss(ours), bf16=bf16),
+                     Trainer(f"OpenNMT-py {precision}", peer, onmt_loss(peer, make_compute(peer)), bf16=bf16)]
+    for batch in batches[:args.warmup]:
+        for trainer in trainers:
+            trainer.step(batch)
+    rounds = []
+    for r in range(args.rounds):
+        part = batches[args.warmup + r * args.steps: args.warmup + (r + 1) * args.steps]
+        seconds = {t.name: 0.0 for t in trainers}
+        losses = {t.name: 0.0 for t in trainers}
+        order = trainers[r % len(trainers):] + trainers[:r % len(trainers)]
+        for batch in part:
+            for trainer in order:
+                seconds[trainer.name] += trainer.step(batch)
+                losses[trainer.name] += float(trainer.last_loss) / len(part)  # outside the timed step
+        tokens = int(sum((b.tgt_out != 0).sum() for b in part))
+        row = {"round": r, "target_tokens": tokens, "first": order[0].name, "load_1min": os.getloadavg()[0],
+               **{f"{k}_tokens_per_s": tokens / v for k, v in seconds.items()},
+               **{f"{k}_loss": v for k, v in losses.items()}}
+        for key, num, den, _ in COMPARISONS:
+            row[f"ratio_{key}"] = row[f"{num}_tokens_per_s"] / row[f"{den}_tokens_per_s"]
+        rounds.append(row)
+        print(f"round {r}: " + "  ".join(f"{t.name} {row[f'{t.name}_tokens_per_s']:.0f}" for t in trainers)
+              + " tok/s  ratios " + " ".join(f"({k}) {row[f'ratio_{k}']:.3f}" for k, *_ in COMPARISONS)
+              + f"  load {row['load_1min']:.2f}", flush=True)
+    decoding = decode_all(args, test, ours_model, onmt_model, vocabs) if args.decode_sentences else []
+    write_transformer(args, recipe, max_tokens, params, rounds, decoding, [t.name for t in trainers])
+
+
+def write_transformer(args, recipe, max_tokens, params, rounds, decoding, names) -> None:
+    import onmt
+    import torch
+
+    ratios = {key: summary([r[f"ratio_{key}"] for r in rounds]) for key, *_ in COMPARISONS}
+    dec_ratios = {}
+    for beam in sorted({d["beam"] for d in decoding}):
+        ours = {d["repeat"]: d["sentences_per_s"] for d in decoding if d["beam"] == beam and d["toolkit"] == "varattn"}
+        peer = {d["repeat"]: d["sentences_per_s"] for d in decoding if d["beam"] == beam and d["toolkit"] != "varattn"}
+        dec_ratios[beam] = summary([ours[k] / peer[k] for k in ours])
+    command = command_line(__file__, args.argv)
+    info = harness.machine(threads=1)
+    try:
+        native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native_bf16 = False
+    t = recipe["transformer"]
+    record = {"what": "CPU training speed (target tokens/s) of Transformers, varattn soft vs OpenNMT-py, "
+                      "float32 and CPU bf16 autocast", "arch": "transformer",
+              "command": command, "machine": info, "python": platform.python_version(),
+              "torch": torch.__version__, "onmt": getattr(onmt, "__version__", "3.5.1"), "threads": 1,
+              "cpu_native_bf16": native_bf16, "recipe": harness.rel(args.recipe), "sizes": t,
+              "max_tokens": max_tokens, "data": str(args.data), "parameters": params, "trainers": names,
+              "comparisons": {k: {"numerator": n, "denominator": d, "what": w} for k, n, d, w in COMPARISONS},
+              "rounds": rounds, "ratios": ratios, "steps_per_round": args.steps, "warmup_steps": args.warmup,
+              "decoding": decoding, "decoding_ratio": dec_ratios, "peer_packages": PEER_PACKAGES}
+    med = lambda key: statistics.median(r[key] for r in rounds)  # noqa: E731
+    loads = [r["load_1min"] for r in rounds]
+    short = {"varattn float32": "varattn fp32", "OpenNMT-py float32": "OpenNMT-py fp32",
+             "varattn bf16": "varattn bf16", "OpenNMT-py bf16": "OpenNMT-py bf16"}
+    lines = [f"# Peer comparison, Transformer: varattn `soft` vs OpenNMT-py {record['onmt']} (CPU, one thread each)",
+             "", f"`{command}`", "",
+             f"{describe(info)}, Python {record['python']}; native CPU bf16 products (oneDNN): "
+             f"{'yes' if native_bf16 else 'no (bf16 emulated)'}. Load (1-minute average) during the rounds: "
+             f"{min(loads):.2f}-{max(loads):.2f} on {info['cpu_cores']} cores.", "",
+             f"Sizes from `{record['recipe']}`: {t['encoder_layers']} + {t['decoder_layers']} layers, width "
+             f"{t['width']}, {t['heads']} heads, feed-forward {t['ffn']}, dropout {t['dropout']}, attention dropout "
+             f"{t['attention_dropout']}, sinusoidal positions, no shared embeddings; parameters varattn "
+             f"{params['varattn']:,}, OpenNMT-py {params['OpenNMT-py']:,} (varattn's latent head and output layer "
+             "W_h, W_x: 4 more 256 x 256 matrices). "
+             f"Data: {args.data} (Multi30k De-En, joint BPE); the same batches of ≤ {max_tokens} padded tokens for "
+             f"all four; {args.warmup} warm-up steps each, then {args.rounds} rounds of {args.steps} steps, taking "
+             "turns batch by batch (the order rotates by round). bf16: `torch.autocast('cpu', dtype=torch.bfloat16)` "
+             "around forward and loss, for OpenNMT-py put there by the benchmark (it has no CPU bf16 option).", "",
+             table(["round", "target tokens", *[f"{short[n]} tok/s" for n in names], "(a) fp32/fp32",
+                    "(b) bf16/bf16", "(c) bf16/fp32", "load"],
+                   [[r["round"], r["target_tokens"], *[f"{r[f'{n}_tokens_per_s']:.0f}" for n in names],
+                     *[f"{r[f'ratio_{k}']:.3f}" for k, *_ in COMPARISONS], f"{r['load_1min']:.2f}"] for r in rounds],
+                   align="r" * (2 + len(names) + len(COMPARISONS) + 1)), ""]
+    lines += [f"**({k}) {w}: varattn / OpenNMT-py = {ratios[k]['median']:.3f}** (median of rounds; range "
+              f"{ratios[k]['min']:.3f}-{ratios[k]['max']:.3f}); medians {med(f'{n}_tokens_per_s'):.0f} vs "
+              f"{med(f'{d}_tokens_per_s'):.0f} target tokens/s." for k, n, d, w in COMPARISONS]
+    last = rounds[-1]
+    lines += ["", "Training loss (cross-entropy per target token, `</s>` included, each toolkit's own loss), mean "
+              f"over the last round's steps: " + ", ".join(f"{n} {last[f'{n}_loss']:.2f}" for n in names)
+              + f" (after {args.warmup + args.rounds * args.steps} steps).", ""]
+    if decoding:
+        lines += ["Decoding after training (the float32 copies): test sentences, α = 1, no end-of-sentence penalty, "
+                  "maximum length 1.5 |x| + 5; alternating toolkits.", "",
+                  table(["beam", "toolkit", "repeat", "sentences", "seconds", "sentences/s",
+                         "mean output length (incl. </s>)", "output tokens/s", "load"],
+                        [[d["beam"], d["toolkit"], d["repeat"], d["sentences"], f"{d['seconds']:.1f}",
+                          f"{d['sentences_per_s']:.1f}", f"{d['mean_output_length']:.1f}",
+                          f"{d['output_tokens_per_s']:.0f}", f"{d['load_1min']:.2f}"] for d in decoding],
+                        align="rlrrrrrrr")]
+        lines += [""] + [f"Decoding beam {b}: varattn / OpenNMT-py sentences/s = {v['median']:.2f} (range "
+                         f"{v['min']:.2f}-{v['max']:.2f})." for b, v in dec_ratios.items()] + [""]
+    else:
+        lines += ["Decoding not measured (`--no-decode`).", ""]
+    write_results(Path(args.out) / args.name, record, "\n".join(lines), command=command, threads=1)
+    print("\n".join(lines))
+
+
 def write(args, size, max_tokens, params, rounds, decoding, n_batches) -> None:
     import onmt
     import torch
@@ -358,6 +596,9 @@ def write(args, size, max_tokens, params, rounds, decoding, n_batches) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", choices=("rnn", "transformer"), default="rnn",
+                        help="rnn: the LSTM models at --setting; transformer: the sizes of --recipe, float32 and bf16")
+    parser.add_argument("--recipe", default=str(TRANSFORMER_RECIPE), help="--arch transformer: the sizes' recipe")
     parser.add_argument("--setting", choices=SETTINGS, default="256")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--steps", type=int, default=15, help="training steps per toolkit per round")
@@ -365,6 +606,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=0, help="padded tokens per batch (default per setting)")
     parser.add_argument("--dropout", type=float, default=0.3)
     parser.add_argument("--decode-sentences", type=int, default=300, help="0: no decoding")
+    parser.add_argument("--no-decode", action="store_true", help="the same as --decode-sentences 0")
     parser.add_argument("--decode-rounds", type=int, default=2)
     parser.add_argument("--data", default=str(ROOT / "runs" / "peer" / "multi30k-10k"))
     parser.add_argument("--bpe-merges", type=int, default=10000)
@@ -376,9 +618,13 @@ def main() -> None:
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.argv = [a for a in sys.argv[1:] if a != "--inner"]
+    if args.no_decode:
+        args.decode_sentences = 0
+    if args.arch == "transformer":
+        args.name = args.name or "peer_opennmt_transformer"
     args.name = args.name or ("peer_opennmt" if args.setting == "256" else f"peer_opennmt_{args.setting}")
     if args.inner:
-        inner(args)
+        (inner_transformer if args.arch == "transformer" else inner)(args)
         return
     python = ensure_venv(Path(args.venv))
     ensure_data(Path(args.data), args.bpe_merges)
