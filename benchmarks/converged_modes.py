@@ -336,6 +336,10 @@ def transformer_intro(args, results: dict) -> str:
              f"modes with no finished run: {', '.join(missing) or 'none'}. Seeds 2 and 3 of a seeded mode "
              "join the queue only once its first grid run has finished." if pending else
              "Every job of the queue has finished.")
+    unfinished = [n for n, r in sorted(results.items()) if r.get("kind") == "mt" and r["best_epoch"] == len(r["history"])]
+    if unfinished:
+        state += (f" Still improving at their last epoch (the {args.epochs}-epoch cap or the wall budget, not the "
+                  f"stopping rule, ended them): {', '.join(unfinished)}.")
     return ("**The Transformer** (`--arch transformer`, issue 24): the LSTM table's protocol "
             "(`converged_modes.md`: the same data, batches, learning-rate grid, stopping rule, seeds and test "
             "metrics) with a pre-LN Transformer encoder-decoder and its latent head. Training runs in bf16 "
