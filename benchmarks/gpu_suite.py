@@ -245,11 +245,13 @@ def report(args) -> None:
     modes.sort(key=lambda r: order.get(r["mode"], 99))
     speed = load(out / "speed.json")
     transformer = load(out / "speed_transformer.json")
+    no_input_feed = load(work / "speed_no_input_feed.json")  # in WORK: $OUT holds at most 8 files
     record = {"what": "benchmarks/gpu_suite.sh: speed of every mode, fixed-budget training on Multi30k, "
                       "evaluation and exact-marginal beam decoding",
               "command": args.command_line, "machine": machine(),
               "stages": stages, "prepare": load(work / "prepare.json"), "modes": modes,
-              "speed_summary": speed_summary(speed), "transformer_speed_summary": speed_summary(transformer)}
+              "speed_summary": speed_summary(speed), "no_input_feed_speed_summary": speed_summary(no_input_feed),
+              "transformer_speed_summary": speed_summary(transformer)}
     # gpu_suite.{json,md}, atomically; the record keeps its own command and machine, the stamp adds the
     # commit (+dirty) and the date, and the markdown ends with them
     write_results(out / "gpu_suite", record, markdown(record))
@@ -278,6 +280,8 @@ def markdown(record: dict) -> str:
     for stage in record["stages"]:
         lines.append(f"| {stage['stage']} | {stage['status']} | {stage['seconds']:.0f} | {stage['limit']} |")
     for title, summary in (("Training speed (benchmarks/speed.py)", record["speed_summary"]),
+                           ("Training speed without input feeding (model.input_feed=false)",
+                            record.get("no_input_feed_speed_summary")),
                            ("Transformer speed", record["transformer_speed_summary"])):
         if not summary:
             continue

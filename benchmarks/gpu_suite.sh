@@ -14,7 +14,8 @@
 #
 # Stages, each in its own process under its own time limit (and never past the overall --budget; the
 # report keeps 15 s): install (wheels, pip install -e . --no-deps), speed (speed.py, paper sizes,
-# every mode, naive 2018 path, largest vae-enum batch), prepare (Multi30k, the recipe's 10k BPE merges),
+# every mode, naive 2018 path, largest vae-enum batch), speed no input feed (the same without input feeding:
+# soft, marginal, vae-enum, vae-sample; its figures go into the report), prepare (Multi30k, the recipe's 10k BPE merges),
 # one stage per mode (train for a fixed wall budget in bf16, evaluate on test, beam-10 decoding over the
 # exact marginal), transformer speed (only when model.arch=transformer exists), report (with the machine).
 # A stage that fails or runs out of time is recorded as such; the later stages still run.
@@ -52,19 +53,21 @@ exec > >(tee -a "$OUTDIR/gpu_suite.log") 2>&1
 
 if [ "$TINY" = 1 ]; then
   BUDGET="${BUDGET:-120}"; TRAIN_S="${TRAIN_S:-4}"; DECODE_S="${DECODE_S:-2}"
-  L_INSTALL=60 L_SPEED=40 L_PREPARE=40 L_MODE_EXTRA=40 L_TRANSFORMER=30
+  L_INSTALL=60 L_SPEED=40 L_NO_FEED=30 L_PREPARE=40 L_MODE_EXTRA=40 L_TRANSFORMER=30
   SPEED_ARGS=(--setting tiny --steps 1 --warmup 1 --no-memory)
+  NO_FEED_ARGS=(--setting tiny --steps 1 --warmup 1 --no-memory)
   MODE_ARGS=(--tiny --batch-tokens 1000 --eval-tokens 4000 --decode-chunk 10 --lr 3e-3)
   TRANSFORMER_ARGS=(--setting tiny --steps 1 --warmup 1 --no-memory)
 else
-  BUDGET="${BUDGET:-470}"; TRAIN_S="${TRAIN_S:-40}"; DECODE_S="${DECODE_S:-15}"
-  L_INSTALL=60 L_SPEED=140 L_PREPARE=60 L_MODE_EXTRA=40 L_TRANSFORMER=45
+  BUDGET="${BUDGET:-520}"; TRAIN_S="${TRAIN_S:-40}"; DECODE_S="${DECODE_S:-15}"
+  L_INSTALL=60 L_SPEED=140 L_NO_FEED=45 L_PREPARE=60 L_MODE_EXTRA=40 L_TRANSFORMER=45
   # 16k-token batches: at 4k the H200 ran every mode at ~2% of its bf16 peak (gpu_h200_run2)
   SPEED_ARGS=(--setting paper --batch-tokens 16384 --find-max-batch 65536)
+  NO_FEED_ARGS=(--setting paper --batch-tokens 16384 --steps 3 --warmup 1)
   MODE_ARGS=(--batch-tokens 8192 --eval-tokens 16384 --decode-chunk 100)
   TRANSFORMER_ARGS=(--setting paper --steps 3 --warmup 1)  # the transformer section's defaults: IWSLT sizes
 fi
-if [ -n "$IWSLT" ]; then SPEED_ARGS+=(--data "$IWSLT"); fi
+if [ -n "$IWSLT" ]; then SPEED_ARGS+=(--data "$IWSLT"); NO_FEED_ARGS+=(--data "$IWSLT"); fi
 STARTED=$(date +%s)
 PY="${PYTHON:-$(command -v python || command -v python3)}"
 echo "# gpu_suite: device $DEVICE, tiny $TINY, budget ${BUDGET}s, modes: $MODES; out $OUTDIR; work $WORK"
@@ -120,6 +123,9 @@ export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"  # works whether or not
 
 stage install "$L_INSTALL" bash -c install
 stage speed "$L_SPEED" "$PY" benchmarks/speed.py --device "$DEVICE" "${SPEED_ARGS[@]}" --out "$OUTDIR/speed"
+# the LSTM without input feeding (model.input_feed=false); its figures stay in WORK and go into the report
+stage "speed no input feed" "$L_NO_FEED" "$PY" benchmarks/speed.py --device "$DEVICE" --no-input-feed \
+  --modes soft marginal vae-enum vae-sample "${NO_FEED_ARGS[@]}" --out "$WORK/speed_no_input_feed"
 PREP_ARGS=(); [ "$TINY" = 1 ] && PREP_ARGS=(--tiny)
 stage prepare "$L_PREPARE" "$PY" benchmarks/gpu_suite.py prepare --data "$DATA" --work "$WORK" "${PREP_ARGS[@]}"
 for mode in $MODES; do

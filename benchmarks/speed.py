@@ -289,6 +289,8 @@ def cpu_peak_memory(args, mode: str, naive: bool) -> dict:
                "--device", "cpu", "--batch-tokens", str(args.batch_tokens), "--naive-tokens", str(args.naive_tokens),
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed),
                "--data", args.data, "--threads", str(torch.get_num_threads()), "--arch", args.arch]
+    if not args.input_feed:
+        command.append("--no-input-feed")
     if args.block:
         command += ["--block", str(args.block)]
     if naive:
@@ -453,7 +455,8 @@ def report(result: dict) -> str:
         f"{result['dtype']}; setting {result['setting']} (O = {result['output_size']}, "
         f"V = {result['vocab']['tgt']}); batch {result['batch_tokens']} tokens (padded source + target), "
         f"naive batch {result['naive_batch_tokens']} ({result['naive_batch_note']}); "
-        f"matmul peak {result['matmul']['flop_per_s'] / 1e9:.1f} GFLOP/s.",
+        f"matmul peak {result['matmul']['flop_per_s'] / 1e9:.1f} GFLOP/s"
+        + ("; no input feeding (model.input_feed=false)." if result["model"].get("input_feed") is False else "."),
         "",
         table(["mode", "path", "target tok/s", "× soft", "× naive", "peak MB", "tgt tokens/batch",
                "enum GFLOP/step (3×fwd)", "enum % of peak (whole step)", "IWSLT epoch (h)"], rows, align="llrrrrrrrr"),
@@ -484,6 +487,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--block", type=int, default=None, help="model.enum_block (cells per enumeration block)")
     parser.add_argument("--arch", default="rnn", help="model.arch (another than rnn: no naive path, no "
                         "enumerate()-alone timing; sizes from the setting's transformer section, else its defaults)")
+    parser.add_argument("--no-input-feed", dest="input_feed", action="store_false",
+                        help="rnn: model.input_feed=false (the decoder LSTM as one call over the target; no naive path)")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="float32 on CUDA too")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU intra-op threads (default 1: on a shared machine, threads of one process stall "
@@ -511,6 +516,10 @@ def main(argv: list[str] | None = None) -> None:
     args.setting = args.setting or default_setting
     if args.arch != "rnn":  # the naive reference and the FLOP counts are the RNN's
         SETTINGS[args.setting] = {**SETTINGS[args.setting], "arch": args.arch}
+        args.no_naive = True
+    if not args.input_feed:
+        SETTINGS[args.setting] = {**SETTINGS[args.setting],
+                                  "model": {**SETTINGS[args.setting]["model"], "input_feed": False}}
         args.no_naive = True
     setting = SETTINGS[args.setting]
     args.batch_tokens = args.batch_tokens or setting["batch_tokens"]

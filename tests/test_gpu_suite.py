@@ -43,7 +43,7 @@ def suite(tmp_path_factory):
 
 def test_every_stage_runs_and_a_failure_stays_in_its_stage(suite):
     status = {s["stage"]: s["status"] for s in suite["record"]["stages"]}
-    for name in ("install", "speed", "prepare", "mode soft", "mode marginal", "mode vae-enum"):
+    for name in ("install", "speed", "speed no input feed", "prepare", "mode soft", "mode marginal", "mode vae-enum"):
         assert status[name] == "ok", (name, status, suite["stdout"][-3000:])
     assert status["transformer speed"] == "ok" or status["transformer speed"].startswith("skipped")
     if status["transformer speed"] == "ok":
@@ -55,6 +55,15 @@ def test_every_stage_runs_and_a_failure_stays_in_its_stage(suite):
     files = sorted(p.name for p in suite["out"].iterdir())
     assert len(files) <= 8 and {"gpu_suite.json", "gpu_suite.md", "speed.json", "speed.md"} <= set(files)
     assert all(p.is_file() for p in suite["out"].iterdir())  # flat: nothing deeper than $OUT
+
+
+def test_no_input_feed_stage_trains_the_fused_decoder_and_reaches_the_report(suite):
+    speed = json.loads((suite["work"] / "speed_no_input_feed.json").read_text())
+    assert speed["model"]["input_feed"] is False
+    rows = suite["record"]["no_input_feed_speed_summary"]["rows"]
+    assert sorted(r["mode"] for r in rows) == ["marginal", "soft", "vae-enum", "vae-sample"]
+    assert all(r["tokens_per_s"] > 0 and r["path"] != "naive" for r in rows)
+    assert "without input feeding" in (suite["out"] / "gpu_suite.md").read_text()
 
 
 def test_speed_stage_covers_every_mode_and_the_naive_path(suite):
