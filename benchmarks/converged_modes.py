@@ -336,10 +336,12 @@ def transformer_intro(args, results: dict) -> str:
              f"modes with no finished run: {', '.join(missing) or 'none'}. Seeds 2 and 3 of a seeded mode "
              "join the queue only once its first grid run has finished." if pending else
              "Every job of the queue has finished.")
-    unfinished = [n for n, r in sorted(results.items()) if r.get("kind") == "mt" and r["best_epoch"] == len(r["history"])]
-    if unfinished:
-        state += (f" Still improving at their last epoch (the {args.epochs}-epoch cap or the wall budget, not the "
-                  f"stopping rule, ended them): {', '.join(unfinished)}.")
+    # the stopping rule ends a run only at lr/8: a run whose last epoch ran above it met the epoch cap or the budget
+    capped = [n for n, r in sorted(results.items()) if r.get("kind") == "mt" and r["history"][-1]["lr"] > r["lr"] / 8 * 1.001]
+    if capped:
+        state += (f" Ended by the {args.epochs}-epoch cap or the wall budget, not the stopping rule (not converged): "
+                  + ", ".join(f"{n} (best epoch {results[n]['best_epoch']}/{len(results[n]['history'])}, last lr "
+                              f"{results[n]['history'][-1]['lr']:g})" for n in capped) + ".")
     return ("**The Transformer** (`--arch transformer`, issue 24): the LSTM table's protocol "
             "(`converged_modes.md`: the same data, batches, learning-rate grid, stopping rule, seeds and test "
             "metrics) with a pre-LN Transformer encoder-decoder and its latent head. Training runs in bf16 "
