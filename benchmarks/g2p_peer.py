@@ -21,27 +21,36 @@ import argparse
 import json
 import subprocess
 import time
+import unicodedata
 from pathlib import Path
 
-from harness import RESULTS, ROOT, SHARED, commit, machine, table, write_results
+from harness import RESULTS, ROOT, SHARED, commit, fmt, machine, table, write_results
 from varattn.tasks.transduction import metrics
 from workloads import BASELINE, LANGS
 
 SPACE = "\u2581"
 
 
-def read(path: Path) -> list[tuple[str, list[str]]]:
+def read(path: Path, normalization: str = "nfc") -> list[tuple[str, list[str]]]:
     entries = []
     for line in path.read_text(encoding="utf-8").splitlines():
         word, _, phones = line.partition("\t")
+        word = unicodedata.normalize(normalization.upper(), word)
         entries.append((SPACE.join(word.split()), phones.split()))
     return entries
 
 
-def score_language(tool: str, shared: Path, work: Path, lang: str) -> dict:
+def label(record: dict) -> str:
+    return record["lang"] + ("" if record.get("normalization", "nfc") == "nfc" else f" ({record['normalization']})")
+
+
+def score_language(tool: str, shared: Path, work: Path, lang: str, normalization: str = "nfc") -> dict:
     work.mkdir(parents=True, exist_ok=True)
-    train = read(shared / f"{lang}_train.tsv")
-    test = read(shared / f"{lang}_test.tsv")
+    train = read(shared / f"{lang}_train.tsv", normalization)
+    test = read(shared / f"{lang}_test.tsv", normalization)
+    if normalization != "nfc":
+        work = work / normalization
+        work.mkdir(parents=True, exist_ok=True)
     lexicon = work / f"{lang}.train.txt"
     lexicon.write_text("".join(f"{w}\t{' '.join(p)}\n" for w, p in train), encoding="utf-8")
     model = work / f"{lang}.fst"
@@ -62,7 +71,9 @@ def score_language(tool: str, shared: Path, work: Path, lang: str) -> dict:
         predicted.setdefault(word, phones.split())
     hypotheses = [predicted.get(w, []) for w, _ in test]
     references = [p for _, p in test]
-    return {"lang": lang, "test_wer": metrics.wer(hypotheses, references), "test_per": metrics.per(hypotheses, references),
+    aligned = len((work / f"{lang}.corpus").read_text(encoding="utf-8").splitlines())
+    return {"lang": lang, "normalization": normalization, "aligned_train": aligned, "train_words": len(train),
+            "test_wer": metrics.wer(hypotheses, references), "test_per": metrics.per(hypotheses, references),
             "missing": sum(w not in predicted for w, _ in test), "train_seconds": round(train_seconds, 1),
             "predict_seconds": round(predict_seconds, 1), "commit": commit(), "machine": machine(threads=1),
             "command": f"phonetisaurus train --model {lang}.fst --casing ignore {lang}.train.txt; phonetisaurus "
@@ -70,17 +81,33 @@ def score_language(tool: str, shared: Path, work: Path, lang: str) -> dict:
 
 
 def write(results: list[dict]) -> None:
-    rows = [[r["lang"], f"{BASELINE[r['lang']]:.2f}", f"{r['test_wer']:.2f}", f"{r['test_per']:.2f}",
-             f"{r['train_seconds']:.0f}", r["commit"]] for r in results]
-    if results:
+    plain = [r for r in results if r.get("normalization", "nfc") == "nfc"]
+    others = {r["lang"]: r for r in results if r.get("normalization", "nfc") != "nfc"}
+    rows = [[label(r), f"{BASELINE[r['lang']]:.2f}", f"{r['test_wer']:.2f}", f"{r['test_per']:.2f}",
+             f"{r['train_seconds']:.0f}", f"{r['predict_seconds']:.0f}", r["missing"], fmt(r.get("aligned_train"), "d"), r["commit"]] for r in results]
+    for name, chosen in [("", plain), (" with " + ", ".join(map(label, others.values())),
+                                       [others.get(r["lang"], r) for r in plain])] if others else [("", plain)]:
+        results = chosen
+        if not results:
+            continue
         macro = metrics.macro({r["lang"]: r["test_wer"] for r in results})
         base = metrics.macro({r["lang"]: BASELINE[r["lang"]] for r in results})
-        rows.append([f"**macro over {len(results)}**", f"{base:.2f}", f"{macro:.2f}", "", "", ""])
+        train = sum(r["train_seconds"] for r in results)
+        predict = sum(r["predict_seconds"] for r in results)
+        rows.append([f"**macro over {len(results)}{name}**", f"{base:.2f}", f"{macro:.2f}",
+                     f"{metrics.macro({r['lang']: r['test_per'] for r in results}):.2f}",
+                     f"{train:.0f} (total)", f"{predict:.0f} (total)", sum(r["missing"] for r in results), "", ""])
+    results = plain + list(others.values())
     lines = ["# Peer: Phonetisaurus on SIGMORPHON 2021 task 1 medium (issue 23)", "",
              "Written by `python benchmarks/g2p_peer.py`. Phonetisaurus 0.3.0 from PyPI, default training settings, "
              "best pronunciation, test split; WER and PER computed by varattn's metrics.", "",
-             table(["language", "baseline WER", "Phonetisaurus WER", "PER", "train s", "commit"], rows,
-                   align="llllll")]
+             "Wall seconds on one thread: train (EM alignment and the joint n-gram model) and predict (the "
+             "1,000 test words); missing: test words without a prediction (scored as wrong); aligned: the training "
+             "words (of 8,000) the EM aligner aligned, the rest are left out of the model (a letter can take at "
+             "most two phones, e.g. a Hangul syllable with a final consonant cannot). A row marked (nfd) reads "
+             "the words in NFD (`--nfd LANG`: Hangul as jamo), as varattn's `--normalization nfd` runs.", "",
+             table(["language", "baseline WER", "Phonetisaurus WER", "PER", "train s", "predict s", "missing",
+                    "aligned", "commit"], rows, align="l" * 9)]
     if results:
         lines += ["", "Command per language (in the work folder):", "", "```", results[0]["command"], "```"]
     write_results(RESULTS / "g2p_peer", {"results": results}, "\n".join(lines), threads=1)
@@ -101,12 +128,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shared", default=str(SHARED / "sigmorphon2021-g2p" / "medium"))
     parser.add_argument("--work", default=str(ROOT / "runs" / "g2p-peer"))
     parser.add_argument("--langs", nargs="+", default=LANGS)
+    parser.add_argument("--nfd", action="store_true", help="read the words of --langs in NFD (Hangul as jamo)")
+    parser.add_argument("--report", action="store_true", help="rewrite the tables from g2p_peer.json only")
     args = parser.parse_args(argv)
-    results = [r for r in finished() if r["lang"] not in args.langs]
+    if args.report:
+        write(order(finished()))
+        return
+    normalization = "nfd" if args.nfd else "nfc"
+    results = [r for r in finished() if r["lang"] not in args.langs or r.get("normalization", "nfc") != normalization]
     for lang in args.langs:
-        results.append(score_language(args.phonetisaurus, Path(args.shared), Path(args.work), lang))
-        print(f"{lang}: WER {results[-1]['test_wer']:.2f}, train {results[-1]['train_seconds']:.0f} s", flush=True)
-        write(sorted(results, key=lambda r: LANGS.index(r["lang"])))
+        results.append(score_language(args.phonetisaurus, Path(args.shared), Path(args.work), lang, normalization))
+        print(f"{label(results[-1])}: WER {results[-1]['test_wer']:.2f}, train {results[-1]['train_seconds']:.0f} s",
+              flush=True)
+        write(order(results))
+
+
+def order(results: list[dict]) -> list[dict]:
+    return sorted(results, key=lambda r: (LANGS.index(r["lang"]), r.get("normalization", "nfc")))
 
 
 if __name__ == "__main__":
