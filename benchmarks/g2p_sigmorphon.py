@@ -17,6 +17,9 @@ one in progress when stopped is started again.
     python benchmarks/g2p_sigmorphon.py run --modes best2 --seeds 2 3               # three seeds for the two best
     python benchmarks/g2p_sigmorphon.py report                                      # the tables only
     python benchmarks/g2p_sigmorphon.py align                                       # prior vs posterior links
+    python benchmarks/g2p_sigmorphon.py best                                        # per language, best on dev
+
+``report`` also writes marginal − soft paired by seed (mean ± sd over seeds, per language and macro).
 """
 
 from __future__ import annotations
@@ -125,6 +128,61 @@ def dev_ranking(results: list[dict]) -> list[tuple[str, float, int]]:
     return sorted(ranking, key=lambda item: item[1])
 
 
+def paired_difference(results: list[dict], base: str = "soft", other: str = "marginal") -> dict:
+    """``other`` − ``base`` in WER points, paired by language and seed (the seeds both modes finished):
+    per language the mean and sd over its seeds, and a macro over the languages that share the most
+    paired seeds (per seed the mean difference over those languages; then mean and sd over the seeds)."""
+    by = {(r["lang"], r["mode"], r["seed"]): r for r in results}
+    langs = {}
+    for lang in sorted({r["lang"] for r in results}, key=lambda l: (LANGS.index(l) if l in LANGS else len(LANGS), l)):
+        seeds = sorted(s for (l, m, s) in by if l == lang and m == base and (lang, other, s) in by)
+        if not seeds:
+            continue
+        row = {"seeds": seeds}
+        for split in ("test", "dev"):
+            diffs = [by[(lang, other, s)][f"{split}_wer"] - by[(lang, base, s)][f"{split}_wer"] for s in seeds]
+            row[split] = diffs
+            for mode in (base, other):
+                row[f"{split}_{mode}"] = [by[(lang, mode, s)][f"{split}_wer"] for s in seeds]
+        langs[lang] = row
+    macro = None
+    if langs:
+        most = max(len(r["seeds"]) for r in langs.values())
+        seeds = next(r["seeds"] for r in langs.values() if len(r["seeds"]) == most)
+        shared = [l for l, r in langs.items() if r["seeds"] == seeds]
+        macro = {"langs": shared, "seeds": seeds,
+                 **{split: [statistics.mean(langs[l][split][i] for l in shared) for i in range(len(seeds))]
+                    for split in ("test", "dev")}}
+    return {"base": base, "other": other, "langs": langs, "macro": macro}
+
+
+def mean_sd(values: list[float]) -> str:
+    return f"{statistics.mean(values):+.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
+
+
+def difference_lines(difference: dict) -> list[str]:
+    """The table of :func:`paired_difference`, only where some language has two paired seeds or more."""
+    langs = difference["langs"]
+    if not any(len(r["seeds"]) > 1 for r in langs.values()):
+        return []
+    base, other = difference["base"], difference["other"]
+    plain = lambda values: f"{statistics.mean(values):.2f}" + (
+        f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
+    rows = [[lang, ",".join(map(str, r["seeds"])), plain(r[f"test_{base}"]), plain(r[f"test_{other}"]),
+             mean_sd(r["test"]), mean_sd(r["dev"]), " ".join(f"{d:+.1f}" for d in r["test"])]
+            for lang, r in langs.items()]
+    macro = difference["macro"]
+    if macro and len(macro["langs"]) > 1:
+        rows.append([f"**macro over {len(macro['langs'])}** ({' '.join(macro['langs'])})",
+                     ",".join(map(str, macro["seeds"])), "", "", mean_sd(macro["test"]), mean_sd(macro["dev"]),
+                     " ".join(f"{d:+.2f}" for d in macro["test"])])
+    return ["", f"`{other}` − `{base}` at equal size and budget, paired by seed (WER points; negative: "
+            f"`{other}` better): mean ± sd over the seeds both modes finished. The macro row takes, per seed, the "
+            "mean difference over the languages that have all those seeds, then mean ± sd over the seeds.", "",
+            table(["language", "seeds", f"{base} test WER", f"{other} test WER", "test difference",
+                   "dev difference", "test difference per seed"], rows, align="l" * 7)]
+
+
 def report(work: Path, note: str = "", results_name: str = "g2p_sigmorphon") -> None:
     """Rewrite benchmarks/results/g2p_sigmorphon.{md,json} from every finished run."""
     results = load_results(work)
@@ -167,6 +225,8 @@ def report(work: Path, note: str = "", results_name: str = "g2p_sigmorphon") -> 
         macro_cells.append(f"{test:.2f} over {len(done)} (baseline {base:.2f})")
     rows.append(["**macro**", f"{BASELINE_MACRO:.2f} over 10", *macro_cells])
     lines += [table(["language", "baseline", *modes], rows, align="l" * (2 + len(modes)))]
+    difference = paired_difference(results)
+    lines += difference_lines(difference)
     lines += ["", "Every run (one line each, in the order they finished):", "",
               table(["run", "dev WER", "dev PER", "test WER", "test PER", "test PPL", "prior entropy", "KL",
                      "epochs (best)", "train s", "load (1 min, start/end)", "eval s (dev+test)", "commit"],
@@ -184,7 +244,43 @@ def report(work: Path, note: str = "", results_name: str = "g2p_sigmorphon") -> 
         lines += ["", "Commands of one run (the others differ in language, mode and seed):", "", "```"]
         lines += results[0]["commands"] + ["```"]
     write_results(RESULTS / results_name, {"baseline": BASELINE, "baseline_macro": BASELINE_MACRO,
-                                               "ranking": ranking, "runs": results}, "\n".join(lines), threads=1)
+                                               "ranking": ranking, "marginal_minus_soft": difference,
+                                               "runs": results}, "\n".join(lines), threads=1)
+
+
+def best_on_dev(names: list[str], out: str = "g2p_best") -> None:
+    """Per language, the configuration (results table, mode) with the lowest development WER, mean over
+    its seeds, among the runs of ``benchmarks/results/NAME.json`` for every NAME; its test WER is
+    reported, never used to choose (a tie goes to the first table named, then the mode's name). Writes
+    ``benchmarks/results/OUT.{md,json}``."""
+    configs: dict[tuple[str, str, str], list[dict]] = {}
+    for name in names:
+        for r in json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))["runs"]:
+            configs.setdefault((r["lang"], name, r["mode"]), []).append(r)
+    chosen = {}
+    for lang in [l for l in LANGS if any(k[0] == l for k in configs)]:
+        candidates = [(statistics.mean(r["dev_wer"] for r in runs), names.index(name), mode, name, runs)
+                      for (l, name, mode), runs in configs.items() if l == lang]
+        dev, _, mode, name, runs = min(candidates)
+        chosen[lang] = {"table": name, "mode": mode, "seeds": sorted(r["seed"] for r in runs), "dev_wer": dev,
+                        "test_wer": statistics.mean(r["test_wer"] for r in runs), "baseline": BASELINE[lang],
+                        "candidates": len(candidates)}
+    rows = [[lang, c["table"], c["mode"], ",".join(map(str, c["seeds"])), f"{c['dev_wer']:.2f}",
+             f"{c['test_wer']:.2f}", f"{c['baseline']:.2f}", f"{c['test_wer'] - c['baseline']:+.2f}", c["candidates"]]
+            for lang, c in chosen.items()]
+    macro = {"test_wer": statistics.mean(c["test_wer"] for c in chosen.values()),
+             "dev_wer": statistics.mean(c["dev_wer"] for c in chosen.values()),
+             "baseline": statistics.mean(c["baseline"] for c in chosen.values()), "langs": len(chosen)}
+    rows.append([f"**macro over {len(chosen)}**", "", "", "", f"{macro['dev_wer']:.2f}", f"{macro['test_wer']:.2f}",
+                 f"{macro['baseline']:.2f}", f"{macro['test_wer'] - macro['baseline']:+.2f}", ""])
+    lines = ["# G2P: the best varattn configuration per language, chosen on dev (issue 23)", "",
+             "Written by `python benchmarks/g2p_sigmorphon.py best --tables " + " ".join(names) + "` from those "
+             "tables' runs (each run's commands and commit are there). Per language, the configuration (table, "
+             "mode) with the lowest development WER, mean over its seeds, is chosen; its test WER (mean over "
+             "the same seeds) is reported and was not used to choose. Baseline: the shared task's test WER.", "",
+             table(["language", "table", "mode", "seeds", "dev WER", "test WER", "baseline", "test − baseline",
+                    "candidates"], rows, align="l" * 9)]
+    write_results(RESULTS / out, {"tables": names, "chosen": chosen, "macro": macro}, "\n".join(lines), threads=1)
 
 
 def m2m_links(corpus: Path) -> list[tuple[list[str], list[str], set[tuple[int, int]]]]:
@@ -236,6 +332,9 @@ def alignments(work: Path, limit: int, peer: Path) -> None:
         else:
             names = ["prior", "exact-posterior"] + (["posterior"] if record["mode"].startswith("vae") else [])
         name = job_name(record["lang"], record["mode"], record["seed"])
+        if not (work / "runs" / name / "config.yaml").is_file():  # a record restored without its run
+            print(f"{name}: no run folder under {work / 'runs'}, skipped", flush=True)
+            continue
         run = load_run(work / "runs" / name, torch.device("cpu"))
         data = load_transduction(work / "data" / record["lang"])
         pairs = align_split(run, data, "test", limit=limit)
@@ -283,7 +382,9 @@ def alignments(work: Path, limit: int, peer: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["run", "report", "align"])
+    parser.add_argument("action", choices=["run", "report", "align", "best"])
+    parser.add_argument("--tables", nargs="+", default=["g2p_sigmorphon", "g2p_sigmorphon_big", "g2p_sigmorphon_big_nfd"],
+                        help="best: the results tables whose runs compete (ties go to the first named)")
     parser.add_argument("--limit", type=int, default=1000, help="align: test (and training) words per run")
     parser.add_argument("--peer", default=str(ROOT / "runs" / "g2p-peer"), help="align: g2p_peer.py's work folder")
     parser.add_argument("--work", default=str(ROOT / "runs" / "g2p"))
@@ -304,6 +405,9 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(args.work).resolve()
     if args.action == "report":
         report(work, args.note, args.results)
+        return
+    if args.action == "best":
+        best_on_dev(args.tables)
         return
     if args.action == "align":
         alignments(work, args.limit, Path(args.peer))
