@@ -467,16 +467,34 @@ def inner_transformer(args) -> None:
     write_transformer(args, recipe, max_tokens, params, rounds, decoding, [t.name for t in trainers])
 
 
+def decoding_ratios(decoding: list[dict]) -> dict:
+    """Per beam: varattn / OpenNMT-py sentences/s, paired by repeat (median and range)."""
+    ratios = {}
+    for beam in sorted({d["beam"] for d in decoding}):
+        ours = {d["repeat"]: d["sentences_per_s"] for d in decoding if d["beam"] == beam and d["toolkit"] == "varattn"}
+        peer = {d["repeat"]: d["sentences_per_s"] for d in decoding if d["beam"] == beam and d["toolkit"] != "varattn"}
+        ratios[beam] = summary([ours[k] / peer[k] for k in ours])
+    return ratios
+
+
+def decoding_lines(decoding: list[dict], ratios: dict) -> list[str]:
+    """The decoding table and a line per beam of its ratios (markdown lines)."""
+    return [table(["beam", "toolkit", "repeat", "sentences", "seconds", "sentences/s",
+                   "mean output length (incl. </s>)", "output tokens/s", "load"],
+                  [[d["beam"], d["toolkit"], d["repeat"], d["sentences"], f"{d['seconds']:.1f}",
+                    f"{d['sentences_per_s']:.1f}", f"{d['mean_output_length']:.1f}",
+                    f"{d['output_tokens_per_s']:.0f}", f"{d['load_1min']:.2f}"] for d in decoding],
+                  align="rlrrrrrrr"),
+            ""] + [f"Decoding beam {b}: varattn / OpenNMT-py sentences/s = {v['median']:.2f} (range "
+                   f"{v['min']:.2f}-{v['max']:.2f})." for b, v in ratios.items()] + [""]
+
+
 def write_transformer(args, recipe, max_tokens, params, rounds, decoding, names) -> None:
     import onmt
     import torch
 
     ratios = {key: summary([r[f"ratio_{key}"] for r in rounds]) for key, *_ in COMPARISONS}
-    dec_ratios = {}
-    for beam in sorted({d["beam"] for d in decoding}):
-        ours = {d["repeat"]: d["sentences_per_s"] for d in decoding if d["beam"] == beam and d["toolkit"] == "varattn"}
-        peer = {d["repeat"]: d["sentences_per_s"] for d in decoding if d["beam"] == beam and d["toolkit"] != "varattn"}
-        dec_ratios[beam] = summary([ours[k] / peer[k] for k in ours])
+    dec_ratios = decoding_ratios(decoding)
     command = command_line(__file__, args.argv)
     info = harness.machine(threads=1)
     try:
@@ -521,19 +539,12 @@ def write_transformer(args, recipe, max_tokens, params, rounds, decoding, names)
               f"{med(f'{d}_tokens_per_s'):.0f} target tokens/s." for k, n, d, w in COMPARISONS]
     last = rounds[-1]
     lines += ["", "Training loss (cross-entropy per target token, `</s>` included, each toolkit's own loss), mean "
-              f"over the last round's steps: " + ", ".join(f"{n} {last[f'{n}_loss']:.2f}" for n in names)
+              "over the last round's steps: " + ", ".join(f"{n} {last[f'{n}_loss']:.2f}" for n in names)
               + f" (after {args.warmup + args.rounds * args.steps} steps).", ""]
     if decoding:
         lines += ["Decoding after training (the float32 copies): test sentences, α = 1, no end-of-sentence penalty, "
                   "maximum length 1.5 |x| + 5; alternating toolkits.", "",
-                  table(["beam", "toolkit", "repeat", "sentences", "seconds", "sentences/s",
-                         "mean output length (incl. </s>)", "output tokens/s", "load"],
-                        [[d["beam"], d["toolkit"], d["repeat"], d["sentences"], f"{d['seconds']:.1f}",
-                          f"{d['sentences_per_s']:.1f}", f"{d['mean_output_length']:.1f}",
-                          f"{d['output_tokens_per_s']:.0f}", f"{d['load_1min']:.2f}"] for d in decoding],
-                        align="rlrrrrrrr")]
-        lines += [""] + [f"Decoding beam {b}: varattn / OpenNMT-py sentences/s = {v['median']:.2f} (range "
-                         f"{v['min']:.2f}-{v['max']:.2f})." for b, v in dec_ratios.items()] + [""]
+                  *decoding_lines(decoding, dec_ratios)]
     else:
         lines += ["Decoding not measured (`--no-decode`).", ""]
     write_results(Path(args.out) / args.name, record, "\n".join(lines), command=command, threads=1)
@@ -545,11 +556,7 @@ def write(args, size, max_tokens, params, rounds, decoding, n_batches) -> None:
     import torch
 
     ratio = summary([r["ratio"] for r in rounds])
-    dec_ratios = {}
-    for beam in sorted({d["beam"] for d in decoding}):
-        ours = {d["repeat"]: d["sentences_per_s"] for d in decoding if d["beam"] == beam and d["toolkit"] == "varattn"}
-        peer = {d["repeat"]: d["sentences_per_s"] for d in decoding if d["beam"] == beam and d["toolkit"] != "varattn"}
-        dec_ratios[beam] = summary([ours[k] / peer[k] for k in ours])
+    dec_ratios = decoding_ratios(decoding)
     command = command_line(__file__, args.argv)
     info = harness.machine(threads=1)
     record = {"what": "CPU training speed (target tokens/s) and decoding speed, varattn soft vs OpenNMT-py",
@@ -581,14 +588,7 @@ def write(args, size, max_tokens, params, rounds, decoding, n_batches) -> None:
     if decoding:
         lines += ["Decoding after training: test sentences, α = 1, no end-of-sentence penalty, maximum length "
                   "1.5 |x| + 5; alternating toolkits.", "",
-                  table(["beam", "toolkit", "repeat", "sentences", "seconds", "sentences/s",
-                         "mean output length (incl. </s>)", "output tokens/s", "load"],
-                        [[d["beam"], d["toolkit"], d["repeat"], d["sentences"], f"{d['seconds']:.1f}",
-                          f"{d['sentences_per_s']:.1f}", f"{d['mean_output_length']:.1f}",
-                          f"{d['output_tokens_per_s']:.0f}", f"{d['load_1min']:.2f}"] for d in decoding],
-                        align="rlrrrrrrr")]
-        lines += [""] + [f"Decoding beam {b}: varattn / OpenNMT-py sentences/s = {v['median']:.2f} (range "
-                         f"{v['min']:.2f}-{v['max']:.2f})." for b, v in dec_ratios.items()] + [""]
+                  *decoding_lines(decoding, dec_ratios)]
     # NAME.json (the record, stamped with its commit and date) and NAME.md (ending with them), atomically
     write_results(Path(args.out) / args.name, record, "\n".join(lines), command=command, threads=1)
     print("\n".join(lines))

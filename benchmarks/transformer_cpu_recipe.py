@@ -24,12 +24,11 @@ import numpy as np
 import torch
 
 from harness import RESULTS, ROOT, command_line, table, write_results
-from varattn.config import files as config_files
 from varattn.data.text.batching import TokenBatcher, collate
-from varattn.data.text.prepared import load_prepared
 from varattn.device import autocast
 from varattn.models.registry import build_translation_model
 from varattn.tasks.translation import batch_loss
+from workloads import recipe_variants
 
 
 class Variant:
@@ -56,11 +55,6 @@ class Variant:
         return time.perf_counter() - start
 
 
-def parse_variant(text: str) -> tuple[str, list[str]]:
-    name, _, overrides = text.partition("=")
-    return name.strip(), overrides.split()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default=str(ROOT / "configs" / "multi30k" / "transformer.yaml"))
@@ -72,10 +66,8 @@ def main() -> None:
     parser.add_argument("--out", default="transformer_cpu_recipe")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    variants_spec = [parse_variant(v) for v in args.variant]
-    configs = {name: config_files.load(args.recipe, overrides) for name, overrides in variants_spec}
+    configs, overrides, data = recipe_variants(args.recipe, args.variant)
     first = next(iter(configs.values()))
-    data = load_prepared(first.data.dir if os.path.isabs(first.data.dir) else ROOT / first.data.dir)
     split = data.split("train")
     batcher = TokenBatcher(split.src_lengths, split.tgt_lengths, first.data.max_tokens, seed=args.seed)
     epoch_batches = batcher.batches(0)
@@ -101,7 +93,7 @@ def main() -> None:
     rows = []
     for variant in variants:
         rate = statistics.median(rates[variant.name])
-        rows.append({"variant": variant.name, "overrides": dict(variants_spec)[variant.name],
+        rows.append({"variant": variant.name, "overrides": overrides[variant.name],
                      "mode": variant.config.model.mode, "parameters": variant.parameters,
                      "tokens_per_s": rate, "minutes_per_epoch": epoch_tokens / rate / 60,
                      "ratio_to_first": rate / base, "rounds": rates[variant.name]})

@@ -34,12 +34,11 @@ import torch
 import harness
 from harness import RESULTS, ROOT, command_line, table, write_results
 from varattn import latent
-from varattn.config import files as config_files
 from varattn.data.text.batching import TokenBatcher, collate
-from varattn.data.text.prepared import load_prepared
 from varattn.device import autocast
 from varattn.models.registry import build_translation_model
 from varattn.tasks.translation import batch_loss
+from workloads import recipe_variants
 
 
 def entropy(log_probs: torch.Tensor) -> torch.Tensor:
@@ -154,10 +153,8 @@ def main() -> None:
     if not args.variant:
         parser.error("--variant or --curves is needed")
     torch.set_num_threads(1)
-    specs = [(n.strip(), o.split()) for n, _, o in (v.partition("=") for v in args.variant)]
-    configs = {name: config_files.load(args.recipe, overrides) for name, overrides in specs}
+    configs, overrides, data = recipe_variants(args.recipe, args.variant)
     first = next(iter(configs.values()))
-    data = load_prepared(first.data.dir if os.path.isabs(first.data.dir) else ROOT / first.data.dir)
     train, valid = data.split("train"), data.split("valid")
     order = TokenBatcher(train.src_lengths, train.tgt_lengths, first.data.max_tokens, seed=first.train.seed).batches(1)
     train_batches = [collate(train, b) for b in order[:args.steps]]
@@ -169,7 +166,7 @@ def main() -> None:
         print(name, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in point.items()}, flush=True)
 
     def write():
-        rows = [[r["variant"], "`" + " ".join(dict(specs)[r["variant"]]) + "`", p["step"], fmt(p["prior_entropy"]),
+        rows = [[r["variant"], "`" + " ".join(overrides[r["variant"]]) + "`", p["step"], fmt(p["prior_entropy"]),
                  fmt(p["q_entropy"]), fmt(p["posterior_entropy"]), fmt(p["kl"], ".4f"), fmt(p["spread"]),
                  fmt(p["grad_prior"], ".4f"), fmt(p["grad_q"], ".4f"), fmt(p["grad_output"], ".4f")]
                 for r in results for p in r["curve"]]

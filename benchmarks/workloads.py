@@ -192,3 +192,18 @@ def model_and_batch(folder: Path, pairs: int, seed: int, run: str | None = None,
     model.double()
     batch = collate(split, list(range(pairs)))
     return model, batch
+
+
+def recipe_variants(recipe: str, specs: list[str]) -> tuple[dict, dict, object]:
+    """``'NAME=override override ...'`` specs -> ({NAME: Config of ``recipe`` with those overrides},
+    {NAME: the overrides}, the prepared data folder of the first one, relative to the checkout unless
+    absolute)."""
+    import os
+
+    from varattn.config import files as config_files
+    from varattn.data.text.prepared import load_prepared
+
+    overrides = {name.strip(): rest.split() for name, _, rest in (spec.partition("=") for spec in specs)}
+    configs = {name: config_files.load(recipe, given) for name, given in overrides.items()}
+    folder = next(iter(configs.values())).data.dir
+    return configs, overrides, load_prepared(folder if os.path.isabs(folder) else ROOT / folder)
