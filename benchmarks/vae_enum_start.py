@@ -92,9 +92,10 @@ def train_variant(name: str, config, data, train_batches, probe_batches, every: 
     curve = [{"step": 0, **probe(model, probe_batches), "grad_prior": None, "grad_q": None, "grad_output": None}]
     log(name, curve[-1])
     started = time.perf_counter()
+    warming_up = latent.get_mode(config.model.mode).warmup
     for step, batch in enumerate(train_batches, 1):
         with autocast(torch.device("cpu"), config.train.bf16, config.train.cpu_bf16):
-            loss, _ = batch_loss(model, batch, generator, config.model)
+            loss, _ = batch_loss(model, batch, generator, config.model, warming_up and step <= config.train.warmup_steps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grads = {"grad_prior": grad_norm(model.align), "grad_q": grad_norm(model.inference),

@@ -156,6 +156,43 @@ def test_reported_terms_of_exact_modes():
         torch.testing.assert_close(terms.nll, terms.loss.detach())
 
 
+@FEW
+@given(seed=st.integers(0, 10**6), B=st.integers(1, 3), S=st.integers(1, 5), masked=st.booleans())
+def test_vae_enum_exact_start_is_the_marginal_and_teaches_q_the_exact_posterior(seed, B, S, masked):
+    """vae-enum's warm-up: loss = -log Σ p e^ℓ + KL(sg(q*) ‖ q) with q* ∝ p e^ℓ, written with loops here.
+    The prior and the likelihood get the marginal's gradients; q's scores get q − q*."""
+    pr = problem(seed, B, S, masked=masked)
+    toy, mask = toy_of(pr), pr["mask"]
+    expected = []
+    for b in range(B):
+        idx = [s for s in range(S) if mask[b, s]]
+        if not idx:
+            expected.append(torch.zeros((), dtype=torch.float64))
+            continue
+        ell = {s: toy.ell(b, F.one_hot(torch.tensor(s), S).double()) for s in idx}
+        zp = sum(torch.exp(pr["prior"][b, s]) for s in idx)
+        zq = sum(torch.exp(pr["posterior"][b, s]) for s in idx)
+        joint = {s: torch.exp(pr["prior"][b, s]) / zp * torch.exp(ell[s]) for s in idx}
+        evidence = sum(joint.values())
+        exact = {s: (joint[s] / evidence).detach() for s in idx}
+        q = {s: torch.exp(pr["posterior"][b, s]) / zq for s in idx}
+        expected.append(-torch.log(evidence) + sum(exact[s] * (torch.log(exact[s]) - torch.log(q[s])) for s in idx))
+    expected = torch.stack(expected)
+    terms = run("vae-enum", pr, warmup=True)
+    torch.testing.assert_close(terms.loss, expected, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(terms.nll, run("marginal", pr).nll)
+    torch.testing.assert_close(terms.kl, categorical_kl(pr["posterior"], pr["prior"], mask).detach())
+    got, want, marginal = grads(terms.loss, pr), grads(expected, pr), grads(run("marginal", pr).loss, pr)
+    for k in LEAVES:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-8, atol=1e-10, msg=f"d/d{k}")
+        if k != "posterior":
+            torch.testing.assert_close(got[k], marginal[k], rtol=1e-8, atol=1e-10, msg=f"marginal d/d{k}")
+    q = masked_log_softmax(pr["posterior"], mask).exp()
+    exact = masked_log_softmax(pr["prior"] + toy.enumerate(), mask).exp()
+    rows = mask.any(-1)
+    torch.testing.assert_close(got["posterior"][rows], ((q - exact) * mask)[rows].detach(), rtol=1e-8, atol=1e-10)
+
+
 # ----------------------------------------------------------------------------- estimators
 
 MC_SAMPLES = 20_000
@@ -389,7 +426,7 @@ def test_errors():
     with pytest.raises(ValueError, match="posterior"):
         objective("vae-enum", toy_of(pr), pr["prior"])
     with pytest.raises(ValueError, match="warmup"):
-        run("vae-enum", pr, warmup=True)
+        run("hard-enum", pr, warmup=True)
     with pytest.raises(ValueError, match="samples"):
         run("vae-sample", pr, samples=0)
     assert isinstance(toy_of(pr), Likelihood)

@@ -103,7 +103,7 @@ class TrainConfig(Section):
     tensorboard: bool = setting(False, "also write TensorBoard logs (needs the tensorboard package)")
     progress: bool = setting(True, "progress bars")
     init_from: str = setting("", "run directory or checkpoint to initialise the weights from")
-    warmup_steps: int = count(0, "modes with a warm-up objective (vae-dirichlet: 1000 unless set): its length in steps")
+    warmup_steps: int = count(0, "modes with a warm-up objective (vae-dirichlet: 1000 unless set; vae-enum: the exact start, 0 unless set): its length in steps")
     enumerate_topk: int = count(0, "training only (marginal, hard-enum, vae-enum): enumerate the K positions "
                                    "of highest prior score per query (q's for vae-enum); 0 = all; evaluation "
                                    "stays exact")

@@ -50,6 +50,13 @@ dimension), :math:`\bar{\cdot}` the mean over k and :math:`\mathrm{sg}` stop-gra
   :math:`-\sum_k \tilde w_k [\ell(z_k) + \log p(z_k)] - \sum_k \tilde w_k \log q(z_k)`
   (wake updates of the likelihood, the prior and q). ``Terms.kl`` reports the closed-form KL(q‖p)
   for monitoring; it is not part of this loss.
+- vae-enum with ``warmup=True`` (the exact start): the bound evaluated at the exact posterior
+  :math:`q^*(s) \propto p(s) e^{\ell(s)}`, where it equals the marginal likelihood, trains the prior and
+  the likelihood, and q learns to match :math:`q^*`: the loss is
+  :math:`-\log \sum_s p(s) e^{\ell(s)} + KL(\mathrm{sg}(q^*) \| q)`. The KL(q‖p) term keeps its full
+  weight throughout: this is not annealing but the same bound at a better q, which enumeration can afford.
+  It breaks the symmetric start in which q is uniform, every source position is trained to predict every
+  word, and nothing pushes q or the prior away from uniform (docs/transformer.md).
 - vae-dirichlet with ``warmup=True``: the paper's warm-up objective
   :math:`E_{z \sim Dir(\alpha_p)}[\ell(z)]`, sampled from the *prior* Dirichlet, no KL, no posterior.
   The objective takes q's scores as given; models form them with
@@ -399,9 +406,22 @@ def _hard_sample(pb: _Problem) -> _Out:
 
 def _vae_enum(pb: _Problem) -> _Out:
     log_q, log_p = pb.log_posterior(), pb.log_prior()
+    if pb.warmup:
+        return _vae_enum_exact_start(pb, log_q, log_p)
     nll = _expected_nll(pb, log_q)
     kl = _cat_kl(log_q, log_p, pb.rows.eff)
     return nll + kl, nll, kl
+
+
+def _vae_enum_exact_start(pb: _Problem, log_q: Tensor, log_p: Tensor) -> _Out:
+    """vae-enum's warm-up: the bound at the exact posterior q* ∝ p(s) e^{ℓ(s)}, where it equals the
+    marginal likelihood, trains the prior and the likelihood; q learns to match q* (KL(sg(q*) ‖ q))."""
+    joint = log_p + pb.enum()
+    log_marginal = torch.logsumexp(joint.masked_fill(~pb.rows.eff, _NEG_INF), -1)
+    nll = -log_marginal
+    log_exact = (joint - log_marginal[..., None]).detach()
+    match = _cat_kl(log_exact, log_q, pb.rows.eff)
+    return nll + match, nll, _cat_kl(log_q, log_p, pb.rows.eff)
 
 
 def _vae_sample(pb: _Problem) -> _Out:
@@ -462,7 +482,7 @@ MODE_RECORDS: dict[str, Mode] = {m.name: m for m in (
     Mode("marginal", truncatable=True, loss=_marginal),
     Mode("hard-enum", truncatable=True, loss=_hard_enum),
     Mode("hard-sample", loss=_hard_sample),
-    Mode("vae-enum", posterior=True, truncatable=True, loss=_vae_enum),
+    Mode("vae-enum", posterior=True, truncatable=True, warmup=True, loss=_vae_enum),
     Mode("vae-sample", posterior=True, loss=_vae_sample),
     Mode("vae-gumbel", posterior=True, loss=_vae_gumbel),
     Mode("vae-rws", posterior=True, defaults=(("model.samples", 5),), loss=_vae_rws),
@@ -500,7 +520,8 @@ def objective(mode: str, likelihood: Likelihood, prior: Tensor, posterior: Optio
             for ``vae-rws`` K is the number of importance samples).
         temperature: τ of ``vae-gumbel``.
         generator: ``torch.Generator`` on the scores' device for every random draw.
-        warmup: ``vae-dirichlet`` only: the warm-up objective E_{z~Dir(α_p)}[ℓ(z)] (no KL, no posterior).
+        warmup: the mode's warm-up objective (modes whose record has ``warmup``): for ``vae-dirichlet``
+            E_{z~Dir(α_p)}[ℓ(z)] (no KL, no posterior); for ``vae-enum`` the exact start (module docstring).
         topk: 0 = exact; K > 0 = truncated enumeration over the K positions of highest prior (q for
             ``vae-enum``) score, for modes whose record is ``truncatable`` (module docstring).
 
@@ -510,7 +531,7 @@ def objective(mode: str, likelihood: Likelihood, prior: Tensor, posterior: Optio
     record = get_mode(mode)
     if warmup and not record.warmup:
         raise ValueError(f"warmup=True is only defined for modes with a warm-up, not {mode!r}")
-    needs_q = record.posterior and not warmup
+    needs_q = record.posterior and not (warmup and record.name == "vae-dirichlet")
     if needs_q and posterior is None:
         raise ValueError(f"mode {mode!r} needs posterior scores (an inference network)")
     if int(samples) < 1:
