@@ -49,7 +49,8 @@ def entropy(log_probs: torch.Tensor) -> torch.Tensor:
 def probe(model, batches) -> dict:
     """The figures of the module docstring, token-weighted means over ``batches``."""
     model.eval()
-    sums = {"prior_entropy": 0.0, "posterior_entropy": 0.0, "q_entropy": 0.0, "kl": 0.0, "spread": 0.0}
+    sums = {"prior_entropy": 0.0, "posterior_entropy": 0.0, "q_entropy": 0.0, "kl": 0.0, "spread": 0.0,
+            "exact_kl": 0.0}
     count, has_q = 0, False
     for batch in batches:
         out = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)
@@ -62,6 +63,7 @@ def probe(model, batches) -> dict:
         spread = emission.masked_fill(~mask, -torch.inf).amax(-1) - mean_emission
         sums["prior_entropy"] += entropy(log_prior)[real].sum().item()
         sums["posterior_entropy"] += entropy(log_post)[real].sum().item()
+        sums["exact_kl"] += (log_post.exp() * (log_post - log_prior)).nan_to_num().sum(-1)[real].sum().item()
         sums["spread"] += spread[real].sum().item()
         if out.posterior is not None:
             has_q = True
@@ -124,19 +126,53 @@ def curves(specs: list[str], out: str) -> None:
         config = yaml.safe_load((folder / "config.yaml").read_text())
         runs.append({"run": name, "dir": harness.rel(folder), "mode": config["model"]["mode"],
                      "posterior_param": config["model"]["posterior_param"],
-                     "cross_attention": config["transformer"]["cross_attention"], "records": records})
+                     "cross_attention": config["transformer"]["cross_attention"],
+                     "max_tokens": config["data"]["max_tokens"], "lr": config["train"]["lr"],
+                     "warmup_steps": config["train"]["warmup_steps"], "records": records})
         for r in records:
             rows.append([name, r["epoch"], r["step"], f"{r['ppl']:.1f}", fmt(r.get("elbo_ppl"), ".1f"),
                          fmt(r.get("kl"), ".5f"), f"{r['entropy']:.3f}"])
     markdown = "\n".join([
-        "Validation (1,014 pairs, float32) during the first epoch of `configs/multi30k/transformer.yaml` "
-        "(`train.epochs=1 train.validate_every=55`), one thread; prior entropy in nats (uniform over the "
-        "validation sources: 2.69).", "",
+        "Validation (1,014 pairs, float32) during the first epochs of `configs/multi30k/transformer.yaml` runs "
+        "(`train.validate_every` a quarter of an epoch; each run's settings below), one thread; prior entropy "
+        "in nats (uniform over the validation sources: 2.69). Warm-up = `train.warmup_steps` of vae-enum's "
+        "exact start.", "",
         table(["run", "epoch", "step", "exact PPL", "ELBO PPL", "KL", "prior entropy"], rows), "",
         "Runs: " + "; ".join(f"{r['run']}: mode {r['mode']}, posterior_param {r['posterior_param']}, "
-                             f"cross_attention {r['cross_attention']} (`{r['dir']}`)" for r in runs)])
+                             f"cross_attention {r['cross_attention']}, batches of {r['max_tokens']} tokens, "
+                             f"lr {r['lr']}, warm-up {r['warmup_steps']} steps (`{r['dir']}`)" for r in runs)])
     write_results(RESULTS / out, {"runs": runs}, markdown, command=command_line(__file__))
     print(markdown)
+
+
+def probe_runs(specs: list[str], batches: int, out: str) -> None:
+    """Probe finished runs' last checkpoints on validation batches (see the module docstring)."""
+    from varattn.data.text.prepared import load_prepared
+    from varattn.training.runs import load_run
+
+    rows, records = [], []
+    for spec in specs:
+        name, _, folder = spec.partition("=")
+        run = load_run(folder, torch.device("cpu"), prefer="checkpoint_last")
+        folder_data = run.config.data.dir
+        data = load_prepared(folder_data if os.path.isabs(folder_data) else ROOT / folder_data)
+        valid = data.split("valid")
+        fixed = TokenBatcher(valid.src_lengths, valid.tgt_lengths, run.config.data.max_tokens, shuffle=False).batches()
+        chosen = [collate(valid, b) for b in fixed[::max(1, len(fixed) // batches)][:batches]]
+        point = probe(run.model, chosen)
+        records.append({"run": name, "dir": folder, **point})
+        rows.append([name, f"`{folder}`", fmt(point["prior_entropy"]), fmt(point["q_entropy"]),
+                     fmt(point["posterior_entropy"]), fmt(point["kl"], ".4f"), fmt(point["exact_kl"], ".4f"),
+                     fmt(point["spread"])])
+    markdown = "\n".join([
+        f"Finished runs' last checkpoints probed on {batches} fixed validation batches in float32: entropies "
+        "of the prior p, the inference network's q and the exact posterior q* ∝ p e^ℓ, KL(q‖p) (what "
+        "the model reports), KL(q*‖p) (what y_t tells about z_t under the model: the most any q could carry) "
+        "and the likelihood's spread max_s ℓ(s) − mean_s ℓ(s), nats per target token.", "",
+        table(["run", "folder", "prior H", "q H", "exact posterior H", "KL(q‖p)", "KL(q*‖p)", "log-lik spread"],
+              rows)])
+    write_results(RESULTS / out, {"runs": records}, markdown, command=command_line(__file__))
+    print(markdown, flush=True)
 
 
 def main() -> None:
@@ -144,11 +180,15 @@ def main() -> None:
     parser.add_argument("--recipe", default=str(ROOT / "configs" / "multi30k" / "transformer.yaml"))
     parser.add_argument("--variant", action="append", help="'NAME=override override ...'")
     parser.add_argument("--curves", nargs="+", metavar="NAME=RUN_DIR", help="tabulate finished runs instead")
+    parser.add_argument("--probe-runs", nargs="+", metavar="NAME=RUN_DIR", help="probe finished runs instead")
     parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--every", type=int, default=20)
     parser.add_argument("--probe-batches", type=int, default=2)
     parser.add_argument("--out", default="vae_enum_start")
     args = parser.parse_args()
+    if args.probe_runs:
+        torch.set_num_threads(1)
+        return probe_runs(args.probe_runs, args.probe_batches, args.out if args.out != "vae_enum_start" else "vae_enum_probe")
     if args.curves:
         return curves(args.curves, args.out if args.out != "vae_enum_start" else "vae_enum_epoch1")
     if not args.variant:
