@@ -39,3 +39,20 @@ def test_every_mode_trains_and_reports(synthetic_data, tmp_path, mode):
         assert "elbo_ppl" not in record
     if mode == "vae-dirichlet":
         assert record["mc_samples"] == 3
+
+
+def test_vae_enum_exact_start_runs_for_its_steps_then_the_elbo(synthetic_data, tmp_path):
+    """train.warmup_steps=2: the trainer asks for vae-enum's exact start on steps 1-2 only (the objective
+    itself is checked against brute force in tests/test_latent.py)."""
+    config = tiny_config(synthetic_data, "vae-enum", max_steps=3, warmup_steps=2)
+    trainer = Trainer(config, tmp_path / "run")
+    flags = []
+    plain = trainer.task.loss
+
+    def recording(model, batch, generator, cfg, warmup):
+        flags.append(warmup)
+        return plain(model, batch, generator, cfg, warmup)
+
+    trainer.task.loss = recording
+    assert trainer.run()["steps"] == 3
+    assert flags == [True, True, False]
