@@ -314,6 +314,7 @@ def report(args) -> None:
                   table(["epoch", *(m for m, _ in curves)], epochs, align="r" * (1 + len(curves)))]
     settings = "; ".join(f"{m}: " + ", ".join(f"{k}={v}" for k, v in kv.items()) for m, kv in MODE_SETTINGS.items())
     if args.arch == "transformer":
+        settings += recipe_mode_blocks(recipe({"kind": "mt"}, args))
         lines += ["", HOW_TRANSFORMER.format(
             model=", ".join(f"{k}={v}" for k, v in {**TRANSFORMER_SHARED, **{f"transformer.{k}": v for k, v in
                                                                           TRANSFORMER.items()}}.items()),
@@ -324,6 +325,18 @@ def report(args) -> None:
     write_results(Path(args.results), {"chosen": chosen, "table": summary, "results": results}, text,
                   command=command_line(__file__, args.argv), threads=args.threads)
     print(text)
+
+
+def recipe_mode_blocks(path: Path) -> str:
+    """A recipe's own ``modes:`` block as settings text (they apply to the Multi30k runs, not the synthetic ones)."""
+    import yaml
+
+    blocks = yaml.safe_load(path.read_text()).get("modes") or {}
+    if not blocks:
+        return ""
+    return "; and from the recipe's `modes:` block (Multi30k runs only): " + "; ".join(
+        f"{mode}: " + ", ".join(f"{section}.{k}={v}" for section, fields in kv.items() for k, v in fields.items())
+        for mode, kv in blocks.items())
 
 
 def transformer_intro(args, results: dict) -> str:
