@@ -25,6 +25,8 @@ class Mode:
         therefore by K-max truncation); False for ``soft`` (no latent variable) and ``vae-dirichlet``
         (continuous z).
     warmup: has a warm-up objective for its first steps (``train.warmup_steps``).
+    warmup_uses_posterior: its warm-up objective trains q too (vae-enum's exact start), so the inference
+        network's scores are needed during the warm-up; vae-dirichlet's warm-up needs none.
     soft_context: the model predicts from the expected context (no latent variable at test time).
     truncatable: its training objective is a sum over every position weighted by one distribution
         (the prior, or q), so it can be truncated to that distribution's top K positions
@@ -45,6 +47,7 @@ class Mode:
     posterior: bool = False
     enumerable: bool = True
     warmup: bool = False
+    warmup_uses_posterior: bool = False
     soft_context: bool = False
     residual_posterior: bool = False
     chain: bool = False

@@ -55,8 +55,8 @@ dimension), :math:`\bar{\cdot}` the mean over k and :math:`\mathrm{sg}` stop-gra
   the likelihood, and q learns to match :math:`q^*`: the loss is
   :math:`-\log \sum_s p(s) e^{\ell(s)} + KL(\mathrm{sg}(q^*) \| q)`. The KL(q‖p) term keeps its full
   weight throughout: this is not annealing but the same bound at a better q, which enumeration can afford.
-  It breaks the symmetric start in which q is uniform, every source position is trained to predict every
-  word, and nothing pushes q or the prior away from uniform (docs/transformer.md).
+  It sharpens the prior while it lasts; what it does after the switch to the network's q depends on q's
+  form (docs/transformer.md).
 - vae-dirichlet with ``warmup=True``: the paper's warm-up objective
   :math:`E_{z \sim Dir(\alpha_p)}[\ell(z)]`, sampled from the *prior* Dirichlet, no KL, no posterior.
   The objective takes q's scores as given; models form them with
@@ -482,7 +482,7 @@ MODE_RECORDS: dict[str, Mode] = {m.name: m for m in (
     Mode("marginal", truncatable=True, loss=_marginal),
     Mode("hard-enum", truncatable=True, loss=_hard_enum),
     Mode("hard-sample", loss=_hard_sample),
-    Mode("vae-enum", posterior=True, truncatable=True, warmup=True, loss=_vae_enum),
+    Mode("vae-enum", posterior=True, truncatable=True, warmup=True, warmup_uses_posterior=True, loss=_vae_enum),
     Mode("vae-sample", posterior=True, loss=_vae_sample),
     Mode("vae-gumbel", posterior=True, loss=_vae_gumbel),
     Mode("vae-rws", posterior=True, defaults=(("model.samples", 5),), loss=_vae_rws),
@@ -531,7 +531,7 @@ def objective(mode: str, likelihood: Likelihood, prior: Tensor, posterior: Optio
     record = get_mode(mode)
     if warmup and not record.warmup:
         raise ValueError(f"warmup=True is only defined for modes with a warm-up, not {mode!r}")
-    needs_q = record.posterior and not (warmup and record.name == "vae-dirichlet")
+    needs_q = record.posterior and (record.warmup_uses_posterior or not warmup)
     if needs_q and posterior is None:
         raise ValueError(f"mode {mode!r} needs posterior scores (an inference network)")
     if int(samples) < 1:
