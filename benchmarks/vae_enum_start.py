@@ -18,7 +18,10 @@ fixed validation batches in eval mode (float32):
 
 ``--curves NAME=RUN_DIR ...`` instead tabulates finished ``varattn train`` runs: each validation record of
 their ``log.jsonl`` (exact PPL, ELBO PPL, KL, prior entropy by step), with the run's overrides, into
-``benchmarks/results/vae_enum_epoch1.{md,json}`` (``--out``).
+``benchmarks/results/vae_enum_epoch1.{md,json}`` (``--out``). ``--probe-runs NAME=RUN_DIR ...`` probes
+finished runs' last checkpoints on ``--probe-batches`` validation batches: the entropies above, KL(q‖p) and
+KL(q*‖p) of the exact posterior q* (the most any q could carry), into ``vae_enum_probe.{md,json}``. A mode
+with a warm-up (vae-enum's exact start) runs it for ``train.warmup_steps`` steps here as in training.
 """
 
 from __future__ import annotations
