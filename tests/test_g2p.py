@@ -4,6 +4,7 @@ independent computation, and train / evaluate / translate / align end to end thr
 from __future__ import annotations
 
 import json
+import shutil
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
@@ -293,3 +294,32 @@ def test_transformer_trains_on_a_lexicon(tiny_lexicon, one_thread):
                      "transformer.ffn=64", "transformer.inf_layers=1", "train.epochs=1")
     history = [json.loads(line) for line in (run / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert history and "wer" in history[-1] and np.isfinite(history[-1]["ppl"])
+
+
+def test_evaluate_and_translate_with_an_ensemble(tiny_lexicon, tmp_path, capsys, one_thread):
+    """`--ensemble`: the WER `evaluate` reports is the WER of what `translate --ensemble` writes, scored
+    here; runs whose vocabularies differ are refused in one line."""
+    root = tiny_lexicon
+    soft, marginal = train_tiny(root, "soft"), train_tiny(root, "marginal")
+    status, _, err = run_cli(capsys, "evaluate", soft, "--ensemble", marginal, "--data", root / "data", "--split",
+                             "test", "--beam", "3", "--json", tmp_path / "scores.json")
+    assert status == 0, err
+    scores = json.loads((tmp_path / "scores.json").read_text(encoding="utf-8"))
+    assert scores["ensemble"] == [str(soft), str(marginal)] and scores["mode"] == "soft"
+    words = [line.split("\t") for line in (root / "test.tsv").read_text(encoding="utf-8").splitlines()]
+    write(tmp_path / "words.txt", [w for w, _ in words])
+    status, _, err = run_cli(capsys, "translate", soft, "--ensemble", marginal, "--input", tmp_path / "words.txt",
+                             "--output", tmp_path / "out.txt", "--beam", "3")
+    assert status == 0, err
+    hyps = (tmp_path / "out.txt").read_text(encoding="utf-8").splitlines()
+    refs = [p for _, p in words]
+    assert scores["wer"] == pytest.approx(100 * sum(h != r for h, r in zip(hyps, refs)) / len(refs))
+
+    stranger = tmp_path / "stranger"
+    shutil.copytree(marginal, stranger)
+    vocab_file = stranger / "data" / "vocab.tgt.json"
+    vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
+    vocab["tokens"][-1], vocab["tokens"][-2] = vocab["tokens"][-2], vocab["tokens"][-1]
+    vocab_file.write_text(json.dumps(vocab), encoding="utf-8")
+    status, _, err = run_cli(capsys, "translate", soft, "--ensemble", stranger, "--input", tmp_path / "words.txt")
+    assert status == 2 and f"{stranger}: its vocabularies differ" in err and len(err.strip().splitlines()) == 1

@@ -102,6 +102,9 @@ def _add_decoding(p, kmax_flag: str) -> None:
     g.add_argument("--max-len-a", type=float, help="maximum output length a * |x| + b: a")
     g.add_argument("--max-len-b", type=int, help="maximum output length a * |x| + b: b")
     g.add_argument("--batch-tokens", type=int, help="padded source tokens per decoding batch")
+    g.add_argument("--ensemble", nargs="+", metavar="RUN", default=[],
+                   help="decode with these runs too (trained on the same prepared data): the mean of every "
+                        "model's next-word probabilities; the run's own decode settings apply")
 
 
 def _override_decode(decode, args) -> None:
@@ -346,9 +349,13 @@ def cmd_evaluate(args) -> None:
     run = load_run(args.run, _device(args.device))
     _override_decode(run.config.decode, args)
     options = {"limit": args.limit} if args.limit is not None else {}
+    if args.ensemble:
+        options["decoder"] = _ensemble(run, args.ensemble, args.device).model
     with stopping.signals_caught():
         results = evaluate(run, args.data, args.split, kmax=tuple(args.kmax), bleu=not args.no_bleu, **options)
         signum = stopping.requested()
+    if args.ensemble:
+        results["ensemble"] = [str(run.checkpoint.parent), *args.ensemble]
     print(format_table(results))
     print(legend(results))
     if args.json:
@@ -381,6 +388,8 @@ def cmd_translate(args) -> None:
         if args.decode_kmax is None:
             args.decode_kmax = args.old_kmax
     run = _open_model(args.run, args.device)
+    if args.ensemble:
+        run = _ensemble(run, args.ensemble, args.device)
     decode = run.config.decode
     _override_decode(decode, args)
     if not 1 <= args.n_best <= decode.beam:
@@ -506,7 +515,7 @@ def _align(run, reverse, data, args) -> None:
     if "html" in summary:
         html = summary["html"]
         report = f"; report: {args.html} ({html['drawn']} of {html['pairs']} pairs drawn"
-        report += f"; --html-limit 0 draws all)" if html["drawn"] < html["pairs"] else ")"
+        report += "; --html-limit 0 draws all)" if html["drawn"] < html["pairs"] else ")"
     print(f"{len(summary['files'])} files written to {args.out}{report}")
     signum = stopping.requested()
     if signum:
@@ -578,6 +587,28 @@ def _open_model(path: str, device: str):
     from varattn.training.runs import load_run
 
     return load_run(path, _device(device))
+
+
+def _ensemble(run, paths: list[str], device: str):
+    """``run`` with its model replaced by the ensemble of it and the runs at ``paths`` (see
+    :mod:`varattn.decoding.ensemble`)."""
+    import dataclasses
+
+    from varattn.decoding.ensemble import Ensemble, check_same_vocabularies
+    from varattn.models.protocol import Decodable
+
+    others = [_open_model(path, device) for path in paths]
+    for member, name in zip([run, *others], [_run_name(run), *paths]):
+        if not isinstance(member.model, Decodable):
+            raise UserError(f"{name}: a {member.task.name} model does not decode word by word — --ensemble "
+                            "takes translation and transduction runs")
+    check_same_vocabularies(run, others, paths)
+    return dataclasses.replace(run, model=Ensemble([run.model, *(other.model for other in others)]))
+
+
+def _run_name(run) -> str:
+    """How an opened run is named in messages: its folder."""
+    return str(run.checkpoint.parent)
 
 
 def cmd_export(args) -> None:

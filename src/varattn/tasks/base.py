@@ -76,7 +76,8 @@ class Task:
 
         ``run`` is a loaded run (:class:`varattn.training.runs.LoadedRun`: ``model``, ``config``, ``data``
         — the run's own copy of the essentials —, ``checkpoint``, ``device``). ``options`` are what the
-        command was asked (``kmax``, ``bleu``, ``decode``, ``limit``) and what the analysis layer lends
+        command was asked (``kmax``, ``bleu``, ``decode``, ``limit``, ``decoder``: the model that decodes
+        when it is not the run's, e.g. an ensemble) and what the analysis layer lends
         (``alignment_scores(run, data, split, limit=N)``: the split's AER per distribution, ``{}`` without
         gold links); a task reads those it has a use for and ignores the rest. The default: the validation
         scores (:meth:`score`) of the whole split."""

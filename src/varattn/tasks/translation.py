@@ -4,6 +4,7 @@ and what ``varattn evaluate`` reports (scores, AER, BLEU)."""
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 from typing import Callable
 
 import sacrebleu
@@ -108,7 +109,8 @@ class TranslationTask(Task):
 
     def evaluate(self, run, data: PreparedData, split: str, *, kmax: tuple[int, ...] = (1, 2, 3, 5),
                  bleu: bool = True, decode: DecodeConfig | None = None, limit: int | None = None,
-                 alignment_scores: Callable[..., dict] | None = None, **_) -> dict:
+                 alignment_scores: Callable[..., dict] | None = None, decoder: torch.nn.Module | None = None,
+                 **_) -> dict:
         """Every metric of `varattn evaluate` for one split (see :mod:`varattn.tasks.translation_scores`
         for the scores), then the AER of ``alignment_scores`` (see :meth:`Task.evaluate`), then BLEU.
 
@@ -118,6 +120,9 @@ class TranslationTask(Task):
         with ``tokenize="none"`` (multi-bleu.perl's convention); ``sacrebleu`` the detokenised output against
         the raw reference (or the detokenised reference) with 13a, lowercased when the data pipeline
         lowercases.
+
+        ``decoder``: the model that decodes (e.g. an ensemble with the run's model in it,
+        :mod:`varattn.decoding.ensemble`); the scores are always the run's own model's.
 
         ``limit``: score only the first ``limit`` pairs of the split. When SIGINT or SIGTERM asks to stop
         (:mod:`varattn.stopping`), the results hold what was complete and ``partial`` says what is missing.
@@ -137,14 +142,15 @@ class TranslationTask(Task):
             return results
         results.update(aer_scores)
         if bleu:
-            results.update(self._bleu(run, split, decode or config.decode))
+            results.update(self._bleu(run, split, decode or config.decode, decoder or run.model))
         return results
 
     @staticmethod
-    def _bleu(run, split, decode: DecodeConfig) -> dict:
+    def _bleu(run, split, decode: DecodeConfig, decoder: torch.nn.Module) -> dict:
         """``bleu``, ``sacrebleu``, their signatures and the decoding settings of the decoded ``split``
         (or ``partial`` when a signal stopped the decoding)."""
-        found = decode_ids(run, [split.src(i).tolist() for i in range(len(split))], decode, progress=True)
+        found = decode_ids(SimpleNamespace(model=decoder, device=run.device, data=run.data),
+                           [split.src(i).tolist() for i in range(len(split))], decode, progress=True)
         signum = stopping.requested()
         if signum:
             return {"partial": f"stopped by {stopping.name(signum)} while decoding ({len(found)} of {len(split)} "

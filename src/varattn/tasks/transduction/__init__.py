@@ -36,16 +36,17 @@ class TransductionTask(TranslationTask):
         return scores
 
     def evaluate(self, run, data, split: str, *, kmax: tuple[int, ...] = (1, 2, 3, 5), bleu: bool = True,
-                 decode: DecodeConfig | None = None, limit: int | None = None, **_) -> dict:
+                 decode: DecodeConfig | None = None, limit: int | None = None, decoder=None, **_) -> dict:
         """Every score of `varattn evaluate` on ``split`` of a transduction folder (its first ``limit``
         words where given); ``bleu`` (the flag `--no-bleu` turns off) decodes and adds ``wer``, ``per``,
-        ``words`` and the decoding settings."""
+        ``words`` and the decoding settings. ``decoder``: the model that decodes (default the run's; e.g.
+        an ensemble, :mod:`varattn.decoding.ensemble`); the likelihood scores are the run's model's."""
         from varattn.tasks.transduction.decoding import decode_split
 
         split, results = split_scores(run, data, split, kmax, limit, "word")
         config = run.config
         if bleu:
             decode = decode or config.decode
-            found = decode_split(run.model, run.device, split, decode)
+            found = decode_split(decoder or run.model, run.device, split, decode)
             results.update(wer=found["wer"], per=found["per"], words=len(split), decoding=dataclasses.asdict(decode))
         return results
