@@ -251,8 +251,13 @@ def report(work: Path, note: str = "", results_name: str = "g2p_sigmorphon") -> 
 def best_on_dev(names: list[str], out: str = "g2p_best") -> None:
     """Per language, the configuration (results table, mode) with the lowest development WER, mean over
     its seeds, among the runs of ``benchmarks/results/NAME.json`` for every NAME; its test WER is
-    reported, never used to choose (a tie goes to the first table named, then the mode's name). Writes
+    reported, never used to choose (a tie goes to the first table named, then the mode's name). An
+    ensemble (a run with ``members``, from g2p_ensemble.py) competes as one configuration. Writes
     ``benchmarks/results/OUT.{md,json}``."""
+    missing = [name for name in names if not (RESULTS / f"{name}.json").is_file()]
+    if missing:
+        print(f"best: no table {', '.join(missing)} yet — left out", flush=True)
+        names = [name for name in names if name not in missing]
     configs: dict[tuple[str, str, str], list[dict]] = {}
     for name in names:
         for r in json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))["runs"]:
@@ -262,7 +267,8 @@ def best_on_dev(names: list[str], out: str = "g2p_best") -> None:
         candidates = [(statistics.mean(r["dev_wer"] for r in runs), names.index(name), mode, name, runs)
                       for (l, name, mode), runs in configs.items() if l == lang]
         dev, _, mode, name, runs = min(candidates)
-        chosen[lang] = {"table": name, "mode": mode, "seeds": sorted(r["seed"] for r in runs), "dev_wer": dev,
+        seeds = [f"{len(r['members'])} runs" for r in runs] if "members" in runs[0] else sorted(r["seed"] for r in runs)
+        chosen[lang] = {"table": name, "mode": mode, "seeds": seeds, "dev_wer": dev,
                         "test_wer": statistics.mean(r["test_wer"] for r in runs), "baseline": BASELINE[lang],
                         "candidates": len(candidates)}
     rows = [[lang, c["table"], c["mode"], ",".join(map(str, c["seeds"])), f"{c['dev_wer']:.2f}",
@@ -383,7 +389,8 @@ def alignments(work: Path, limit: int, peer: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["run", "report", "align", "best"])
-    parser.add_argument("--tables", nargs="+", default=["g2p_sigmorphon", "g2p_sigmorphon_big", "g2p_sigmorphon_big_nfd"],
+    parser.add_argument("--tables", nargs="+", default=["g2p_sigmorphon", "g2p_sigmorphon_big", "g2p_sigmorphon_big_nfd",
+                                                         "g2p_ensemble", "g2p_ensemble_nfd"],
                         help="best: the results tables whose runs compete (ties go to the first named)")
     parser.add_argument("--limit", type=int, default=1000, help="align: test (and training) words per run")
     parser.add_argument("--peer", default=str(ROOT / "runs" / "g2p-peer"), help="align: g2p_peer.py's work folder")
