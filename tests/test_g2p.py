@@ -323,3 +323,34 @@ def test_evaluate_and_translate_with_an_ensemble(tiny_lexicon, tmp_path, capsys,
     vocab_file.write_text(json.dumps(vocab), encoding="utf-8")
     status, _, err = run_cli(capsys, "translate", soft, "--ensemble", stranger, "--input", tmp_path / "words.txt")
     assert status == 2 and f"{stranger}: its vocabularies differ" in err and len(err.strip().splitlines()) == 1
+
+
+def test_api_translates_with_an_ensemble_as_the_search_does(tiny_lexicon, one_thread):
+    """`Model.translate(..., ensemble=[...])` gives what beam search over the two models' Ensemble gives."""
+    import torch
+
+    import varattn
+    from varattn.data.vocab import PAD
+    from varattn.decoding.ensemble import Ensemble
+    from varattn.decoding.search import beam_search
+
+    soft = varattn.load(train_tiny(tiny_lexicon, "soft"), device="cpu")
+    marginal = varattn.load(train_tiny(tiny_lexicon, "marginal"), device="cpu")
+    words = ["chaton", "bas", "mouli"]
+    found = soft.translate(words, beam=3, ensemble=[marginal])
+    run = soft._run
+    src = [run.data.src_vocab.encode(list(w)) for w in words]
+    batch = torch.full((len(src), max(map(len, src))), PAD, dtype=torch.long)
+    for row, ids in enumerate(src):
+        batch[row, : len(ids)] = torch.tensor(ids)
+    direct = beam_search(Ensemble([soft._run.model, marginal._run.model]), batch, torch.tensor(list(map(len, src))),
+                         beam=3, alpha=run.config.decode.alpha, eos_norm=run.config.decode.eos_norm,
+                         max_len_a=run.config.decode.max_len_a, max_len_b=run.config.decode.max_len_b)
+    for translation, (best, *_) in zip(found, direct):
+        assert translation.tokens == run.data.tgt_vocab.decode(best.tokens)
+        assert translation.log_prob == pytest.approx(best.log_prob, rel=1e-6)
+        assert translation.links == [(i, j) for j, i in enumerate(best.alignment)]
+    from varattn.errors import UserError
+
+    with pytest.raises(UserError, match="ensemble\\[0\\]"):
+        soft.translate(words, ensemble=["not a model"])

@@ -220,12 +220,16 @@ class Model:
     @torch.no_grad()
     def translate(self, sentences: str | Sequence[str], beam: int = 5, n_best: int = 1, kmax: int | None = None,
                   pretokenized: bool = False, *, alpha: float | None = None, eos_norm: float | None = None,
-                  detokenize: bool = False) -> list[Translation] | Translation:
+                  detokenize: bool = False, ensemble: Sequence["Model"] = ()) -> list[Translation] | Translation:
         """Beam-search translations of raw sentences, one :class:`Translation` each (or one for a single
         string). ``beam`` 1 is greedy search; ``n_best`` (≤ beam) alternatives go to ``nbest``; ``kmax``:
         latent modes decode with the K most probable positions (0: the exact marginal; default: the
         run's setting); ``alpha``, ``eos_norm``: length normalisation and ``</s>`` penalty (default: the
-        run's); ``detokenize``: Moses-detokenise the text. An empty sentence gives an empty translation."""
+        run's); ``detokenize``: Moses-detokenise the text. An empty sentence gives an empty translation.
+        ``ensemble``: other models trained on the same prepared data to decode with this one, by the mean of
+        the models' next-word probabilities (:mod:`varattn.decoding.ensemble`); ``links`` are then the
+        argmax of their mean prior and ``score`` and ``log_prob`` the ensemble's, while the ``prior``
+        matrix stays this model's own."""
         from varattn.decoding.translate import translate_lines
 
         lines, single = _sentences(sentences, "sentences")
@@ -239,7 +243,9 @@ class Model:
             raise UserError(f"beam={decode.beam}, kmax={decode.kmax}: beam must be at least 1 and kmax at least 0")
         if not 1 <= n_best <= decode.beam:
             raise UserError(f"n_best={n_best}: must lie between 1 and beam={decode.beam}")
-        found = translate_lines(run, lines, decode, detokenize=detokenize, n_best=n_best, pretokenized=pretokenized)
+        decoder = self._ensemble(ensemble) if ensemble else run
+        found = translate_lines(decoder, lines, decode, detokenize=detokenize, n_best=n_best,
+                                pretokenized=pretokenized)
         flat = [(n, hypothesis, text) for n, item in enumerate(found) for hypothesis, text in item.nbest]
         vocab = run.data.tgt_vocab
         want = [(n, h, t) for n, h, t in flat if found[n].source_tokens and h.tokens]
@@ -259,6 +265,21 @@ class Model:
             best.nbest = alternatives if n_best > 1 else []
             out.append(best)
         return out[0] if single else out
+
+    def _ensemble(self, others: Sequence["Model"]):
+        """This model's run with its model replaced by the ensemble of it and ``others``."""
+        import dataclasses
+
+        from varattn.decoding.ensemble import Ensemble, check_same_vocabularies
+
+        for n, other in enumerate(others):
+            if not isinstance(other, Model):
+                raise UserError(f"ensemble[{n}]: give models opened with varattn.load, not {type(other).__name__}")
+            if other.device != self.device:
+                raise UserError(f"ensemble[{n}]: on {other.device}, this model on {self.device} — load them on "
+                                "one device")
+        check_same_vocabularies(self._run, [other._run for other in others], [other.path for other in others])
+        return dataclasses.replace(self._run, model=Ensemble([self._run.model, *(o._run.model for o in others)]))
 
     @torch.no_grad()
     def align(self, sources: str | Sequence[str], targets: str | Sequence[str], pretokenized: bool = False
