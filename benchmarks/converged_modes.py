@@ -13,8 +13,10 @@ sizes, lr 3e-3, the same stopping rule) and its prior's argmax links are scored 
 Work is a queue of jobs that any number of workers share (a job is claimed by creating its folder under
 ``WORK/claims``); each finished job writes ``WORK/results/JOB.json``, so a stop loses at most the jobs in
 progress, and a killed job resumes (``varattn train --resume``) when it is claimed again
-(``--release`` gives back the claims of dead workers). Seeds 2 and 3 of ``--seeded`` modes run at the
-best learning rate of seed 1's finished grid runs (the grid's first rate is run for every mode first).
+(``--release`` gives back the claims of dead workers). Seeds 2 and 3 of ``--seeded`` modes run once a
+mode's whole grid has finished, at its best learning rate; the grid runs first, its first rate for every
+mode before the second. (Until 2026-12-04 seeds ran as soon as the first rate had finished, at the best
+rate so far; ``report`` says where a finished grid disagrees with seeds run that way.)
 
     python benchmarks/converged_modes.py run --work runs/converged        # one worker; start two for two cores
     python benchmarks/converged_modes.py report --work runs/converged     # tables, as far as the runs go
@@ -85,28 +87,28 @@ PAPER = {"soft": (7.17, 32.77, 1.24, None), "marginal": (6.34, 33.29, 0.82, 6.90
 
 def jobs(args, results: dict) -> list[dict]:
     """Every job, in the order workers take them: the synthetic runs, the grid's first learning rate for
-    every mode, the seeds, then the rest of the grid. A mode's seeds become known once its first grid run
-    has finished, at the best learning rate among its finished grid runs (``report`` says where the
-    finished grid later disagrees)."""
+    every mode, the rest of the grid (the cheapest modes first, so that a stopped queue leaves the costly
+    ones out), then the seeds. A mode's seeds become known once its whole grid has finished, at the
+    grid's best learning rate."""
     def grid(lrs):
         return [{"name": f"{m}-lr{lr:g}-s1", "mode": m, "lr": lr, "seed": 1, "kind": "mt"} for lr in lrs
                 for m in args.modes]
 
     found = [{"name": f"syn-{m}", "mode": m, "lr": 0.003, "seed": 1, "kind": "synthetic"} for m in args.modes]
     found += grid(LRS[:1])
+    found += sorted(grid(LRS[1:]), key=lambda j: CHEAPEST_FIRST.index(j["mode"]) if j["mode"] in CHEAPEST_FIRST else 99)
     for mode in args.seeded:
-        done = [r for r in (results.get(f"{mode}-lr{lr:g}-s1") for lr in LRS) if r]
-        if results.get(f"{mode}-lr{LRS[0]:g}-s1"):
+        done = [results.get(f"{mode}-lr{lr:g}-s1") for lr in LRS]
+        if all(done):
             best = min(done, key=lambda r: r["best_metric"])
             found += [{"name": f"{mode}-lr{best['lr']:g}-s{seed}", "mode": mode, "lr": best["lr"], "seed": seed,
                        "kind": "mt"} for seed in (2, 3)]
-    rest = grid(LRS[1:])  # the cheapest modes first, so that a stopped queue leaves the costly ones out
-    return found + sorted(rest, key=lambda j: CHEAPEST_FIRST.index(j["mode"]) if j["mode"] in CHEAPEST_FIRST else 99)
+    return found
 
 
 def unlocks_seeds(job: dict, args) -> bool:
-    """Whether finishing ``job`` adds jobs: the grid's first rate of a seeded mode."""
-    return job["kind"] == "mt" and job["seed"] == 1 and job["lr"] == LRS[0] and job["mode"] in args.seeded
+    """Whether finishing ``job`` may add jobs: a grid run of a seeded mode."""
+    return job["kind"] == "mt" and job["seed"] == 1 and job["mode"] in args.seeded
 
 
 def load_results(work: Path) -> dict:

@@ -27,9 +27,13 @@ def test_seeds_wait_for_the_grid_and_take_its_best_learning_rate():
                f"vae-enum-lr{second:g}-s1": {"lr": second, "best_metric": 7.0}}
     seeds = [j for j in cm.jobs(args, results) if j["seed"] > 1]
     assert [(j["mode"], j["lr"], j["seed"]) for j in seeds] == [("soft", second, 2), ("soft", second, 3)]
-    # seeds come before the rest of the grid
+    # a mode with only its first rate gets no seeds either; seeds come after the whole grid
+    results[f"vae-enum-lr{first:g}-s1"] = {"lr": first, "best_metric": 7.5}
+    del results[f"vae-enum-lr{second:g}-s1"]
     names = [j["name"] for j in cm.jobs(args, results)]
-    assert names.index(f"soft-lr{second:g}-s2") < names.index(f"vae-enum-lr{second:g}-s1")
+    assert not any(name.startswith("vae-enum") and name.endswith(("s2", "s3")) for name in names)
+    assert names.index(f"soft-lr{second:g}-s2") > names.index(f"vae-enum-lr{second:g}-s1")
+    assert cm.unlocks_seeds({"kind": "mt", "seed": 1, "lr": second, "mode": "vae-enum"}, args)
 
 
 def test_overrides_stop_at_an_eighth_of_the_learning_rate():
