@@ -349,7 +349,7 @@ def transformer_intro(args, results: dict) -> str:
     missing = [m for m in args.modes if not any(r.get("mode") == m for r in results.values())]
     state = (f"**Partial table**: {len(pending)} of its jobs have not finished ({', '.join(pending)}); "
              f"modes with no finished run: {', '.join(missing) or 'none'}. Seeds 2 and 3 of a seeded mode "
-             "join the queue only once its first grid run has finished." if pending else
+             "join the queue only once its whole grid has finished." if pending else
              "Every job of the queue has finished.")
     # the stopping rule ends a run only at lr/8: a run whose last epoch ran above it met the epoch cap or the budget
     capped = [n for n, r in sorted(results.items()) if r.get("kind") == "mt" and r["history"][-1]["lr"] > r["lr"] / 8 * 1.001]
