@@ -9,33 +9,13 @@ import math
 import pytest
 import torch
 
-from varattn import latent
 from varattn.data.vocab import BOS, EOS, PAD
 from varattn.decoding.ensemble import Ensemble
 from varattn.decoding.search import beam_search, greedy, length_penalty
 
-from test_search import same, sources, tiny_model
+from test_search import same, sources, tiny_model, token_log_probs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def token_log_probs(model, src_row: torch.Tensor, length: int, targets: list[list[int]]) -> torch.Tensor:
-    """log p(y_t | x, y_<t) ``[rows, T]`` of every target sequence (``</s>`` appended; 0 past its end)
-    from the model's teacher-forced pass, the exact marginal over positions for a latent model."""
-    rows, width = len(targets), max(len(y) for y in targets) + 1
-    tgt_in = torch.full((rows, width), PAD, dtype=torch.long)
-    tgt_out = torch.full((rows, width), PAD, dtype=torch.long)
-    for row, y in enumerate(targets):
-        tgt_in[row, : len(y) + 1] = torch.tensor([BOS, *y])
-        tgt_out[row, : len(y) + 1] = torch.tensor([*y, EOS])
-    src = src_row[None, :length].expand(rows, length)
-    with torch.no_grad():
-        fwd = model(src, torch.full((rows,), length), tgt_in, tgt_out, (tgt_out != PAD).sum(1))
-        if model.config.mode == "soft":
-            per_token = -latent.objective("soft", fwd.likelihood, fwd.prior, mask=fwd.mask).nll
-        else:
-            per_token = latent.log_marginal(fwd.likelihood.enumerate(), fwd.prior, fwd.mask)
-    return per_token.double().masked_fill(~fwd.query_weights, 0.0)
 
 
 def test_wide_beam_over_an_ensemble_equals_exhaustive_search():
@@ -52,7 +32,7 @@ def test_wide_beam_over_an_ensemble_equals_exhaustive_search():
     outputs = [list(y) for n in range(most + 1) for y in itertools.product(words, repeat=n)]
     for row in range(len(lengths)):
         x = int(lengths[row])
-        first, second = (token_log_probs(m, src[row], x, outputs) for m in members)
+        first, second = (token_log_probs(m, src[row], x, outputs)[0] for m in members)
         mixed = (torch.logaddexp(first, second) - math.log(2)).masked_fill((first == 0) & (second == 0), 0.0)
         log_probs = mixed.sum(1).tolist()
         single = [first.sum(1).tolist(), second.sum(1).tolist()]

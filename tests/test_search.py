@@ -53,9 +53,9 @@ def test_beam_one_equals_greedy(mode, kmax, alpha, eos_norm):
     assert len({tuple(h.tokens) for h in expected}) > 1  # the outputs are not all alike
 
 
-def teacher_forced(model: Seq2Seq, src_row: torch.Tensor, length: int, targets: list[list[int]]):
-    """log p(y | x) of every target sequence (``</s>`` appended) and the prior's argmax per token, from
-    the model's teacher-forced pass: for latent models the exact marginal by enumeration."""
+def token_log_probs(model: Seq2Seq, src_row: torch.Tensor, length: int, targets: list[list[int]]):
+    """log p(y_t | x, y_<t) ``[rows, T]`` of every target sequence (``</s>`` appended; 0 past its end) from
+    the model's teacher-forced pass (for latent models the exact marginal by enumeration), and that pass."""
     rows = len(targets)
     width = max(len(y) for y in targets) + 1
     tgt_in = torch.full((rows, width), PAD, dtype=torch.long)
@@ -70,9 +70,15 @@ def teacher_forced(model: Seq2Seq, src_row: torch.Tensor, length: int, targets: 
             per_token = -latent.objective("soft", fwd.likelihood, fwd.prior, mask=fwd.mask).nll
         else:
             per_token = latent.log_marginal(fwd.likelihood.enumerate(), fwd.prior, fwd.mask)
-    log_probs = per_token.double().masked_fill(~fwd.query_weights, 0.0).sum(1)
+    return per_token.double().masked_fill(~fwd.query_weights, 0.0), fwd
+
+
+def teacher_forced(model: Seq2Seq, src_row: torch.Tensor, length: int, targets: list[list[int]]):
+    """log p(y | x) of every target sequence (``</s>`` appended) and the prior's argmax per token, from
+    the model's teacher-forced pass: for latent models the exact marginal by enumeration."""
+    per_token, fwd = token_log_probs(model, src_row, length, targets)
     links = fwd.prior.masked_fill(~fwd.mask, float("-inf")).argmax(-1)
-    return log_probs.tolist(), [links[row, : len(y)].tolist() for row, y in enumerate(targets)]
+    return per_token.sum(1).tolist(), [links[row, : len(y)].tolist() for row, y in enumerate(targets)]
 
 
 @pytest.mark.parametrize("mode", ["soft", "marginal"])
