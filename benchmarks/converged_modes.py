@@ -23,6 +23,12 @@ rate so far; ``report`` says where a finished grid disagrees with seeds run that
 
 Writes ``benchmarks/results/converged_modes.{json,md}`` on ``report``.
 
+``--set SECTION.FIELD=VALUE ...`` runs a variant of the protocol: those settings are added to every job
+(Multi30k and synthetic), and the report names them. Give a variant its own ``--work`` and ``--results``:
+
+    python benchmarks/converged_modes.py run --work runs/converged-no-input-feed --modes soft vae-enum \
+        --seeded soft vae-enum --set model.input_feed=false
+
 ``--arch transformer`` (issue 24) runs the same protocol (data, batches, learning-rate grid, stopping
 rule, seeds, test metrics, synthetic jobs) with the Transformer: ``configs/multi30k/transformer.yaml`` at
 ``TRANSFORMER``'s sizes (those of ``benchmarks/transformer_multi30k.py``) and, on the synthetic corpus,
@@ -137,6 +143,7 @@ def train_overrides(job: dict, data: Path, args) -> list[str]:
               f"train.max_seconds={args.max_seconds}", "train.clip_norm=5.0"]
     shared += [f"{k}={v}" for k, v in MODE_SETTINGS.get(job["mode"], {}).items()]
     shared += [f"train.epochs={args.epochs}", f"train.min_lr={lr / 8}"]
+    shared += list(getattr(args, "set", []) or [])  # a variant's settings, on every job (e.g. model.input_feed=false)
     if getattr(args, "arch", "rnn") == "transformer":
         sizes = TRANSFORMER_SYNTHETIC if job["kind"] == "synthetic" else TRANSFORMER
         shared += [f"{k}={v}" for k, v in TRANSFORMER_SHARED.items()]
@@ -323,6 +330,8 @@ def report(args) -> None:
             synthetic=", ".join(f"transformer.{k}={v}" for k, v in TRANSFORMER_SYNTHETIC.items()), settings=settings)]
     else:
         lines += ["", HOW.format(model=", ".join(f"{k} {v}" for k, v in MODEL.items()), settings=settings)]
+    if args.set:
+        lines += [f"Variant: every job of this table also ran with {', '.join(f'`{s}`' for s in args.set)}.\n"]
     text = "\n".join(lines) + "\n"
     write_results(Path(args.results), {"chosen": chosen, "table": summary, "results": results}, text,
                   command=command_line(__file__, args.argv), threads=args.threads)
@@ -424,6 +433,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--results", default=None, help="default benchmarks/results/converged_modes "
                         "(rnn), converged_modes_transformer")
+    parser.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="settings added to every job's training (a variant of the protocol, e.g. "
+                        "model.input_feed=false); give the variant its own --work and --results")
     parser.add_argument("--note", default="", help="report: a line printed under the machine (e.g. code versions)")
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv

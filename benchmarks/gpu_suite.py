@@ -246,11 +246,13 @@ def report(args) -> None:
     speed = load(out / "speed.json")
     transformer = load(out / "speed_transformer.json")
     no_input_feed = load(work / "speed_no_input_feed.json")  # in WORK: $OUT holds at most 8 files
+    graphed = load(work / "speed_graphed.json")
     record = {"what": "benchmarks/gpu_suite.sh: speed of every mode, fixed-budget training on Multi30k, "
                       "evaluation and exact-marginal beam decoding",
               "command": args.command_line, "machine": machine(),
               "stages": stages, "prepare": load(work / "prepare.json"), "modes": modes,
               "speed_summary": speed_summary(speed), "no_input_feed_speed_summary": speed_summary(no_input_feed),
+              "graphed_speed_summary": speed_summary(graphed),
               "transformer_speed_summary": speed_summary(transformer)}
     # gpu_suite.{json,md}, atomically; the record keeps its own command and machine, the stamp adds the
     # commit (+dirty) and the date, and the markdown ends with them
@@ -282,6 +284,8 @@ def markdown(record: dict) -> str:
     for title, summary in (("Training speed (benchmarks/speed.py)", record["speed_summary"]),
                            ("Training speed without input feeding (model.input_feed=false)",
                             record.get("no_input_feed_speed_summary")),
+                           ("Training speed, input feeding from CUDA graphs (model.cuda_graph=true; eager on a CPU)",
+                            record.get("graphed_speed_summary")),
                            ("Transformer speed", record["transformer_speed_summary"])):
         if not summary:
             continue

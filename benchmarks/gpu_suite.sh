@@ -15,7 +15,8 @@
 # Stages, each in its own process under its own time limit (and never past the overall --budget; the
 # report keeps 15 s): install (wheels, pip install -e . --no-deps), speed (speed.py, paper sizes,
 # every mode, naive 2018 path, largest vae-enum batch), speed no input feed (the same without input feeding:
-# soft, marginal, vae-enum, vae-sample; its figures go into the report), prepare (Multi30k, the recipe's 10k BPE merges),
+# soft, marginal, vae-enum, vae-sample; its figures go into the report), speed graphed (the same four with
+# input feeding replayed from CUDA graphs, model.cuda_graph=true; the eager loop on a CPU), prepare (Multi30k, the recipe's 10k BPE merges),
 # one stage per mode (train for a fixed wall budget in bf16, evaluate on test, beam-10 decoding over the
 # exact marginal), transformer speed (only when model.arch=transformer exists), report (with the machine).
 # A stage that fails or runs out of time is recorded as such; the later stages still run.
@@ -126,6 +127,9 @@ stage speed "$L_SPEED" "$PY" benchmarks/speed.py --device "$DEVICE" "${SPEED_ARG
 # the LSTM without input feeding (model.input_feed=false); its figures stay in WORK and go into the report
 stage "speed no input feed" "$L_NO_FEED" "$PY" benchmarks/speed.py --device "$DEVICE" --no-input-feed \
   --modes soft marginal vae-enum vae-sample "${NO_FEED_ARGS[@]}" --out "$WORK/speed_no_input_feed"
+# input feeding with the decoder loop replayed from CUDA graphs (model.cuda_graph=true; eager on a CPU)
+stage "speed graphed" "$L_NO_FEED" "$PY" benchmarks/speed.py --device "$DEVICE" --cuda-graph \
+  --modes soft marginal vae-enum vae-sample "${NO_FEED_ARGS[@]}" --out "$WORK/speed_graphed"
 PREP_ARGS=(); [ "$TINY" = 1 ] && PREP_ARGS=(--tiny)
 stage prepare "$L_PREPARE" "$PY" benchmarks/gpu_suite.py prepare --data "$DATA" --work "$WORK" "${PREP_ARGS[@]}"
 for mode in $MODES; do

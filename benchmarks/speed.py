@@ -291,6 +291,8 @@ def cpu_peak_memory(args, mode: str, naive: bool) -> dict:
                "--data", args.data, "--threads", str(torch.get_num_threads()), "--arch", args.arch]
     if not args.input_feed:
         command.append("--no-input-feed")
+    if args.cuda_graph:
+        command.append("--cuda-graph")
     if args.block:
         command += ["--block", str(args.block)]
     if naive:
@@ -456,7 +458,8 @@ def report(result: dict) -> str:
         f"V = {result['vocab']['tgt']}); batch {result['batch_tokens']} tokens (padded source + target), "
         f"naive batch {result['naive_batch_tokens']} ({result['naive_batch_note']}); "
         f"matmul peak {result['matmul']['flop_per_s'] / 1e9:.1f} GFLOP/s"
-        + ("; no input feeding (model.input_feed=false)." if result["model"].get("input_feed") is False else "."),
+        + ("; no input feeding (model.input_feed=false)." if result["model"].get("input_feed") is False else
+           "; the decoder loop from CUDA graphs (model.cuda_graph=true)." if result["model"].get("cuda_graph") else "."),
         "",
         table(["mode", "path", "target tok/s", "× soft", "× naive", "peak MB", "tgt tokens/batch",
                "enum GFLOP/step (3×fwd)", "enum % of peak (whole step)", "IWSLT epoch (h)"], rows, align="llrrrrrrrr"),
@@ -489,6 +492,9 @@ def main(argv: list[str] | None = None) -> None:
                         "enumerate()-alone timing; sizes from the setting's transformer section, else its defaults)")
     parser.add_argument("--no-input-feed", dest="input_feed", action="store_false",
                         help="rnn: model.input_feed=false (the decoder LSTM as one call over the target; no naive path)")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="rnn with input feeding: model.cuda_graph=true (the decoder loop replayed from CUDA "
+                        "graphs on CUDA; the eager loop on a CPU); no naive path")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="float32 on CUDA too")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU intra-op threads (default 1: on a shared machine, threads of one process stall "
@@ -520,6 +526,10 @@ def main(argv: list[str] | None = None) -> None:
     if not args.input_feed:
         SETTINGS[args.setting] = {**SETTINGS[args.setting],
                                   "model": {**SETTINGS[args.setting]["model"], "input_feed": False}}
+        args.no_naive = True
+    if args.cuda_graph:
+        SETTINGS[args.setting] = {**SETTINGS[args.setting],
+                                  "model": {**SETTINGS[args.setting]["model"], "cuda_graph": True}}
         args.no_naive = True
     setting = SETTINGS[args.setting]
     args.batch_tokens = args.batch_tokens or setting["batch_tokens"]

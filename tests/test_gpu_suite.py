@@ -43,7 +43,8 @@ def suite(tmp_path_factory):
 
 def test_every_stage_runs_and_a_failure_stays_in_its_stage(suite):
     status = {s["stage"]: s["status"] for s in suite["record"]["stages"]}
-    for name in ("install", "speed", "speed no input feed", "prepare", "mode soft", "mode marginal", "mode vae-enum"):
+    for name in ("install", "speed", "speed no input feed", "speed graphed", "prepare", "mode soft", "mode marginal",
+                 "mode vae-enum"):
         assert status[name] == "ok", (name, status, suite["stdout"][-3000:])
     assert status["transformer speed"] == "ok" or status["transformer speed"].startswith("skipped")
     if status["transformer speed"] == "ok":
@@ -64,6 +65,15 @@ def test_no_input_feed_stage_trains_the_fused_decoder_and_reaches_the_report(sui
     assert sorted(r["mode"] for r in rows) == ["marginal", "soft", "vae-enum", "vae-sample"]
     assert all(r["tokens_per_s"] > 0 and r["path"] != "naive" for r in rows)
     assert "without input feeding" in (suite["out"] / "gpu_suite.md").read_text()
+
+
+def test_graphed_stage_sets_the_cuda_graph_and_reaches_the_report(suite):
+    speed = json.loads((suite["work"] / "speed_graphed.json").read_text())
+    assert speed["model"]["cuda_graph"] is True and speed["model"].get("input_feed", True) is True
+    rows = suite["record"]["graphed_speed_summary"]["rows"]
+    assert sorted(r["mode"] for r in rows) == ["marginal", "soft", "vae-enum", "vae-sample"]
+    assert all(r["tokens_per_s"] > 0 and r["path"] != "naive" for r in rows)
+    assert "from CUDA graphs" in (suite["out"] / "gpu_suite.md").read_text()
 
 
 def test_speed_stage_covers_every_mode_and_the_naive_path(suite):

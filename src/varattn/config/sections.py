@@ -50,6 +50,9 @@ class ModelConfig(Section):
     output_size: int = count(0, "size of o = tanh(W_o [h; c]); 0 = dec_hidden")
     input_feed: bool = setting(True, "rnn: feed the last step's output vector into the decoder LSTM (the paper's); "
                                      "false runs the decoder LSTM over the whole target in one call")
+    cuda_graph: bool = setting(False, "rnn with input feeding, training on CUDA: replay the decoder's "
+                                      "teacher-forced loop from CUDA graphs captured per bucketed batch shape "
+                                      "(the eager loop elsewhere)")
     dropout: float = fraction(0.3, "dropout probability")
     init_range: float = positive(0.1, "weights start uniform in +-init_range")
     inf_hidden: int = positive(512, "inference network, per direction")

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from varattn.modules.attention import MLPScorer
+from varattn.modules.cuda_graphs import GraphedFunction
 from varattn.config import ModelConfig
 from varattn.latent import LatentOutput, get_mode, posterior_scores
 from varattn.models.chain_decoding import ChainState, chain_step
@@ -94,7 +95,7 @@ class Decoder(nn.Module):
     previous word's embedding alone)."""
 
     def __init__(self, embedding: nn.Embedding, memory_size: int, hidden: int, layers: int,
-                 attn_size: int, dropout: float, input_feed: bool = True):
+                 attn_size: int, dropout: float, input_feed: bool = True, cuda_graph: bool = False):
         super().__init__()
         self.embedding = embedding
         self.hidden = hidden
@@ -109,6 +110,8 @@ class Decoder(nn.Module):
             self.rnn = nn.LSTM(embedding.embedding_dim, hidden, num_layers=layers,
                                dropout=dropout if layers > 1 else 0.0, batch_first=True)
         self.scorer = MLPScorer(hidden, memory_size, attn_size)
+        self.cuda_graph = cuda_graph and input_feed
+        self.graphs: GraphedFunction | None = None  # made on the first graphed call; not a submodule
 
     def start(self, encoded: Encoded) -> DecoderState:
         rows = encoded.memory.size(0)
@@ -153,12 +156,34 @@ class Decoder(nn.Module):
 
         Without input feeding nothing depends on the previous step's attention: one :class:`torch.nn.LSTM`
         call over all T (cuDNN / oneDNN), and the prior scores of every step as one ``[B, T, S]`` product.
-        Padding in ``tgt_in`` only follows real tokens, so it never reaches their states."""
+        Padding in ``tgt_in`` only follows real tokens, so it never reaches their states.
+
+        With ``model.cuda_graph`` and input feeding, training on CUDA replays the loop from CUDA graphs
+        (:class:`varattn.modules.cuda_graphs.GraphedFunction`) captured per bucketed shape
+        (:meth:`bucketed`); evaluation, decoding and the CPU run the eager loop."""
         if not self.input_feed:
             hidden, _ = self.rnn(self.dropout(self.embedding(tgt_in)))  # [B, T, H]
             return hidden, self.scorer(hidden, encoded.attn_memory)
-        state = self.start(encoded)
         embedded = self.dropout(self.embedding(tgt_in))  # [B, T, E]
+        blocked = torch.zeros(encoded.mask.shape, dtype=torch.float32, device=encoded.mask.device)
+        blocked = blocked.masked_fill(~encoded.mask, float("-inf"))  # [B, S]
+        inputs = (embedded, encoded.memory, encoded.attn_memory, blocked)
+        if self.cuda_graph and self.training and embedded.is_cuda and torch.is_grad_enabled():
+            if self.graphs is None:
+                self.graphs = GraphedFunction(self.loop, self.loop_parameters)
+            return self.bucketed(self.graphs, *inputs)
+        return self.loop(*inputs)
+
+    def loop_parameters(self) -> list[Tensor]:
+        """The parameters :meth:`loop` reads (the embedding's and the memory projection's reach it through
+        ``embedded`` and ``attn_memory``)."""
+        return [p for name, p in self.named_parameters()
+                if not name.startswith(("embedding.", "scorer.memory."))]
+
+    def loop(self, embedded: Tensor, memory: Tensor, attn_memory: Tensor, blocked: Tensor) -> tuple[Tensor, Tensor]:
+        """The input-feeding recurrence over all T steps: embedded targets ``[B, T, E]``, memory ``[B, S, M]``,
+        attn_memory ``[B, S, A]``, blocked ``[B, S]`` (0 at real source tokens, -inf at padding) -> hidden
+        ``[B, T, H]``, prior scores ``[B, T, S]``. Tensors in, tensors out, so that it can be captured."""
         first = self.cells[0]
         width = embedded.size(-1)
         size = self.hidden
@@ -166,23 +191,51 @@ class Decoder(nn.Module):
         # unbind, not pre[:, t]: each indexing's backward would write a zero [B, T, 4H] tensor
         pre = pre.unbind(1)
         recurrent = torch.cat([first.weight_ih[:, width:], first.weight_hh], 1).t()  # [M + H, 4H]
-        blocked = torch.zeros(encoded.mask.shape, dtype=torch.float32, device=encoded.mask.device)
-        blocked = blocked.masked_fill(~encoded.mask, float("-inf"))  # [B, S]
-        h, c, context = list(state.h), list(state.c), state.context
+        rows = embedded.size(0)
+        zeros = memory.new_zeros(rows, self.hidden)
+        h, c, context = [zeros] * self.layers, [zeros] * self.layers, memory.new_zeros(rows, memory.size(-1))
         hidden, scores = [], []
-        for t in range(tgt_in.size(1)):
+        for t in range(embedded.size(1)):
             gates = torch.addmm(pre[t], torch.cat([context, h[0]], 1), recurrent)  # [B, 4H]
             squashed = gates.sigmoid()
             c[0] = squashed[:, size:2 * size] * c[0] + squashed[:, :size] * gates[:, 2 * size:3 * size].tanh()
             h[0] = squashed[:, 3 * size:] * c[0].tanh()
             for depth in range(1, len(self.cells)):
                 h[depth], c[depth] = self.cells[depth](self.dropout(h[depth - 1]), (h[depth], c[depth]))
-            score = self.scorer(h[-1], encoded.attn_memory)  # [B, S]
+            score = self.scorer(h[-1], attn_memory)  # [B, S]
             probs = (score.float() + blocked).softmax(-1)
-            context = torch.bmm(probs.to(encoded.memory.dtype)[:, None, :], encoded.memory).squeeze(1)
+            context = torch.bmm(probs.to(memory.dtype)[:, None, :], memory).squeeze(1)
             hidden.append(h[-1])
             scores.append(score)
         return torch.stack(hidden, 1), torch.stack(scores, 1)
+
+    @staticmethod
+    def bucketed(loop, embedded: Tensor, memory: Tensor, attn_memory: Tensor, blocked: Tensor) -> tuple[Tensor, Tensor]:
+        """``loop`` (:meth:`loop`'s signature) on inputs padded to a bucket shape, its outputs cut back to
+        ``[B, T, H]`` and ``[B, T, S]``: T and S rounded up to a multiple of 8, B to the next of
+        ``8·2^k … 15·2^k`` (at most 1/8 more rows), so that a length-bucketed epoch meets a few dozen shapes.
+        Padded target steps follow the real ones, padded source positions are blocked, padded rows see
+        every position open (their outputs are dropped, but must stay finite for the gradients)."""
+        rows, steps, positions = embedded.size(0), embedded.size(1), memory.size(1)
+        extra_rows = bucket_rows(rows) - rows
+        extra_steps = -steps % 8
+        extra_positions = -positions % 8
+        embedded = F.pad(embedded, (0, 0, 0, extra_steps, 0, extra_rows))
+        memory = F.pad(memory, (0, 0, 0, extra_positions, 0, extra_rows))
+        attn_memory = F.pad(attn_memory, (0, 0, 0, extra_positions, 0, extra_rows))
+        blocked = F.pad(F.pad(blocked, (0, extra_positions), value=float("-inf")), (0, 0, 0, extra_rows))
+        hidden, scores = loop(embedded, memory, attn_memory, blocked)
+        return hidden[:rows, :steps], scores[:rows, :steps, :positions]
+
+
+def bucket_rows(rows: int) -> int:
+    """The smallest ``m·2^k >= rows`` with ``8 <= m <= 15`` (rows itself below 8)."""
+    if rows <= 8:
+        return rows
+    scale = 1
+    while rows > 15 * scale:
+        scale *= 2
+    return -(-rows // scale) * scale
 
 
 class Seq2Seq(nn.Module):
@@ -198,7 +251,8 @@ class Seq2Seq(nn.Module):
         self.tgt_embedding = nn.Embedding(tgt_vocab, config.emb_size, padding_idx=PAD)
         self.encoder = Encoder(self.src_embedding, config.enc_hidden, config.enc_layers, config.dropout)
         self.decoder = Decoder(self.tgt_embedding, memory_size, config.dec_hidden, config.dec_layers,
-                               config.attn_size, config.dropout, input_feed=config.input_feed)
+                               config.attn_size, config.dropout, input_feed=config.input_feed,
+                               cuda_graph=config.cuda_graph)
         self.output = OutputLayer(config.dec_hidden, memory_size, output_size, tgt_vocab, config.dropout)
         self.inference = None
         self.mode = get_mode(config.mode)
