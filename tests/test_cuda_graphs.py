@@ -150,3 +150,14 @@ def test_bf16_autocast_replays_after_the_weights_change():
                 a.sub_(0.5 * a.grad)
                 b.sub_(0.5 * b.grad)
     assert graphed.decoder.graphs.counts["replayed"] == 3
+
+
+def test_a_run_resumes_with_the_setting_changed(synthetic_data, tmp_path):
+    """It changes no weight, so, like train.bf16, it may change between sessions of a run."""
+    config = config_of(synthetic_data, "soft", input_feed=True, max_steps=2, eval_samples=2)
+    Trainer(config, tmp_path / "run").run()
+    config.model.cuda_graph = True
+    config.train.max_steps = 4
+    resumed = Trainer(config, tmp_path / "run", resume=True)
+    assert resumed.model.decoder.cuda_graph
+    assert resumed.run()["steps"] == 4

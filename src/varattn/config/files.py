@@ -37,7 +37,7 @@ RESUME_CHANGEABLE = frozenset(
     [f"train.{k}" for k in ("epochs", "max_steps", "max_seconds", "lr", "lr_decay", "decay_from_epoch", "min_lr",
                             "validate_every", "device", "bf16", "cpu_bf16", "tensorboard", "progress", "init_from",
                             "eval_samples", "max_nonfinite_steps")]
-    + ["data.eval_max_tokens"] + [f"decode.{f.name}" for f in dataclasses.fields(DecodeConfig)]
+    + ["data.eval_max_tokens", "model.cuda_graph"] + [f"decode.{f.name}" for f in dataclasses.fields(DecodeConfig)]
 )
 
 
