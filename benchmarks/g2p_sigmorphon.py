@@ -49,16 +49,16 @@ def varattn(args: list[str], log: Path) -> float:
         raise SystemExit(str(failed)) from None
 
 
-def prepare_command(shared: Path, lang: str, data: Path, normalization: str) -> list[str]:
+def prepare_command(shared: Path, lang: str, data: Path, normalization: str, split_marks: bool = False) -> list[str]:
     return ["prepare", "sigmorphon-g2p", "--from", rel(shared), "--lang", lang, "--out", rel(data), "--force",
-            "--normalization", normalization]
+            "--normalization", normalization, *(["--split-marks"] if split_marks else [])]
 
 
-def prepare(work: Path, shared: Path, lang: str, normalization: str) -> Path:
+def prepare(work: Path, shared: Path, lang: str, normalization: str, split_marks: bool = False) -> Path:
     data = work / "data" / lang
     if not (data / "meta.json").is_file():
         (work / "logs").mkdir(parents=True, exist_ok=True)
-        varattn(prepare_command(shared, lang, data, normalization), work / "logs" / f"prepare-{lang}.log")
+        varattn(prepare_command(shared, lang, data, normalization, split_marks), work / "logs" / f"prepare-{lang}.log")
     return data
 
 
@@ -67,10 +67,10 @@ def job_name(lang: str, mode: str, seed: int) -> str:
 
 
 def do_job(work: Path, shared: Path, lang: str, mode: str, seed: int, overrides: list[str],
-           normalization: str = "nfc") -> dict:
+           normalization: str = "nfc", split_marks: bool = False) -> dict:
     """Prepare, train and evaluate one run; its record (also written to WORK/results)."""
     name = job_name(lang, mode, seed)
-    data = prepare(work, shared, lang, normalization)
+    data = prepare(work, shared, lang, normalization, split_marks)
     run_dir = work / "runs" / name
     log = work / "logs" / f"{name}.log"
     if log.exists():
@@ -94,13 +94,14 @@ def do_job(work: Path, shared: Path, lang: str, mode: str, seed: int, overrides:
             evaluate_valid = evaluate
     history = [json.loads(line) for line in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     record = {"lang": lang, "mode": mode, "seed": seed, "overrides": overrides, "normalization": normalization,
+              "split_marks": split_marks,
               "dev_wer": scores["valid"]["wer"], "dev_per": scores["valid"]["per"],
               "test_wer": scores["test"]["wer"], "test_per": scores["test"]["per"],
               "test_ppl": scores["test"]["ppl"], "test_entropy": scores["test"]["entropy"],
               "test_kl": scores["test"].get("kl"), "epochs": len(history),
               "best_epoch": min(history, key=lambda h: h.get("elbo_ppl", h["ppl"]))["epoch"] if history else None,
               "train_seconds": round(train_seconds, 1), "load_average": [round(load_before, 2), round(load_after, 2)], "eval_seconds": {k: round(v, 1) for k, v in eval_seconds.items()},
-              "commands": ["varattn " + " ".join(prepare_command(shared, lang, data, normalization)),
+              "commands": ["varattn " + " ".join(prepare_command(shared, lang, data, normalization, split_marks)),
                            "varattn " + " ".join(train), "varattn " + " ".join(evaluate_valid),
                            "varattn " + " ".join(evaluate_valid).replace("--split valid", "--split test")
                            .replace("eval-valid", "eval-test")],
@@ -404,6 +405,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1])
     parser.add_argument("--by", choices=["lang", "mode"], default="lang",
                         help="order: every mode of a language before the next language (lang), or the reverse")
+    parser.add_argument("--split-marks", action="store_true",
+                        help="prepare with --split-marks (tone, length and nasality marks as tokens of their own)")
     parser.add_argument("--normalization", default="nfc", choices=["nfc", "nfd"],
                         help="Unicode normalisation of the words (nfd splits Hangul syllables into jamo and "
                              "letters from their diacritics); one per work folder")
@@ -433,7 +436,7 @@ def main(argv: list[str] | None = None) -> None:
         if (work / "results" / f"{job_name(lang, mode, seed)}.json").is_file():
             continue
         print(f"{time.strftime('%H:%M:%S')} {job_name(lang, mode, seed)}", flush=True)
-        record = do_job(work, Path(args.shared), lang, mode, seed, args.overrides, args.normalization)
+        record = do_job(work, Path(args.shared), lang, mode, seed, args.overrides, args.normalization, args.split_marks)
         print(f"  dev WER {record['dev_wer']:.2f}, test WER {record['test_wer']:.2f}, train {record['train_seconds']:.0f} s",
               flush=True)
         report(work, args.note, args.results)

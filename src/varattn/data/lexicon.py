@@ -16,6 +16,10 @@ Recipes (registered in :mod:`varattn.data.corpora.recipes`):
 
 Every line must be ``word<TAB>symbols`` with both sides non-empty; a bad line stops preparation with one
 line naming the file, the line and the fix.
+
+``split_marks``: each symbol's trailing marks (tone, length, nasality: :mod:`varattn.data.marks`) become
+tokens of their own on the target side (``ǎː`` -> ``a ◌̌ ː``); outputs are joined back into symbols, and
+WER and PER are computed over the joined symbols.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from varattn.data.marks import join_marks, mark_token, marks_only, split_marks as split_symbol_marks
 from varattn.data.text.build import BuildOptions, TextSplit, build_prepared
 from varattn.data.text.prepared import PreparedData, load_prepared
 from varattn.data.text.tokenize import Pipeline
@@ -65,12 +70,21 @@ class CharacterPipeline(Pipeline):
 
     normalization: str = "nfc"
     char_side: str = "src"
+    split_marks: bool = False
 
     def pretokenize(self, line: str, side: str) -> str:
-        """One raw line of ``side`` -> its tokens joined by spaces."""
+        """One raw line of ``side`` -> its tokens joined by spaces (symbols with their trailing marks
+        split off when the folder was prepared so)."""
         if side == self.char_side:
             return " ".join(characters(line, self.normalization, self.lowercase))
-        return " ".join(line.split())
+        symbols = line.split()
+        return " ".join(split_symbol_marks(symbols) if self.split_marks else symbols)
+
+    def decode_target(self, tokens, detokenize: bool = False) -> str:
+        """Model target tokens -> text: the symbols, marks joined back onto them where they were split."""
+        if self.split_marks and self.char_side == "src":
+            return " ".join(join_marks(tokens))
+        return super().decode_target(tokens, detokenize)
 
     def apply_bpe(self, tokens: str) -> str:
         return tokens
@@ -80,10 +94,11 @@ class CharacterPipeline(Pipeline):
         return [[word] for word in words]
 
 
-def read_lexicon(path: str | os.PathLike, *, normalization: str = "nfc", lowercase: bool = False
-                 ) -> tuple[list[str], list[str]]:
+def read_lexicon(path: str | os.PathLike, *, normalization: str = "nfc", lowercase: bool = False,
+                 split_marks: bool = False) -> tuple[list[str], list[str]]:
     """A ``word<TAB>symbols`` file -> (source lines of space-joined characters, target lines of
-    space-joined symbols), one per input line; any malformed line is a UserError naming it."""
+    space-joined symbols, their trailing marks split off with ``split_marks``), one per input line; any
+    malformed line is a UserError naming it."""
     normalization = check_normalization(normalization)
     src, tgt = [], []
     for number, line in enumerate(read_lines(path), start=1):
@@ -100,13 +115,22 @@ def read_lexicon(path: str | os.PathLike, *, normalization: str = "nfc", lowerca
         if not symbols.split():
             raise UserError(f"{where}: empty pronunciation after the tab — give its symbols, or remove the line")
         src.append(" ".join(chars))
-        tgt.append(" ".join(symbols.split()))
+        if split_marks:
+            alone = next((symbol for symbol in symbols.split() if marks_only(symbol)), None)
+            if alone is not None:
+                codes = " ".join(f"U+{ord(c):04X}" for c in alone)
+                raise UserError(f"{where}: the symbol {alone!r} ({codes}) is marks alone — with split marks it "
+                                "would join the symbol before it; write it onto that symbol, or prepare "
+                                "without --split-marks")
+            tgt.append(" ".join(split_symbol_marks(symbols.split())))
+        else:
+            tgt.append(" ".join(symbols.split()))
     return src, tgt
 
 
 def prepare_lexicon(out_dir: str | os.PathLike, *, train, valid, test=None, normalization: str = "nfc",
                     lowercase: bool = False, options: BuildOptions | None = None, source: str = "lexicon",
-                    settings: dict | None = None) -> dict:
+                    settings: dict | None = None, split_marks: bool = False) -> dict:
     """Lexicon files (train and valid required, test optional) -> a transduction folder; the report."""
     normalization = check_normalization(normalization)
     for flag, value in (("train", train), ("valid", valid)):
@@ -116,17 +140,18 @@ def prepare_lexicon(out_dir: str | os.PathLike, *, train, valid, test=None, norm
     for name, path in (("train", train), ("valid", valid), ("test", test)):
         if path is None:
             continue
-        src, tgt = read_lexicon(path, normalization=normalization, lowercase=lowercase)
+        src, tgt = read_lexicon(path, normalization=normalization, lowercase=lowercase, split_marks=split_marks)
         splits.append(TextSplit(name, src, tgt, pretokenized=True))
         inputs.append(path)
     options = options or BuildOptions()
     if options.bpe_merges:
         raise UserError(f"bpe_merges={options.bpe_merges}: transduction data has no BPE — leave --bpe-merges out")
     record = {"source": "characters", "target": "symbols", "normalization": normalization,
-              "lowercase": bool(lowercase), "space": SPACE}
+              "lowercase": bool(lowercase), "space": SPACE, "marks": "split" if split_marks else "whole"}
     return build_prepared(out_dir, source=source, splits=splits, pipeline=Pipeline("chars", "symbols"),
                           options=options, inputs=inputs,
-                          settings={**(settings or {}), "normalization": normalization, "lowercase": bool(lowercase)},
+                          settings={**(settings or {}), "normalization": normalization, "lowercase": bool(lowercase),
+                                    "split_marks": bool(split_marks)},
                           extra_meta={"task": "transduction", "transduction": record})
 
 
@@ -151,7 +176,7 @@ def sigmorphon_files(from_dir: str | os.PathLike, lang: str) -> dict[str, Path]:
 
 
 def prepare_sigmorphon(out_dir: str | os.PathLike, *, from_dir, lang: str | None, normalization: str = "nfc",
-                       options: BuildOptions | None = None) -> dict:
+                       options: BuildOptions | None = None, split_marks: bool = False) -> dict:
     """One language of the SIGMORPHON 2021 grapheme-to-phoneme task -> a transduction folder."""
     if not from_dir:
         raise UserError("prepare sigmorphon-g2p: give --from, the folder of the shared task's TSV files")
@@ -160,7 +185,7 @@ def prepare_sigmorphon(out_dir: str | os.PathLike, *, from_dir, lang: str | None
     files = sigmorphon_files(from_dir, lang)
     return prepare_lexicon(out_dir, train=files["train"], valid=files["valid"], test=files.get("test"),
                            normalization=normalization, options=options, source="sigmorphon-g2p",
-                           settings={"lang": lang, "from_dir": str(from_dir)})
+                           settings={"lang": lang, "from_dir": str(from_dir)}, split_marks=split_marks)
 
 
 def load_transduction(path: str | os.PathLike, reverse: bool = False) -> PreparedData:
@@ -170,8 +195,11 @@ def load_transduction(path: str | os.PathLike, reverse: bool = False) -> Prepare
     if not isinstance(record, dict):
         raise UserError(f"{Path(path) / 'meta.json'}: no 'transduction' record — prepare the data again with "
                         "varattn prepare lexicon (or sigmorphon-g2p)")
+    split = record.get("marks") == "split"
     data.pipeline = CharacterPipeline(src_lang=data.pipeline.src_lang, tgt_lang=data.pipeline.tgt_lang,
                                       lowercase=bool(record.get("lowercase", False)),
                                       normalization=check_normalization(record.get("normalization", "nfc")),
-                                      char_side="tgt" if reverse else "src")
+                                      char_side="tgt" if reverse else "src", split_marks=split)
+    if split and not reverse:
+        data.target_marks = frozenset(i for i, token in enumerate(data.tgt_vocab.itos) if mark_token(token))
     return data

@@ -277,20 +277,25 @@ def _vqa_synthetic(out_dir, r: PrepareRequest) -> dict:
                                  progress=r.progress)
 
 
-@recipe("sigmorphon-g2p", options=("from_dir", "lang", "normalization"))
+SPLIT_MARKS = Option("split_marks", "target symbols' trailing marks (tone, length, nasality) as tokens of their own; "
+                     "outputs and scores join them back", "switch")
+
+
+@recipe("sigmorphon-g2p", options=("from_dir", "lang", "normalization", SPLIT_MARKS))
 def _sigmorphon_g2p(out_dir, r: PrepareRequest) -> dict:
     from varattn.data.lexicon import prepare_sigmorphon
 
     return prepare_sigmorphon(out_dir, from_dir=r.from_dir, lang=r.lang, normalization=r.normalization,
-                              options=r.build_options())
+                              options=r.build_options(), split_marks=bool(r.extra.get("split_marks")))
 
 
-@recipe("lexicon", options=("train", "valid", "test", "normalization", "lowercase"))
+@recipe("lexicon", options=("train", "valid", "test", "normalization", "lowercase", SPLIT_MARKS))
 def _lexicon(out_dir, r: PrepareRequest) -> dict:
     from varattn.data.lexicon import prepare_lexicon
 
     return prepare_lexicon(out_dir, train=r.train, valid=r.valid, test=r.test, normalization=r.normalization,
-                           lowercase=bool(r.lowercase), options=r.build_options())
+                           lowercase=bool(r.lowercase), options=r.build_options(),
+                           split_marks=bool(r.extra.get("split_marks")))
 
 
 # --- synthetic -----------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ class ParallelSplit:
         self.src_lengths: np.ndarray = np.diff(self._src_off)
         self.tgt_lengths: np.ndarray = np.diff(self._tgt_off)
         self._whole = len(self.src_lengths)  # pairs as stored: the text files' lines (see first())
+        self.target_marks: frozenset = frozenset()  # see PreparedData.target_marks
 
     def __len__(self) -> int:
         return len(self.src_lengths)
@@ -68,7 +69,7 @@ class ParallelSplit:
         arrays = {"src": self._src, "src_offsets": self._src_off[: count + 1],
                   "tgt": self._tgt, "tgt_offsets": self._tgt_off[: count + 1]}
         cut = ParallelSplit(self.folder, self.name, arrays)
-        cut.reverse, cut._whole = self.reverse, self._whole
+        cut.reverse, cut._whole, cut.target_marks = self.reverse, self._whole, self.target_marks
         return cut
 
     def __repr__(self) -> str:
@@ -135,6 +136,9 @@ class PreparedData:
     tgt_vocab: Vocabulary
     pipeline: Pipeline
     reverse: bool = False  # the folder read target -> source (see the module docstring)
+    # target ids that continue the symbol before them when outputs are compared symbol by symbol
+    # (a transduction folder prepared with split marks, varattn.data.marks); every split carries them
+    target_marks: frozenset = frozenset()
     _splits: dict[str, ParallelSplit] = field(default_factory=dict, repr=False)
 
     @property
@@ -165,6 +169,7 @@ class PreparedData:
         expected = self.meta["splits"][name].get("pairs")
         if expected is not None and expected != len(sp):
             raise UserError(f"{p}: holds {len(sp)} pairs but meta.json says {expected} — {_AGAIN}")
+        sp.target_marks = self.target_marks
         self._splits[name] = sp
         return sp
 
