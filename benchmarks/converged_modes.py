@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import statistics
 import subprocess
 import sys
@@ -51,7 +52,7 @@ import time
 from pathlib import Path
 
 import harness
-from harness import RESULTS, ROOT, SHARED, command_line, fmt, table, write_results, write_text
+from harness import RESULTS, ROOT, SHARED, command_line, fmt, rel, table, write_results, write_text
 
 MODES = ["soft", "marginal", "hard-enum", "hard-sample", "vae-enum", "vae-sample", "vae-gumbel", "vae-rws",
          "vae-dirichlet"]
@@ -325,11 +326,12 @@ def report(args) -> None:
     if args.arch == "transformer":
         settings += recipe_mode_blocks(recipe({"kind": "mt"}, args))
         lines += ["", HOW_TRANSFORMER.format(
-            model=", ".join(f"{k}={v}" for k, v in {**TRANSFORMER_SHARED, **{f"transformer.{k}": v for k, v in
+            **protocol_flags(args), model=", ".join(f"{k}={v}" for k, v in {**TRANSFORMER_SHARED, **{f"transformer.{k}": v for k, v in
                                                                           TRANSFORMER.items()}}.items()),
             synthetic=", ".join(f"transformer.{k}={v}" for k, v in TRANSFORMER_SYNTHETIC.items()), settings=settings)]
     else:
-        lines += ["", HOW.format(model=", ".join(f"{k} {v}" for k, v in MODEL.items()), settings=settings)]
+        lines += ["", HOW.format(**protocol_flags(args), model=", ".join(f"{k} {v}" for k, v in MODEL.items()),
+                                 settings=settings)]
     if args.set:
         lines += [f"Variant: every job of this table also ran with {', '.join(f'`{s}`' for s in args.set)}.\n"]
     text = "\n".join(lines) + "\n"
@@ -376,11 +378,32 @@ def transformer_intro(args, results: dict) -> str:
             f"{', '.join(synthetic) or 'none'}. {state}\n")
 
 
+def protocol_flags(args) -> dict[str, str]:
+    """The flags that name this table's protocol (those that differ from the defaults), as the "How it was run"
+    commands repeat them: ``flags`` for run and report, ``results`` for report alone."""
+    defaults = ARCHS[args.arch]
+    flags = []
+    if args.arch != "rnn":
+        flags += ["--arch", args.arch]
+    if Path(args.work).resolve() != (ROOT / "runs" / defaults["work"]).resolve():
+        flags += ["--work", rel(args.work)]
+    if args.modes != MODES:
+        flags += ["--modes", *args.modes]
+    if args.seeded != SEEDED:
+        flags += ["--seeded", *args.seeded]
+    if args.set:
+        flags += ["--set", *args.set]
+    results = [] if Path(args.results).resolve() == (RESULTS / defaults["results"]).resolve() else \
+        ["--results", rel(args.results)]
+    return {"flags": "".join(f" {shlex.quote(f)}" for f in flags),
+            "results": "".join(f" {shlex.quote(f)}" for f in results)}
+
+
 HOW = """## How it was run
 
-    python benchmarks/converged_modes.py run --work runs/converged &   # two workers, one thread each
-    python benchmarks/converged_modes.py run --work runs/converged &
-    python benchmarks/converged_modes.py report --work runs/converged
+    python benchmarks/converged_modes.py run{flags} &   # two workers, one thread each
+    python benchmarks/converged_modes.py run{flags} &
+    python benchmarks/converged_modes.py report{flags}{results}
 
 Data: `varattn prepare multi30k --from ../shared/data/multi30k --bpe-merges 2000 --max-len 14 --filter-eval`
 (Multi30k De-En: 8,691 training pairs, 301 validation, 323 test; pairs of at most 14 BPE tokens).
@@ -398,8 +421,8 @@ test pairs against the gold links.
 
 HOW_TRANSFORMER = """## How it was run
 
-    python benchmarks/converged_modes.py run --arch transformer &   # workers, one thread each
-    python benchmarks/converged_modes.py report --arch transformer
+    python benchmarks/converged_modes.py run{flags} &   # workers, one thread each
+    python benchmarks/converged_modes.py report{flags}{results}
 
 Data: `varattn prepare multi30k --from ../shared/data/multi30k --bpe-merges 2000 --max-len 14 --filter-eval`
 (Multi30k De-En: 8,691 training pairs, 301 validation, 323 test; pairs of at most 14 BPE tokens), as for the LSTM.
