@@ -76,3 +76,11 @@ def gather_rng(world: World, sampler: torch.Generator) -> list[dict[str, torch.T
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()
+
+
+def leave(world: World) -> None:
+    """Leave the process group once every process is done (a process that exits with gloo's threads
+    still running may abort at exit)."""
+    if world.distributed and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

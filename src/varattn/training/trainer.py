@@ -514,4 +514,7 @@ class Trainer:
 
 
 def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict:
-    return Trainer(config, run_dir, resume).run()
+    trainer = Trainer(config, run_dir, resume)
+    result = trainer.run()
+    distributed.leave(trainer.world)
+    return result
