@@ -326,7 +326,8 @@ def report(args) -> None:
     if args.arch == "transformer":
         settings += recipe_mode_blocks(recipe({"kind": "mt"}, args))
         lines += ["", HOW_TRANSFORMER.format(
-            **protocol_flags(args), model=", ".join(f"{k}={v}" for k, v in {**TRANSFORMER_SHARED, **{f"transformer.{k}": v for k, v in
+            **protocol_flags(args),
+            model=", ".join(f"{k}={v}" for k, v in {**TRANSFORMER_SHARED, **{f"transformer.{k}": v for k, v in
                                                                           TRANSFORMER.items()}}.items()),
             synthetic=", ".join(f"transformer.{k}={v}" for k, v in TRANSFORMER_SYNTHETIC.items()), settings=settings)]
     else:
@@ -395,8 +396,7 @@ def protocol_flags(args) -> dict[str, str]:
         flags += ["--set", *args.set]
     results = [] if Path(args.results).resolve() == (RESULTS / defaults["results"]).resolve() else \
         ["--results", rel(args.results)]
-    return {"flags": "".join(f" {shlex.quote(f)}" for f in flags),
-            "results": "".join(f" {shlex.quote(f)}" for f in results)}
+    return {"flags": " " + shlex.join(flags) if flags else "", "results": " " + shlex.join(results) if results else ""}
 
 
 HOW = """## How it was run

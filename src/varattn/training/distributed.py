@@ -82,5 +82,5 @@ def leave(world: World) -> None:
     """Leave the process group once every process is done (a process that exits with gloo's threads
     still running may abort at exit)."""
     if world.distributed and dist.is_initialized():
-        dist.barrier()
+        barrier(world)
         dist.destroy_process_group()
