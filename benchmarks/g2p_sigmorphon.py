@@ -395,7 +395,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("action", choices=["run", "report", "align", "best"])
     parser.add_argument("--tables", nargs="+", default=["g2p_sigmorphon", "g2p_sigmorphon_big", "g2p_sigmorphon_big_nfd",
                                                          "g2p_sigmorphon_big_nfd_marks", "g2p_ensemble",
-                                                         "g2p_ensemble_nfd", "g2p_ensemble_big", "g2p_ensemble_nfd_s45"],
+                                                         "g2p_ensemble_nfd", "g2p_ensemble_big", "g2p_ensemble_nfd_s45",
+                                                         "g2p_ensemble_nfd_s67", "g2p_ensemble_big_fre_hun"],
                         help="best: the results tables whose runs compete (ties go to the first named)")
     parser.add_argument("--limit", type=int, default=1000, help="align: test (and training) words per run")
     parser.add_argument("--peer", default=str(ROOT / "runs" / "g2p-peer"), help="align: g2p_peer.py's work folder")
