@@ -252,6 +252,13 @@ def report(work: Path, note: str = "", results_name: str = "g2p_sigmorphon") -> 
                                                "runs": results}, "\n".join(lines), threads=1)
 
 
+def result_tables() -> list[str]:
+    """The tables of finished runs in benchmarks/results: single runs (``g2p_sigmorphon*``) before
+    ensembles (``g2p_ensemble*``), each group sorted by name."""
+    return [path.stem for prefix in ("g2p_sigmorphon", "g2p_ensemble")
+            for path in sorted(RESULTS.glob(f"{prefix}*.json"))]
+
+
 def best_on_dev(names: list[str], out: str = "g2p_best") -> None:
     """Per language, the configuration (results table, mode) with the lowest development WER, mean over
     its seeds, among the runs of ``benchmarks/results/NAME.json`` for every NAME; its test WER is
@@ -393,11 +400,9 @@ def alignments(work: Path, limit: int, peer: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["run", "report", "align", "best"])
-    parser.add_argument("--tables", nargs="+", default=["g2p_sigmorphon", "g2p_sigmorphon_big", "g2p_sigmorphon_big_nfd",
-                                                         "g2p_sigmorphon_big_nfd_marks", "g2p_ensemble",
-                                                         "g2p_ensemble_nfd", "g2p_ensemble_big", "g2p_ensemble_nfd_s45",
-                                                         "g2p_ensemble_nfd_s67", "g2p_ensemble_big_fre_hun"],
-                        help="best: the results tables whose runs compete (ties go to the first named)")
+    parser.add_argument("--tables", nargs="+", default=None,
+                        help="best: the results tables whose runs compete (ties go to the first named); by default "
+                             "every g2p_sigmorphon* table, then every g2p_ensemble* table, each group by name")
     parser.add_argument("--limit", type=int, default=1000, help="align: test (and training) words per run")
     parser.add_argument("--peer", default=str(ROOT / "runs" / "g2p-peer"), help="align: g2p_peer.py's work folder")
     parser.add_argument("--work", default=str(ROOT / "runs" / "g2p"))
@@ -422,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
         report(work, args.note, args.results)
         return
     if args.action == "best":
-        best_on_dev(args.tables)
+        best_on_dev(args.tables or result_tables())
         return
     if args.action == "align":
         alignments(work, args.limit, Path(args.peer))
